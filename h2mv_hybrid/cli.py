@@ -1,0 +1,54 @@
+"""The ``h2mv`` command: one entry point whose first word names the job.
+
+Each job is a plain function whose signature and docstring define its options, parsed by
+jsonargparse, so every job takes ``--config FILE``, ``--print_config`` and ``--help``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+#: job name → (module:function, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "h2mv_hybrid.demo:demo",
+        "run the H2MV bucket on built-in forcing, print its water balance",
+    ),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: h2mv COMMAND [options]   (h2mv COMMAND --help for its options)", ""]
+    lines.append("commands:")
+    lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _load(target: str) -> Callable[..., object]:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Dispatch ``h2mv COMMAND ...`` to the job's function."""
+    from jsonargparse import auto_cli
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        sys.exit(f"h2mv: unknown command {command!r}; valid: {', '.join(COMMANDS)}\n\n{_usage()}")
+    func = _load(COMMANDS[command][0])
+    try:
+        auto_cli(func, args=rest, as_positional=False)
+    except ValueError as err:
+        # Input errors name the variable, the expected and the found: show just that.
+        sys.exit(f"h2mv {command}: error: {err}")
+
+
+if __name__ == "__main__":
+    main()

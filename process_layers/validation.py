@@ -1,0 +1,250 @@
+"""Checks of the process layer's inputs, run once per call of ``simulate``.
+
+Every problem raises ``ValueError`` naming the variable, what was expected and what was
+found (with the position of the first offending entry), so that a caller learns how to
+fix the input rather than receiving NaN water balances later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+from process_layers.containers import Alpha, Beta, Forcing, States, Static, _Record
+from process_layers.parameters import BY_NAME
+
+R = TypeVar("R", bound=_Record)
+
+#: Plausible ranges of the forcing in the units the layer expects. Daily-mean net
+#: radiation of the land surface stays within a few hundred W m⁻²; values near 1e6 are
+#: daily sums in J m⁻².
+RN_RANGE_W_M2 = (-300.0, 1000.0)
+TAIR_RANGE_K = (170.0, 340.0)
+PREC_MAX_MM_DAY = 2000.0
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _where(mask: Tensor) -> str:
+    """Position of the first True entry of ``mask`` as 'cell i' or 'cell i, day t'."""
+    idx = torch.nonzero(mask)[0].tolist()
+    labels = ("cell", "day")
+    return ", ".join(f"{lab} {i}" for lab, i in zip(labels, idx, strict=False))
+
+
+def to_record(obj: Any, cls: type[R], what: str) -> R:
+    """Turn a mapping into the record ``cls``, rejecting missing and unknown keys."""
+    if isinstance(obj, cls):
+        return obj
+    if not isinstance(obj, Mapping):
+        raise ValueError(
+            f"{what}: expected a mapping with keys {', '.join(cls.field_names())}, "
+            f"found {type(obj).__name__}"
+        )
+    expected = set(cls.field_names())
+    found = set(obj.keys())
+    missing = [k for k in cls.field_names() if k not in found]
+    unknown = sorted(found - expected, key=str)
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(map(repr, missing))}")
+        if unknown:
+            parts.append(f"unknown {', '.join(map(repr, unknown))}")
+        raise ValueError(
+            f"{what}: {'; '.join(parts)}; expected exactly the keys "
+            f"{', '.join(cls.field_names())}"
+        )
+    return cls(**{k: obj[k] for k in cls.field_names()})
+
+
+def _tensor(x: Any, what: str, dtype: torch.dtype | None = None) -> Tensor:
+    if isinstance(x, Tensor):
+        if not (x.is_floating_point()):
+            raise ValueError(f"{what}: expected a floating-point tensor, found dtype {x.dtype}")
+        return x
+    if isinstance(x, (float, int)) and not isinstance(x, bool):
+        return torch.tensor(float(x), dtype=dtype or torch.get_default_dtype())
+    raise ValueError(f"{what}: expected a torch.Tensor, found {type(x).__name__}")
+
+
+def compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """The dtype the physics runs in: the widest of the inputs, at least float32.
+
+    Half and bfloat16 inputs (networks under mixed precision) are computed in float32:
+    the water balance is not meaningful at 8 bits of mantissa.
+    """
+    dtype = torch.float32
+    for t in tensors:
+        if t.dtype == torch.float64:
+            dtype = torch.float64
+    return dtype
+
+
+def _check_shape(x: Tensor, shape: tuple[int, ...], what: str, dims: str) -> None:
+    if tuple(x.shape) != shape:
+        raise ValueError(f"{what}: expected shape {dims} = {shape}, found {tuple(x.shape)}")
+
+
+def _check_finite(x: Tensor, what: str) -> None:
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        raise ValueError(
+            f"{what}: expected finite values, found {int(bad.sum())} NaN/inf "
+            f"(first at {_where(bad)})"
+        )
+
+
+def _check_range(x: Tensor, lo: float, hi: float, what: str, unit: str, hint: str = "") -> None:
+    bad = (x < lo) | (x > hi)
+    if bool(bad.any()):
+        raise ValueError(
+            f"{what}: expected values in [{_fmt(lo)}, {_fmt(hi)}] {unit}, found min "
+            f"{_fmt(float(x.min()))} and max {_fmt(float(x.max()))} (first outside at "
+            f"{_where(bad)}){hint}"
+        )
+
+
+def check_forcing(forcing: Forcing, what: str = "forcing") -> None:
+    """Check values and units of the forcing (shapes are checked by the caller)."""
+    for name in forcing.field_names():
+        _check_finite(forcing[name], f"{what}[{name!r}]")
+    prec, tair, rn = forcing.prec, forcing.tair, forcing.rn
+    _check_range(prec, 0.0, PREC_MAX_MM_DAY, f"{what}['prec']", "mm day⁻¹",
+                 " (precipitation cannot be negative)" if float(prec.min()) < 0 else "")
+    tmax = float(tair.max())
+    hint = ""
+    if tmax < 100.0:
+        hint = " — this looks like °C: the process layer expects K (add 273.15)"
+    _check_range(tair, *TAIR_RANGE_K, f"{what}['tair']", "K", hint)
+    rmax = float(rn.max())
+    hint = ""
+    if rmax > 1e5:
+        hint = " — this looks like a daily sum in J m⁻²: divide by 86400 for W m⁻²"
+    elif rmax > RN_RANGE_W_M2[1]:
+        hint = " — daily-mean net radiation above 1000 W m⁻² is not physical"
+    _check_range(rn, *RN_RANGE_W_M2, f"{what}['rn']", "W m⁻² (daily mean)", hint)
+
+
+def check_bounds(record: _Record, group: str, what: str) -> None:
+    """Check each coefficient of a record against its bounds in the parameter table."""
+    for name, x in record.items():
+        coef = BY_NAME[(group, name)]  # type: ignore[index]
+        _check_finite(x, f"{what}[{name!r}]")
+        if group == "static":
+            # A capacity of zero leaves the soil without a state: strictly positive.
+            bad = x <= coef.lower
+            if bool(bad.any()):
+                raise ValueError(
+                    f"{what}[{name!r}]: expected values > {_fmt(coef.lower)} {coef.unit}, "
+                    f"found min {_fmt(float(x.min()))} (first at {_where(bad)})"
+                )
+        else:
+            _check_range(x, coef.lower, coef.upper, f"{what}[{name!r}]", coef.unit)
+
+
+def validate(
+    forcing: Mapping[str, Any],
+    alpha: Mapping[str, Any],
+    static: Mapping[str, Any],
+    beta: Mapping[str, Any],
+    states: Mapping[str, Any] | None,
+    *,
+    series: bool,
+) -> tuple[Forcing, Alpha, Static, Beta, States | None]:
+    """Check the inputs of ``step`` (series=False, [cells]) or ``simulate`` ([cells, time]).
+
+    Returns the inputs as records, cast to one compute dtype (see :func:`compute_dtype`).
+    Raises ``ValueError`` for missing or unknown keys, non-tensors, wrong shapes, mixed
+    devices, non-finite values, values out of physical range or coefficient bounds, and
+    initial storages that are negative or exceed SM_max.
+    """
+    f = to_record(forcing, Forcing, "forcing")
+    a = to_record(alpha, Alpha, "alpha")
+    s = to_record(static, Static, "static")
+    b = to_record(beta, Beta, "beta")
+    st = None if states is None else to_record(states, States, "states")
+
+    f = Forcing(**{k: _tensor(v, f"forcing[{k!r}]") for k, v in f.items()})
+    a = Alpha(**{k: _tensor(v, f"alpha[{k!r}]") for k, v in a.items()})
+    s = Static(**{k: _tensor(v, f"static[{k!r}]") for k, v in s.items()})
+    b = Beta(**{k: _tensor(v, f"beta[{k!r}]") for k, v in b.items()})
+    if st is not None:
+        st = States(**{k: _tensor(v, f"states[{k!r}]") for k, v in st.items()})
+
+    device = a.fapar.device
+    groups = {"forcing": f, "alpha": a, "static": s, "beta": b}
+    if st is not None:
+        groups["states"] = st
+    for gname, rec in groups.items():
+        for k, v in rec.items():
+            if gname == "beta" and v.device != device and v.numel() == 1:
+                continue  # python floats become CPU scalars; moved below
+            if v.device != device:
+                raise ValueError(
+                    f"{gname}[{k!r}]: expected a tensor on {device} (the device of "
+                    f"alpha['fapar']), found {v.device}"
+                )
+
+    ref = f.rn
+    if series:
+        if ref.dim() != 2:
+            raise ValueError(
+                f"forcing['rn']: expected shape [cells, time], found {tuple(ref.shape)}"
+            )
+        dims = "[cells, time]"
+    else:
+        if ref.dim() != 1:
+            raise ValueError(f"forcing['rn']: expected shape [cells], found {tuple(ref.shape)}")
+        dims = "[cells]"
+    shape = tuple(ref.shape)
+    n_cells = shape[0]
+    for k, v in f.items():
+        _check_shape(v, shape, f"forcing[{k!r}]", dims)
+    for k, v in a.items():
+        _check_shape(v, shape, f"alpha[{k!r}]", dims)
+    _check_shape(s.sm_max, (n_cells,), "static['sm_max']", "[cells]")
+    for k, v in b.items():
+        if v.numel() != 1:
+            raise ValueError(
+                f"beta[{k!r}]: expected a scalar (global constant), found shape "
+                f"{tuple(v.shape)}"
+            )
+    if st is not None:
+        for k, v in st.items():
+            _check_shape(v, (n_cells,), f"states[{k!r}]", "[cells]")
+
+    dtype = compute_dtype(*a.values(), *s.values(), *b.values())
+    f = f.map(lambda x: x.to(dtype))
+    a = a.map(lambda x: x.to(dtype))
+    s = s.map(lambda x: x.to(dtype))
+    b = b.map(lambda x: x.to(device=device, dtype=dtype).reshape(()))
+    if st is not None:
+        st = st.map(lambda x: x.to(dtype))
+
+    with torch.no_grad():
+        check_forcing(f)
+        check_bounds(a, "alpha", "alpha")
+        check_bounds(s, "static", "static")
+        check_bounds(b, "beta", "beta")
+        if st is not None:
+            for k, v in st.items():
+                _check_finite(v, f"states[{k!r}]")
+                if bool((v < 0).any()):
+                    raise ValueError(
+                        f"states[{k!r}]: expected storages ≥ 0 mm, found min "
+                        f"{_fmt(float(v.min()))} (first at {_where(v < 0)})"
+                    )
+            over = st.sm > s.sm_max
+            if bool(over.any()):
+                i = int(torch.nonzero(over)[0])
+                raise ValueError(
+                    f"states['sm']: expected soil moisture ≤ static['sm_max'], found "
+                    f"{_fmt(float(st.sm[i]))} mm > {_fmt(float(s.sm_max[i]))} mm at cell {i}"
+                )
+    return f, a, s, b, st
