@@ -17,6 +17,8 @@ gradient. Arithmetic runs in float64 whatever the storage dtype; storages are ro
 the storage dtype at the end of every day so that the backward pass recomputes exactly
 what the forward pass did.
 
+The forcing enters in its input units (W m⁻², mm day⁻¹, K) and is converted in the
+kernel exactly as :mod:`process_layers.units` does, sparing two full-size temporaries.
 Forcing is treated as data: gradients flow to α, SM_max, β and the initial storages,
 not to ``rn``, ``prec`` or ``tair`` (``simulate`` uses the per-day path when the forcing
 requires a gradient).
@@ -29,10 +31,19 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from process_layers.constants import RECHARGE_EPSILON
+from process_layers.constants import (
+    LATENT_HEAT_VAPORISATION,
+    RECHARGE_EPSILON,
+    W_M2_TO_MJ_M2_DAY,
+    ZERO_CELSIUS_IN_KELVIN,
+)
 from process_layers.containers import FLUX_NAMES
 
-EPS = RECHARGE_EPSILON
+# Passed to the kernels as arguments, not read as globals: numba's on-disk cache is keyed
+# on this file, so a constant compiled in from another module could go stale.
+CONSTANTS = np.array(
+    [W_M2_TO_MJ_M2_DAY / LATENT_HEAT_VAPORISATION, ZERO_CELSIUS_IN_KELVIN, RECHARGE_EPSILON]
+)
 N_FLUX = len(FLUX_NAMES)
 
 # Indices into the flux tuple; the order is that of containers.Fluxes.
@@ -44,8 +55,9 @@ assert FLUX_NAMES[TWS] == "tws" and FLUX_NAMES[SM] == "sm" and FLUX_NAMES[TR] ==
 
 
 @njit(inline="always")
-def _day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw):  # noqa: D103
-    # Inputs are float64 scalars of one cell-day; see the module docstring for the order.
+def _day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps):  # noqa: D103
+    # Inputs are float64 scalars of one cell-day: rn in mm day⁻¹ (converted, floored),
+    # tc in °C; see the module docstring for the rest.
     frozen = tc <= 0.0
     s_acc = prec * bs if frozen else 0.0  # A1
     pos_t = tc if tc > 0.0 else 0.0
@@ -68,7 +80,7 @@ def _day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw):
     et = ei + es + tr  # A12
     ef = et / rn if rn > 0.0 else 0.0
     w = rain + melt - ei  # A13
-    wd = w if w >= EPS else EPS
+    wd = w if w >= eps else eps
     ratio = (smx - sm2) / wd
     rmin = ratio if ratio <= 1.0 else 1.0
     rsf = rmin * ars  # A14
@@ -90,12 +102,13 @@ def _day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw):
 
 
 @njit(parallel=True, cache=True)
-def _forward_kernel(rn, prec, tc, alpha, smax, betas, s0, out):  # noqa: D103
-    # rn, prec, tc: [C, T]; alpha: 7 × [C, T]; smax: [C]; betas: [2]; s0: [3, C];
-    # out: 21 × [C, T], written in place.
+def _forward_kernel(rn, prec, tair, alpha, smax, betas, s0, consts, out):  # noqa: D103
+    # rn (W m⁻²), prec (mm day⁻¹), tair (K): [C, T]; alpha: 7 × [C, T]; smax: [C];
+    # betas: [2]; s0: [3, C]; consts: CONSTANTS; out: 21 × [C, T], written in place.
     n_cells, n_days = rn.shape
     bs = float(betas[0])
     bg = float(betas[1])
+    rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
         swe = float(s0[0, c])
         sm = float(s0[1, c])
@@ -107,10 +120,10 @@ def _forward_kernel(rn, prec, tc, alpha, smax, betas, s0, out):  # noqa: D103
                 es, sm1, rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg,
                 qsf, qs, qb, qt, gw1, tws,
             ) = _day(
-                float(rn[c, t]), float(prec[c, t]), float(tc[c, t]),
+                _energy(float(rn[c, t]), rn_factor), float(prec[c, t]), float(tair[c, t]) - t0,
                 float(alpha[0][c, t]), float(alpha[1][c, t]), float(alpha[2][c, t]),
                 float(alpha[3][c, t]), float(alpha[4][c, t]), float(alpha[5][c, t]),
-                float(alpha[6][c, t]), smx, bs, bg, swe, sm, gw,
+                float(alpha[6][c, t]), smx, bs, bg, swe, sm, gw, eps,
             )
             out[SNOW_ACC][c, t] = s_acc
             out[SNOW_MELT][c, t] = melt
@@ -140,6 +153,13 @@ def _forward_kernel(rn, prec, tc, alpha, smax, betas, s0, out):  # noqa: D103
 
 
 @njit(inline="always")
+def _energy(rn_w_m2, factor):  # noqa: D103
+    # units.net_radiation_mm_per_day, in float64: W m⁻² → mm day⁻¹, floored at 0.
+    x = rn_w_m2 * factor
+    return x if x >= 0.0 else 0.0
+
+
+@njit(inline="always")
 def _cot(g, present, k, c, t):  # noqa: D103
     # Cotangent of flux k at (c, t); absent cotangents (unused outputs) are zero.
     return float(g[k][c, t]) if present[k] else 0.0
@@ -147,7 +167,7 @@ def _cot(g, present, k, c, t):  # noqa: D103
 
 @njit(parallel=True, cache=True)
 def _backward_kernel(  # noqa: D103
-    rn, prec, tc, alpha, smax, betas, s0, swe_out, sm_out, gw_out, g, present,
+    rn, prec, tair, alpha, smax, betas, s0, consts, swe_out, sm_out, gw_out, g, present,
     g_alpha, g_smax, g_betas, g_s0,
 ):
     # Reverse-mode sweep. g: 21 cotangent arrays (dummies where present[k] is False).
@@ -157,6 +177,7 @@ def _backward_kernel(  # noqa: D103
     n_cells, n_days = rn.shape
     bs = float(betas[0])
     bg = float(betas[1])
+    rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
         smx = float(smax[c])
         lam_swe = 0.0
@@ -174,7 +195,7 @@ def _backward_kernel(  # noqa: D103
                 swe = float(swe_out[c, t - 1])
                 sm = float(sm_out[c, t - 1])
                 gw = float(gw_out[c, t - 1])
-            rnv = float(rn[c, t])
+            rnv = _energy(float(rn[c, t]), rn_factor)
             pr = float(prec[c, t])
             am = float(alpha[0][c, t])
             aei = float(alpha[1][c, t])
@@ -187,8 +208,8 @@ def _backward_kernel(  # noqa: D103
                 frozen, s_acc, pos_t, m_pot, melt, swe_raw, swe1, rain, ic, ei0, ei, rn1, etp1,
                 es, sm1, rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg,
                 qsf, qs, qb, qt, gw1, tws,
-            ) = _day(rnv, pr, float(tc[c, t]), am, aei, aes, at, ars, arg, f, smx, bs, bg,
-                     swe, sm, gw)
+            ) = _day(rnv, pr, float(tair[c, t]) - t0, am, aei, aes, at, ars, arg, f, smx, bs,
+                     bg, swe, sm, gw, eps)
 
             # A24: tws = swe1 + gw1 + sm3
             a_tws = _cot(g, present, TWS, c, t)
@@ -230,7 +251,7 @@ def _backward_kernel(  # noqa: D103
             a_ratio = a_rmin if ratio <= 1.0 else 0.0
             acc_smx += a_ratio / wd
             a_sm2 -= a_ratio / wd
-            if w >= EPS:
+            if w >= eps:
                 a_w -= a_ratio * ratio / wd
             # A13: w = rain + melt - ei
             a_melt = _cot(g, present, SNOW_MELT, c, t) + a_w
@@ -319,27 +340,28 @@ def _np(x: Tensor) -> np.ndarray:
 class FusedScan(torch.autograd.Function):
     """Autograd function: the whole H2MV series in one kernel, adjoint in another.
 
-    Inputs (CPU tensors of one floating dtype): ``rn_mm``, ``prec``, ``tair_c`` [C, T] in
-    mm day⁻¹, mm day⁻¹, °C (no gradient); the seven α [C, T] in the order of
-    :data:`process_layers.parameters.ALPHA_NAMES`; ``sm_max`` [C]; ``beta_snow``,
+    Inputs (CPU tensors of one floating dtype): ``rn``, ``prec``, ``tair`` [C, T] in
+    W m⁻², mm day⁻¹, K (no gradient; converted inside the kernel); the seven α [C, T]
+    in the order of :data:`process_layers.parameters.ALPHA_NAMES`; ``sm_max`` [C]; ``beta_snow``,
     ``beta_gw`` (0-d); initial ``swe``, ``sm``, ``gw`` [C]. Returns the 21 fluxes of
     :class:`process_layers.containers.Fluxes`, each [C, T].
     """
 
     @staticmethod
-    def forward(ctx, rn_mm, prec, tair_c, *params):  # noqa: D102
+    def forward(ctx, rn, prec, tair, *params):  # noqa: D102
         alphas, (sm_max, beta_snow, beta_gw, swe0, sm0, gw0) = params[:7], params[7:]
-        dtype = rn_mm.dtype
-        n_cells, n_days = rn_mm.shape
+        dtype = rn.dtype
+        n_cells, n_days = rn.shape
         outs = tuple(torch.empty((n_cells, n_days), dtype=dtype) for _ in range(N_FLUX))
         alphas = tuple(a.detach().contiguous() for a in alphas)
         betas = torch.stack([beta_snow.detach(), beta_gw.detach()]).to(dtype)
         s0 = torch.stack([swe0.detach(), sm0.detach(), gw0.detach()]).contiguous()
-        rn_c, prec_c, tc_c = (x.detach().contiguous() for x in (rn_mm, prec, tair_c))
+        rn_c, prec_c, tc_c = (x.detach().contiguous() for x in (rn, prec, tair))
         sm_max_c = sm_max.detach().contiguous()
         _forward_kernel(
             rn_c.numpy(), prec_c.numpy(), tc_c.numpy(), tuple(a.numpy() for a in alphas),
-            sm_max_c.numpy(), betas.numpy(), s0.numpy(), tuple(o.numpy() for o in outs),
+            sm_max_c.numpy(), betas.numpy(), s0.numpy(), CONSTANTS,
+            tuple(o.numpy() for o in outs),
         )
         ctx.save_for_backward(
             rn_c, prec_c, tc_c, *alphas, sm_max_c, betas, s0, outs[SWE], outs[SM], outs[GW]
@@ -362,7 +384,7 @@ class FusedScan(torch.autograd.Function):
         g_s0 = torch.empty((3, n_cells), dtype=dtype)
         _backward_kernel(
             rn_c.numpy(), prec_c.numpy(), tc_c.numpy(), tuple(a.numpy() for a in alphas),
-            sm_max.numpy(), betas.numpy(), s0.numpy(), swe_out.numpy(), sm_out.numpy(),
+            sm_max.numpy(), betas.numpy(), s0.numpy(), CONSTANTS, swe_out.numpy(), sm_out.numpy(),
             gw_out.numpy(), g_np, present, tuple(a.numpy() for a in g_alpha),
             g_smax.numpy(), g_betas.numpy(), g_s0.numpy(),
         )

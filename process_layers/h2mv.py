@@ -156,9 +156,10 @@ def step(
     )
 
 
-def _simulate_loop(
-    rn_mm: Tensor, prec: Tensor, tair_c: Tensor, a: Alpha, sm_max: Tensor, b: Beta, st: States
-) -> Fluxes:
+def _simulate_loop(f: Forcing, a: Alpha, sm_max: Tensor, b: Beta, st: States) -> Fluxes:
+    rn_mm = net_radiation_mm_per_day(f.rn)
+    tair_c = kelvin_to_celsius(f.tair)
+    prec = f.prec
     days = zip(
         rn_mm.unbind(1), prec.unbind(1), tair_c.unbind(1),
         *(a[k].unbind(1) for k in ALPHA_NAMES),
@@ -171,13 +172,11 @@ def _simulate_loop(
     return Fluxes(**{k: torch.stack([o[k] for o in outputs], dim=1) for k in FLUX_NAMES})
 
 
-def _simulate_fused(
-    rn_mm: Tensor, prec: Tensor, tair_c: Tensor, a: Alpha, sm_max: Tensor, b: Beta, st: States
-) -> Fluxes:
+def _simulate_fused(f: Forcing, a: Alpha, sm_max: Tensor, b: Beta, st: States) -> Fluxes:
     from process_layers.fused import FusedScan
 
     outs = FusedScan.apply(
-        rn_mm, prec, tair_c, *(a[k] for k in ALPHA_NAMES), sm_max, b.snow, b.baseflow,
+        f.rn, f.prec, f.tair, *(a[k] for k in ALPHA_NAMES), sm_max, b.snow, b.baseflow,
         st.swe, st.sm, st.gw,
     )
     return Fluxes(**dict(zip(FLUX_NAMES, outs, strict=True)))
@@ -241,7 +240,5 @@ def simulate(
         raise ValueError(f"backend='fused' cannot run: {reason}; use backend='loop' or 'auto'")
     use_fused = backend == "fused" or (backend == "auto" and reason is None)
 
-    rn_mm = net_radiation_mm_per_day(f.rn)
-    tair_c = kelvin_to_celsius(f.tair)
     run = _simulate_fused if use_fused else _simulate_loop
-    return run(rn_mm, f.prec, tair_c, a, s.sm_max, b, st)
+    return run(f, a, s.sm_max, b, st)

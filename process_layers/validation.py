@@ -7,6 +7,7 @@ fix the input rather than receiving NaN water balances later.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -91,7 +92,7 @@ def _check_shape(x: Tensor, shape: tuple[int, ...], what: str, dims: str) -> Non
         raise ValueError(f"{what}: expected shape {dims} = {shape}, found {tuple(x.shape)}")
 
 
-def _check_finite(x: Tensor, what: str) -> None:
+def _locate_nonfinite(x: Tensor, what: str) -> None:
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         raise ValueError(
@@ -100,52 +101,63 @@ def _check_finite(x: Tensor, what: str) -> None:
         )
 
 
-def _check_range(x: Tensor, lo: float, hi: float, what: str, unit: str, hint: str = "") -> None:
-    bad = (x < lo) | (x > hi)
-    if bool(bad.any()):
+def _extremes(x: Tensor, what: str) -> tuple[float, float]:
+    """Min and max in one pass; NaN/inf are reported with their position.
+
+    One ``aminmax`` per tensor keeps the checks to a single read of the data (NaN
+    propagates into both results); the position of a bad entry is searched only on failure.
+    """
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        _locate_nonfinite(x, what)
+    return lo, hi
+
+
+def _check_range(x: Tensor, lo: float, hi: float, what: str, unit: str, hint: str = "",
+                 extremes: tuple[float, float] | None = None) -> None:
+    xmin, xmax = extremes if extremes is not None else _extremes(x, what)
+    if xmin < lo or xmax > hi:
+        bad = (x < lo) | (x > hi)
         raise ValueError(
             f"{what}: expected values in [{_fmt(lo)}, {_fmt(hi)}] {unit}, found min "
-            f"{_fmt(float(x.min()))} and max {_fmt(float(x.max()))} (first outside at "
-            f"{_where(bad)}){hint}"
+            f"{_fmt(xmin)} and max {_fmt(xmax)} (first outside at {_where(bad)}){hint}"
         )
 
 
 def check_forcing(forcing: Forcing, what: str = "forcing") -> None:
     """Check values and units of the forcing (shapes are checked by the caller)."""
-    for name in forcing.field_names():
-        _check_finite(forcing[name], f"{what}[{name!r}]")
-    prec, tair, rn = forcing.prec, forcing.tair, forcing.rn
-    _check_range(prec, 0.0, PREC_MAX_MM_DAY, f"{what}['prec']", "mm day⁻¹",
-                 " (precipitation cannot be negative)" if float(prec.min()) < 0 else "")
-    tmax = float(tair.max())
+    prec = _extremes(forcing.prec, f"{what}['prec']")
+    hint = " (precipitation cannot be negative)" if prec[0] < 0 else ""
+    _check_range(forcing.prec, 0.0, PREC_MAX_MM_DAY, f"{what}['prec']", "mm day⁻¹", hint, prec)
+    tair = _extremes(forcing.tair, f"{what}['tair']")
     hint = ""
-    if tmax < 100.0:
+    if tair[1] < 100:
         hint = " — this looks like °C: the process layer expects K (add 273.15)"
-    _check_range(tair, *TAIR_RANGE_K, f"{what}['tair']", "K", hint)
-    rmax = float(rn.max())
+    _check_range(forcing.tair, *TAIR_RANGE_K, f"{what}['tair']", "K", hint, tair)
+    rn = _extremes(forcing.rn, f"{what}['rn']")
     hint = ""
-    if rmax > 1e5:
+    if rn[1] > 1e5:
         hint = " — this looks like a daily sum in J m⁻²: divide by 86400 for W m⁻²"
-    elif rmax > RN_RANGE_W_M2[1]:
+    elif rn[1] > RN_RANGE_W_M2[1]:
         hint = " — daily-mean net radiation above 1000 W m⁻² is not physical"
-    _check_range(rn, *RN_RANGE_W_M2, f"{what}['rn']", "W m⁻² (daily mean)", hint)
+    _check_range(forcing.rn, *RN_RANGE_W_M2, f"{what}['rn']", "W m⁻² (daily mean)", hint, rn)
 
 
 def check_bounds(record: _Record, group: str, what: str) -> None:
     """Check each coefficient of a record against its bounds in the parameter table."""
     for name, x in record.items():
         coef = BY_NAME[(group, name)]  # type: ignore[index]
-        _check_finite(x, f"{what}[{name!r}]")
+        xmin, xmax = _extremes(x, f"{what}[{name!r}]")
         if group == "static":
             # A capacity of zero leaves the soil without a state: strictly positive.
-            bad = x <= coef.lower
-            if bool(bad.any()):
+            if xmin <= coef.lower:
                 raise ValueError(
                     f"{what}[{name!r}]: expected values > {_fmt(coef.lower)} {coef.unit}, "
-                    f"found min {_fmt(float(x.min()))} (first at {_where(bad)})"
+                    f"found min {_fmt(xmin)} (first at {_where(x <= coef.lower)})"
                 )
         else:
-            _check_range(x, coef.lower, coef.upper, f"{what}[{name!r}]", coef.unit)
+            _check_range(x, coef.lower, coef.upper, f"{what}[{name!r}]", coef.unit,
+                         extremes=(xmin, xmax))
 
 
 def validate(
@@ -234,8 +246,7 @@ def validate(
         check_bounds(b, "beta", "beta")
         if st is not None:
             for k, v in st.items():
-                _check_finite(v, f"states[{k!r}]")
-                if bool((v < 0).any()):
+                if _extremes(v, f"states[{k!r}]")[0] < 0:
                     raise ValueError(
                         f"states[{k!r}]: expected storages ≥ 0 mm, found min "
                         f"{_fmt(float(v.min()))} (first at {_where(v < 0)})"
