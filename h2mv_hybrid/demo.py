@@ -63,6 +63,9 @@ def plot_series(fluxes: Fluxes, prec: torch.Tensor, names: list[str], path: Path
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=90)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
     finally:
         plt.close(fig)

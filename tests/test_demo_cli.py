@@ -23,6 +23,7 @@ def test_demo_function_balances_and_plots(tmp_path, capsys):
     png = Path(result["figure"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert list(tmp_path.iterdir()) == [png]  # no temporary file left behind
+    assert png.stat().st_mode & 0o044  # readable by others, unlike mkstemp's 0600
 
 
 def test_every_experiment_config_runs_through_the_cli(tmp_path, capsys):
