@@ -19,6 +19,16 @@ def _loss_and_grads(forcing, alpha, static, beta, states, backend, weights):
     return f, torch.autograd.grad(loss, leaves)
 
 
+def _assert_backends_agree(forcing, alpha, static, beta, states, weights):
+    """Values to 1e-13 and gradients to 1e-10 (float64): the same arithmetic, twice."""
+    f0, g0 = _loss_and_grads(forcing, alpha, static, beta, states, "loop", weights)
+    f1, g1 = _loss_and_grads(forcing, alpha, static, beta, states, "fused", weights)
+    for k in FLUX_NAMES:
+        torch.testing.assert_close(f1[k], f0[k], rtol=1e-13, atol=1e-12, msg=k)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("case", ["kinky", "sites"])
 def test_fused_equals_loop_float64(case):
     if case == "kinky":
@@ -29,12 +39,7 @@ def test_fused_equals_loop_float64(case):
     g = torch.Generator().manual_seed(0)
     weights = {k: torch.randn(forcing["rn"].shape, generator=g, dtype=torch.float64)
                for k in FLUX_NAMES}
-    f0, g0 = _loss_and_grads(forcing, alpha, static, beta, states, "loop", weights)
-    f1, g1 = _loss_and_grads(forcing, alpha, static, beta, states, "fused", weights)
-    for k in FLUX_NAMES:
-        torch.testing.assert_close(f1[k], f0[k], rtol=1e-13, atol=1e-12, msg=k)
-    for a, b in zip(g1, g0):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    _assert_backends_agree(forcing, alpha, static, beta, states, weights)
 
 
 def test_fused_equals_loop_at_bounds_and_ties():
@@ -45,12 +50,7 @@ def test_fused_equals_loop_at_bounds_and_ties():
     states = {"swe": torch.zeros(6, dtype=torch.float64), "sm": static["sm_max"].clone(),
               "gw": torch.zeros(6, dtype=torch.float64)}
     weights = {k: torch.ones(6, 300, dtype=torch.float64) for k in ("ET", "q_total", "tws", "EF")}
-    f0, g0 = _loss_and_grads(forcing, alpha, static, beta, states, "loop", weights)
-    f1, g1 = _loss_and_grads(forcing, alpha, static, beta, states, "fused", weights)
-    for k in FLUX_NAMES:
-        torch.testing.assert_close(f1[k], f0[k], rtol=1e-13, atol=1e-12, msg=k)
-    for a, b in zip(g1, g0):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    _assert_backends_agree(forcing, alpha, static, beta, states, weights)
 
 
 def test_fused_equals_loop_float32():
