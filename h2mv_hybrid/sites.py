@@ -42,14 +42,12 @@ CLIMATES: tuple[Climate, ...] = (
 )
 
 
-def _spells(rng: np.random.Generator, p_wet: np.ndarray, persistence: float = 0.6) -> np.ndarray:
+def wet_spells(rng: np.random.Generator, p_wet: np.ndarray, persistence: float = 0.6) -> np.ndarray:
     """Wet-day mask with serial correlation: an AR(1) latent Gaussian thresholded per day.
 
     ``p_wet`` [cells, time] is the probability of a wet day; the latent process keeps the
     marginal probability but clusters wet and dry days into spells.
     """
-    from statistics import NormalDist
-
     n_cells, n_days = p_wet.shape
     noise = rng.standard_normal((n_cells, n_days))
     latent = np.empty_like(noise)
@@ -57,10 +55,7 @@ def _spells(rng: np.random.Generator, p_wet: np.ndarray, persistence: float = 0.
     scale = np.sqrt(1.0 - persistence**2)
     for t in range(1, n_days):
         latent[:, t] = persistence * latent[:, t - 1] + scale * noise[:, t]
-    # p_wet takes few distinct values (climates × days of year): invert the CDF on those.
-    unique, index = np.unique(np.clip(p_wet, 1e-6, 1 - 1e-6), return_inverse=True)
-    inv_cdf = NormalDist().inv_cdf
-    threshold = np.array([inv_cdf(float(u)) for u in unique])[index.reshape(p_wet.shape)]
+    threshold = torch.special.ndtri(torch.as_tensor(np.clip(p_wet, 1e-6, 1 - 1e-6))).numpy()
     return latent < threshold
 
 
@@ -95,7 +90,7 @@ def site_forcing(
     # Cloudy (wet) days get less net radiation.
     wet_season = 0.5 * (1 + np.cos(2 * np.pi * (doy - col("wet_peak_doy")) / 365))
     p_wet = (0.45 * ((1 - col("seasonality")) + col("seasonality") * wet_season)).clip(0.01, 0.9)
-    wet = _spells(rng, p_wet)
+    wet = wet_spells(rng, p_wet)
     amounts = rng.gamma(shape=0.8, scale=1.0, size=(n_cells, n_days))
     prec = np.where(wet, amounts, 0.0)
     # Scale each cell to its annual total.

@@ -1,0 +1,328 @@
+"""The H2MV store schema: variables, dims, units, plausible ranges, and the store check.
+
+One xarray Dataset (stored as a zarr group) holds forcing, static features, the land mask
+and the observational constraints. Two spatial layouts are accepted: a regular grid
+(dims ``lat``, ``lon``) and points (one dim ``cell`` with ``lat`` and ``lon`` coordinates
+along it). :func:`check_store` verifies a store before any training and raises
+:class:`StoreError` naming the variable, the expected and the found. See docs/data.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+Role = Literal["forcing", "static", "mask", "constraint", "optional"]
+TimeAxis = Literal["time", "month"] | None
+GRID: tuple[str, ...] = ("lat", "lon")
+POINTS: tuple[str, ...] = ("cell",)
+
+
+class StoreError(ValueError):
+    """A store does not follow the H2MV schema."""
+
+
+@dataclass(frozen=True)
+class Hint:
+    """A likely unit mistake: when the variable's max (or min) crosses ``value``, say ``text``."""
+
+    stat: Literal["max", "min"]
+    op: Literal["<", ">"]
+    value: float
+    text: str
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """One schema variable: its role, axes, canonical units and plausible range."""
+
+    name: str
+    role: Role
+    time: TimeAxis
+    units: str
+    long_name: str
+    aliases: tuple[str, ...] = ()
+    valid_range: tuple[float, float] | None = None
+    extra_dims: tuple[str, ...] = ()
+    hints: tuple[Hint, ...] = field(default=())
+
+    def dims(self, spatial: tuple[str, ...]) -> tuple[str, ...]:
+        """Dims of this variable in a layout with the given spatial dims."""
+        lead = (self.time,) if self.time else ()
+        return (*lead, *self.extra_dims, *spatial)
+
+    def accepts(self, units: str) -> bool:
+        """Whether ``units`` is a spelling of this variable's unit."""
+        norm = _normalise_units(units)
+        return norm in {_normalise_units(u) for u in (self.units, *self.aliases)}
+
+
+def _normalise_units(units: str) -> str:
+    return " ".join(str(units).replace("**", "").replace("^", "").split())
+
+
+_PER_DAY = ("mm d-1", "mm/day", "mm/d", "mm day**-1", "kg m-2 day-1", "kg m-2 d-1",
+            "kg m**-2 day**-1")
+_W_M2 = ("W m**-2", "W/m2", "W/m^2", "W m^-2", "watt m-2", "W.m-2")
+_MM = ("kg m-2", "kg m**-2", "mm water equivalent", "mm w.e.")
+_ONE = ("-", "", "dimensionless", "fraction", "unitless")
+
+VARIABLES: tuple[VariableSpec, ...] = (
+    VariableSpec(
+        "rn", "forcing", "time", "W m-2", "net radiation (daily mean)", _W_M2, (-300.0, 1000.0),
+        hints=(Hint("max", ">", 1e5, "looks like a daily sum in J m-2: divide by 86400"),
+               Hint("max", "<", 50.0, "looks like MJ m-2 day-1: multiply by 11.574")),
+    ),
+    VariableSpec(
+        "prec", "forcing", "time", "mm day-1", "precipitation", _PER_DAY, (0.0, 2000.0),
+        hints=(Hint("min", "<", 0.0, "precipitation cannot be negative"),
+               Hint("max", "<", 1.0, "looks like m day-1: multiply by 1000")),
+    ),
+    VariableSpec(
+        "tair", "forcing", "time", "K", "air temperature at 2 m", ("kelvin", "degK", "K"),
+        (170.0, 340.0), hints=(Hint("max", "<", 100.0, "looks like °C: add 273.15"),),
+    ),
+    VariableSpec("static", "static", None, "1", "static land-surface features", _ONE + ("mixed",),
+                 extra_dims=("feature",)),
+    VariableSpec("mask", "mask", None, "1", "land cells to model", _ONE + ("boolean",)),
+    VariableSpec("tws", "constraint", "month", "mm", "terrestrial water storage (monthly)",
+                 _MM, (-5000.0, 1e5)),
+    VariableSpec("et", "constraint", "month", "mm day-1", "evapotranspiration (monthly mean)",
+                 _PER_DAY, (-5.0, 30.0)),
+    VariableSpec("q", "constraint", "month", "mm day-1", "runoff (monthly mean)", _PER_DAY,
+                 (0.0, 500.0)),
+    VariableSpec("fapar", "constraint", "month", "1", "fAPAR (monthly mean)", _ONE,
+                 (0.0, 1.0), hints=(Hint("max", ">", 1.0, "fAPAR is a fraction in [0, 1]"),)),
+    VariableSpec("swe", "constraint", "time", "mm", "snow water equivalent (daily)", _MM,
+                 (0.0, 1e5)),
+    # Optional inputs of the other model heads (their issues fill them in the generator).
+    VariableSpec("sm_layers", "optional", "time", "m3 m-3", "volumetric soil moisture by layer",
+                 ("m3/m3", "m**3 m**-3"), (0.0, 1.0), extra_dims=("layer",)),
+    VariableSpec("sw_down", "optional", "time", "W m-2", "downward shortwave radiation",
+                 _W_M2, (0.0, 600.0)),
+    VariableSpec("lw_down", "optional", "time", "W m-2", "downward longwave radiation",
+                 _W_M2, (0.0, 700.0)),
+    VariableSpec("q_air", "optional", "time", "kg kg-1", "specific humidity", ("1", "kg/kg"),
+                 (0.0, 0.05)),
+    VariableSpec("psurf", "optional", "time", "Pa", "surface pressure", ("pascal",),
+                 (3e4, 1.1e5)),
+    VariableSpec("wind", "optional", "time", "m s-1", "wind speed at 10 m", ("m/s", "m s**-1"),
+                 (0.0, 60.0)),
+    VariableSpec("pet", "optional", "time", "mm day-1", "potential evapotranspiration",
+                 _PER_DAY, (-5.0, 30.0)),
+)
+SPECS: dict[str, VariableSpec] = {v.name: v for v in VARIABLES}
+FORCING_NAMES: tuple[str, ...] = tuple(v.name for v in VARIABLES if v.role == "forcing")
+CONSTRAINT_NAMES: tuple[str, ...] = tuple(v.name for v in VARIABLES if v.role == "constraint")
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What :func:`check_store` learned about a valid store."""
+
+    layout: Literal["grid", "points"]
+    spatial_dims: tuple[str, ...]
+    constraints: tuple[str, ...]
+    n_days: int
+    n_months: int
+    n_features: int
+    n_cells: int  # modelled cells (mask True)
+
+
+def spatial_layout(ds: xr.Dataset) -> tuple[Literal["grid", "points"], tuple[str, ...]]:
+    """Grid (lat, lon dims) or points (a ``cell`` dim with lat/lon coordinates)."""
+    if "cell" in ds.dims:
+        for coord in ("lat", "lon"):
+            if coord not in ds.coords or ds[coord].dims != ("cell",):
+                raise StoreError(
+                    f"{coord}: expected a coordinate along 'cell' in the point layout, found "
+                    f"{'dims ' + str(ds[coord].dims) if coord in ds.coords else 'none'}"
+                )
+        return "points", POINTS
+    if "lat" in ds.dims and "lon" in ds.dims:
+        return "grid", GRID
+    raise StoreError(
+        f"spatial dims: expected ('lat', 'lon') (grid) or ('cell',) with lat/lon coordinates "
+        f"(points), found dims {tuple(ds.dims)}"
+    )
+
+
+def month_starts(time: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """First day of every month covered by a daily time axis."""
+    return pd.date_range(time[0].to_period("M").to_timestamp(), time[-1], freq="MS")
+
+
+def _check_time(ds: xr.Dataset) -> None:
+    if "time" not in ds.coords:
+        raise StoreError("time: expected a daily 'time' coordinate, found none")
+    try:
+        time = pd.DatetimeIndex(ds.indexes["time"])
+    except (TypeError, ValueError) as err:
+        raise StoreError(f"time: expected dates, found {ds['time'].dtype} ({err})") from err
+    if len(time) < 2:
+        raise StoreError(f"time: expected at least 2 days, found {len(time)}")
+    step = np.diff(time.values).astype("timedelta64[s]").astype(np.int64)
+    if not (step == 86400).all():
+        i = int(np.argmax(step != 86400))
+        raise StoreError(
+            f"time: expected consecutive daily steps, found a step of {step[i] / 86400:g} days "
+            f"between {time[i].date()} and {time[i + 1].date()}"
+        )
+    if "month" in ds.coords:
+        months = pd.DatetimeIndex(ds.indexes["month"])
+        expected = month_starts(time)
+        if len(months) != len(expected) or not (months == expected).all():
+            raise StoreError(
+                f"month: expected the first day of each month covered by time "
+                f"({expected[0].date()} … {expected[-1].date()}, {len(expected)} months), found "
+                f"{months[0].date() if len(months) else 'none'} … "
+                f"{months[-1].date() if len(months) else 'none'} ({len(months)} months)"
+            )
+
+
+def _check_attrs_and_dims(ds: xr.Dataset, spec: VariableSpec, spatial: tuple[str, ...]) -> None:
+    da = ds[spec.name]
+    expected = spec.dims(spatial)
+    if da.dims != expected:
+        raise StoreError(f"{spec.name}: expected dims {expected}, found {da.dims}")
+    units = da.attrs.get("units")
+    if units is None:
+        raise StoreError(f"{spec.name}: expected a 'units' attribute ({spec.units!r}), found none")
+    if not spec.accepts(units):
+        raise StoreError(
+            f"{spec.name}: expected units {spec.units!r} (or {', '.join(map(repr, spec.aliases))}),"
+            f" found {units!r}"
+        )
+    if not da.attrs.get("long_name"):
+        raise StoreError(f"{spec.name}: expected a 'long_name' attribute, found none")
+
+
+def _value_checks(ds: xr.Dataset, specs: list[VariableSpec], mask: xr.DataArray) -> None:
+    """Min/max of every ranged variable over modelled cells, in one dask pass."""
+    import dask
+
+    ranged = [s for s in specs if s.valid_range is not None]
+    lazy = []
+    for s in ranged:
+        da = ds[s.name].where(mask)
+        lazy += [da.min(), da.max()]
+    values = [float(v) for v in dask.compute(*lazy)]
+    for i, s in enumerate(ranged):
+        vmin, vmax = values[2 * i], values[2 * i + 1]
+        if np.isnan(vmin):
+            if s.role == "forcing":
+                raise StoreError(f"{s.name}: expected values on modelled cells, found only NaN")
+            continue  # an entirely unobserved constraint is allowed
+        for h in s.hints:
+            v = vmax if h.stat == "max" else vmin
+            if (v < h.value) if h.op == "<" else (v > h.value):
+                raise StoreError(
+                    f"{s.name}: expected {s.units} in [{s.valid_range[0]:g}, "
+                    f"{s.valid_range[1]:g}], found {h.stat} {v:g} — {h.text}"
+                )
+        lo, hi = s.valid_range
+        if vmin < lo or vmax > hi:
+            raise StoreError(
+                f"{s.name}: expected values in [{lo:g}, {hi:g}] {s.units}, found min {vmin:g} "
+                f"and max {vmax:g}"
+            )
+
+
+def _first_cell(bad: xr.DataArray) -> str:
+    idx = np.argwhere(np.asarray(bad.values))[0]
+    labels = []
+    for dim, i in zip(bad.dims, idx, strict=True):
+        labels.append(f"{dim}={bad[dim].values[i]:.4g}" if dim in bad.coords else f"{dim}={i}")
+    if bad.dims == ("cell",):
+        labels += [f"lat={float(bad.lat[idx[0]]):.4g}", f"lon={float(bad.lon[idx[0]]):.4g}"]
+    return ", ".join(labels)
+
+
+def check_store(
+    ds: xr.Dataset,
+    *,
+    constraints: Iterable[str] | None = None,
+    check_values: bool = True,
+) -> StoreInfo:
+    """Check a store against the schema before anything is trained on it.
+
+    Args:
+        ds: the store, opened lazily (``xr.open_zarr``) or in memory.
+        constraints: constraint variables that must be present (default: none required;
+            the constraints found are reported).
+        check_values: also scan the data for implausible values and NaN forcing on
+            modelled cells (one streaming dask pass).
+
+    Raises:
+        StoreError: naming the variable, the expected and the found.
+    """
+    layout, spatial = spatial_layout(ds)
+    _check_time(ds)
+    required = [*FORCING_NAMES, "static", "mask"]
+    wanted = list(constraints or [])
+    for name in wanted:
+        if name not in SPECS or SPECS[name].role != "constraint":
+            raise StoreError(
+                f"constraints: expected names among {', '.join(CONSTRAINT_NAMES)}, found {name!r}"
+            )
+    missing = [n for n in required + wanted if n not in ds.data_vars]
+    if missing:
+        raise StoreError(
+            f"{', '.join(missing)}: expected in the store (required: {', '.join(required)}), "
+            f"found variables {', '.join(map(str, ds.data_vars)) or 'none'}"
+        )
+    present = [SPECS[n] for n in ds.data_vars if n in SPECS]
+    if any(s.time == "month" for s in present) and "month" not in ds.coords:
+        raise StoreError(
+            "month: expected a 'month' coordinate for the monthly constraints, found none"
+        )
+    for spec in present:
+        _check_attrs_and_dims(ds, spec, spatial)
+    if "feature" not in ds.coords:
+        raise StoreError("static: expected a 'feature' coordinate naming each feature, found none")
+
+    mask = ds["mask"]
+    if mask.dtype != bool:
+        raise StoreError(f"mask: expected dtype bool, found {mask.dtype}")
+    mask = mask.load()
+    n_cells = int(mask.sum())
+    if n_cells == 0:
+        raise StoreError("mask: expected at least one modelled (True) cell, found none")
+
+    if check_values:
+        _value_checks(ds, present, mask)
+        for name in FORCING_NAMES:
+            bad = (ds[name].isnull().any("time") & mask).load()
+            if bool(bad.any()):
+                raise StoreError(
+                    f"{name}: expected complete forcing on modelled cells, found NaN at "
+                    f"{int(bad.sum())} cells (first: {_first_cell(bad)}); fill the gaps or set "
+                    f"mask False there"
+                )
+        bad = (ds["static"].isnull().any("feature") & mask).load()
+        if bool(bad.any()):
+            raise StoreError(
+                f"static: expected every feature on modelled cells, found NaN at "
+                f"{int(bad.sum())} cells (first: {_first_cell(bad)})"
+            )
+    return StoreInfo(
+        layout=layout,
+        spatial_dims=spatial,
+        constraints=tuple(s.name for s in present if s.role == "constraint"),
+        n_days=ds.sizes["time"],
+        n_months=ds.sizes.get("month", 0),
+        n_features=ds.sizes["feature"],
+        n_cells=n_cells,
+    )
+
+
+def annotate(da: xr.DataArray, name: str) -> xr.DataArray:
+    """Set the schema's ``units`` and ``long_name`` on a variable."""
+    spec = SPECS[name]
+    da.attrs.update(units=spec.units, long_name=spec.long_name)
+    return da
