@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "h2mv_hybrid.demo:demo",
         "run the H2MV bucket on built-in forcing, print its water balance",
     ),
+    "synth": (
+        "h2mv_hybrid.data.synth:synth",
+        "write a synthetic twin store (H2MV schema, with a truth group)",
+    ),
 }
 
 
@@ -45,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     func = _load(COMMANDS[command][0])
     try:
         auto_cli(func, args=rest, as_positional=False)
-    except ValueError as err:
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
         # Input errors name the variable, the expected and the found: show just that.
         sys.exit(f"h2mv {command}: error: {err}")
 

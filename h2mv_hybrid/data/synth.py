@@ -1,0 +1,406 @@
+"""The synthetic twin: a global store in the H2MV schema with known true parameters.
+
+A plausible land mask and climate (temperature and radiation from latitude and season,
+precipitation with wet and dry spells, an ITCZ that migrates with the seasons so that the
+outer tropics get monsoon rains, dry subtropics, snowy high latitudes), smooth static
+features, a hidden true SM_max and true α / β defined as known functions of the static
+features and the meteorology, and the process layer run with them. Constraints come from
+observation operators: monthly means of ET, runoff and fAPAR, monthly TWS with noise,
+daily SWE only where a snow product exists (north of 35° N) and saturating, all with NaN
+gaps. The truth goes into the store's ``truth`` group.
+
+Everything is computed for land cells only and scattered onto the grid (NaN over the
+ocean). All randomness comes from one ``numpy.random.Generator`` seeded by the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from h2mv_hybrid.data.schema import annotate, month_starts
+from h2mv_hybrid.sites import wet_spells
+from process_layers import FLUX_METADATA, FLUX_NAMES, h2mv
+from process_layers.constants import ZERO_CELSIUS_IN_KELVIN
+from process_layers.parameters import ALPHA_NAMES, BY_NAME
+
+FEATURES: tuple[str, ...] = (
+    "elevation", "slope", "sand", "silt", "clay", "soil_depth",
+    "forest", "grassland", "cropland", "bare", "wetland", "albedo",
+)
+#: True global constants of the twin.
+TRUE_BETA = {"snow": 0.9, "baseflow": 0.02}
+#: SWE products saturate: observed SWE is capped here (mm); only cells north of this
+#: latitude (degrees) have a snow product at all.
+SWE_SATURATION_MM = 200.0
+SWE_PRODUCT_MIN_LAT = 35.0
+#: mm °C⁻¹ day⁻¹: the low end of degree-day factors, used to tell glaciated cells.
+GLACIER_MELT_FACTOR = 1.5
+#: Continents as ellipses (centre lat, centre lon, radius lat, radius lon), degrees.
+CONTINENTS = (
+    (45, -100, 20, 32), (15, -90, 8, 12), (-15, -60, 24, 16), (52, 15, 12, 26),
+    (48, 90, 20, 55), (22, 78, 10, 9), (12, 103, 10, 9), (5, 20, 30, 21), (24, 45, 8, 11),
+    (-25, 135, 11, 18), (65, -45, 0, 0),
+)
+
+
+@dataclass(frozen=True)
+class TwinConfig:
+    """Settings of the twin generator (see :func:`synthesize`)."""
+
+    res: float = 2.0
+    years: str = "2001-2010"
+    seed: int = 0
+    noise: float = 0.1
+    gap_fraction: float = 0.05
+    spinup_years: int = 3
+
+
+def parse_years(years: str) -> tuple[int, int]:
+    """'2001-2010' → (2001, 2010); a single year is accepted."""
+    parts = str(years).split("-")
+    try:
+        first, last = int(parts[0]), int(parts[-1])
+    except ValueError as err:
+        raise ValueError(f"years: expected 'YYYY-YYYY', found {years!r}") from err
+    if len(parts) > 2 or last < first:
+        raise ValueError(f"years: expected 'YYYY-YYYY' with first ≤ last, found {years!r}")
+    return first, last
+
+
+def _smooth(rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray, waves: int = 8,
+            max_k: float = 4.0) -> np.ndarray:
+    """A smooth random field on the sphere (sum of long waves), zero mean and unit std."""
+    x = np.zeros_like(lat, dtype=float)
+    la, lo = np.radians(lat), np.radians(lon)
+    for _ in range(waves):
+        k, m = rng.uniform(0.5, max_k, 2)
+        x += np.cos(k * la + rng.uniform(0, 2 * np.pi)) * np.cos(m * lo + rng.uniform(0, 2 * np.pi))
+    return (x - x.mean()) / (x.std() + 1e-12)
+
+
+def land_mask(lat2d: np.ndarray, lon2d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Continents as perturbed ellipses; no Antarctica (H2MV models 60° S–90° N)."""
+    wobble = 0.35 * _smooth(rng, lat2d, lon2d, waves=12, max_k=8.0)
+    land = np.zeros(lat2d.shape, bool)
+    for clat, clon, rlat, rlon in CONTINENTS:
+        if rlat == 0:
+            continue
+        dlon = (lon2d - clon + 180.0) % 360.0 - 180.0
+        land |= ((lat2d - clat) / rlat) ** 2 + (dlon / rlon) ** 2 + wobble < 1.0
+    return land & (lat2d > -60.0)
+
+
+def _running_mean(x: np.ndarray, days: int) -> np.ndarray:
+    """Trailing mean over ``days`` along the last axis (the first days use what exists)."""
+    c = np.cumsum(x, axis=-1)
+    out = c.copy()
+    out[..., days:] = c[..., days:] - c[..., :-days]
+    n = np.minimum(np.arange(1, x.shape[-1] + 1), days)
+    return out / n
+
+
+def _static(rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray,
+            aridity: np.ndarray) -> np.ndarray:
+    """Static features [feature, cells] (fractions in [0, 1], elevation in km)."""
+    f = lambda: _smooth(rng, lat, lon)  # noqa: E731
+    softmax = lambda z: np.exp(z) / np.exp(z).sum(0)  # noqa: E731
+    elevation = 1.2 * np.exp(0.6 * f()) - 0.5
+    slope = np.clip(0.3 * elevation + 0.1 * f(), 0, None)
+    texture = softmax(np.stack([f(), 0.5 * f(), f()]))
+    depth = 1.0 / (1.0 + np.exp(-(f() - 0.8 * slope)))
+    # Vegetation follows wetness: forest where humid, bare land where arid.
+    cover = softmax(np.stack([2.5 * (1 - aridity) + 0.5 * f(), 0.5 + 0.5 * f(),
+                              0.2 + 0.5 * f(), 3.0 * aridity - 1.5 + 0.3 * f()]))
+    wetland = 0.15 / (1.0 + np.exp(-(2 * f() - 3)))
+    albedo = 0.12 + 0.2 * cover[3] + 0.02 * f()
+    return np.stack([elevation, slope, *texture, depth, *cover, wetland, albedo])
+
+
+def true_parameters(static: np.ndarray, tair_c: np.ndarray, prec: np.ndarray
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The twin's hidden truth: α [cells, time] and SM_max [cells] as known functions.
+
+    SM_max grows with soil depth and clay and shrinks with sand; the melt factor falls
+    under forest; interception capacity grows with forest; soil-evaporation conductance
+    follows recent rain; transpiration is cold-stressed; infiltration favours sandy
+    soils; fAPAR greens up with warmth and recent rain, capped by bare ground.
+    """
+    feat = dict(zip(FEATURES, static, strict=True))
+    sig = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    z = lambda x: (x - x.mean()) / (x.std() + 1e-12)  # noqa: E731
+    soil = 2.0 * z(feat["soil_depth"]) + z(feat["clay"]) - 0.7 * z(feat["sand"])
+    sm_max = 40.0 + 460.0 * sig(soil)
+    col = lambda x: x[:, None]  # noqa: E731
+    t30 = _running_mean(tair_c, 30)
+    p30 = _running_mean(prec, 30)
+    p7 = _running_mean(prec, 7)
+    ones = np.ones_like(tair_c)
+    alpha = {
+        "snow_melt": col(3.5 - 2.0 * feat["forest"]) * ones,
+        "Ei": col(0.4 + 2.5 * feat["forest"] + 0.5 * feat["cropland"]) * ones,
+        "Es": 0.1 + 0.6 * (1.0 - np.exp(-p7 / 3.0)),
+        "T": 0.25 + 0.7 * sig((tair_c - 5.0) / 4.0),
+        "r_soil": col(0.55 + 0.4 * sig(2.0 * z(feat["sand"]) - z(feat["clay"]))) * ones,
+        "r_gw": col(0.15 + 0.5 * sig(z(feat["sand"]) + z(feat["slope"]))) * ones,
+        "fapar": 0.04 + col(0.85 * (1.0 - feat["bare"])) * sig((t30 - 6.0) / 4.0)
+        * (1.0 - np.exp(-p30 / 1.5)),
+    }
+    return alpha, sm_max
+
+
+def _climate(rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray, elevation_km: np.ndarray,
+             time: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Daily forcing for land cells: rn (W m⁻²), prec (mm day⁻¹), tair (K), [cells, time]."""
+    n, t = lat.size, len(time)
+    doy = time.day_of_year.to_numpy()[None, :]
+    la = lat[:, None]
+    north = np.where(la >= 0, 1.0, -1.0)
+    season = np.cos(2 * np.pi * (doy - 196) / 365.25) * north  # +1 in local summer
+    abs_lat = np.abs(la)
+    t_mean = 27.0 - 0.6 * np.clip(abs_lat - 12.0, 0, None) - 6.5 * elevation_km[:, None]
+    t_amp = 1.5 + 0.33 * abs_lat
+    noise = np.empty((n, t))
+    noise[:, 0] = rng.standard_normal(n)
+    for i in range(1, t):  # AR(1) weather anomalies (~3 days memory)
+        noise[:, i] = 0.7 * noise[:, i - 1] + 0.714 * rng.standard_normal(n)
+    tair_c = t_mean + t_amp * season + 2.5 * noise
+    # Precipitation climatology: a migrating ITCZ, mid-latitude storm tracks, dry subtropics.
+    itcz = 8.0 * np.cos(2 * np.pi * (doy - 200) / 365.25)
+    p_clim = (9.0 * np.exp(-0.5 * ((la - itcz) / 7.0) ** 2)
+              + 2.6 * np.exp(-0.5 * ((abs_lat - 50.0) / 12.0) ** 2) + 0.2)
+    p_clim = p_clim * np.exp(0.45 * _smooth(rng, lat, lon))[:, None]
+    p_wet = np.clip(0.1 + 0.6 * p_clim / (p_clim + 3.0), 0.03, 0.85)
+    wet = wet_spells(rng, p_wet)
+    prec = np.where(wet, p_clim / p_wet * rng.gamma(0.8, 1 / 0.8, (n, t)), 0.0)
+    rn = (35.0 + 115.0 * np.cos(np.radians(la)) + 85.0 * np.sin(np.radians(abs_lat)) * season
+          + 12.0 * rng.standard_normal((n, t)) - np.where(wet, 25.0, 0.0))
+    return rn, prec, tair_c + ZERO_CELSIUS_IN_KELVIN
+
+
+def _monthly(x: np.ndarray, time: pd.DatetimeIndex) -> np.ndarray:
+    """Monthly means along the last axis of [cells, time] → [cells, months]."""
+    codes = np.asarray((time.year - time.year[0]) * 12 + time.month - time.month[0])
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return np.add.reduceat(x, starts, axis=1) / np.diff(np.r_[starts, len(codes)])[None, :]
+
+
+def _observe(rng, truth: np.ndarray, noise: float, gaps: float, floor=None, cap=None) -> np.ndarray:
+    """Observation operator: additive noise scaled to the variable's spread, NaN gaps."""
+    obs = truth + noise * np.nanstd(truth) * rng.standard_normal(truth.shape)
+    if floor is not None or cap is not None:
+        obs = np.clip(obs, floor, cap)
+    obs[rng.random(truth.shape) < gaps] = np.nan
+    return obs
+
+
+def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset]:
+    """Build the twin in memory: ``(store, truth)`` as xarray Datasets on the same grid."""
+    cfg = config or TwinConfig()
+    if not 0.25 <= cfg.res <= 10:
+        raise ValueError(f"res: expected a grid spacing in [0.25, 10] degrees, found {cfg.res}")
+    first, last = parse_years(cfg.years)
+    rng = np.random.default_rng(cfg.seed)
+    lat = np.arange(-90 + cfg.res / 2, 90, cfg.res)
+    lon = np.arange(-180 + cfg.res / 2, 180, cfg.res)
+    lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
+    mask = land_mask(lat2d, lon2d, rng)
+    cells = np.nonzero(mask.ravel())[0]
+    clat, clon = lat2d.ravel()[cells], lon2d.ravel()[cells]
+    time = pd.date_range(f"{first}-01-01", f"{last}-12-31", freq="D")
+    months = month_starts(time)
+
+    # Static features need aridity first (vegetation follows it): a rough climatology.
+    elev = 1.2 * np.exp(0.6 * _smooth(np.random.default_rng(cfg.seed + 1), clat, clon)) - 0.5
+    rn, prec, tair = _climate(rng, clat, clon, np.clip(elev, 0, None), time)
+    # Glaciated cells are not modelled, as in H2MV: where a year's degree-days, even at a
+    # low melt factor, cannot melt a year's snowfall, snow would pile up without bound.
+    t_c = tair - ZERO_CELSIUS_IN_KELVIN
+    degree_days = np.clip(t_c, 0, None).sum(axis=1)
+    snowfall = np.where(t_c <= 0, prec, 0.0).sum(axis=1)
+    keep = degree_days * GLACIER_MELT_FACTOR > snowfall
+    mask.ravel()[cells[~keep]] = False
+    cells, clat, clon, elev = cells[keep], clat[keep], clon[keep], elev[keep]
+    rn, prec, tair = rn[keep], prec[keep], tair[keep]
+    aridity = np.clip(rn.mean(1) * 0.0353 / (prec.mean(1) + 0.5) / 4.0, 0, 1)
+    static = _static(rng, clat, clon, aridity)
+    static[0] = np.clip(elev, 0, None)
+    tair_c = tair - ZERO_CELSIUS_IN_KELVIN
+    alpha, sm_max = true_parameters(static, tair_c, prec)
+
+    # Spin-up: repeat the first year until the stores settle, then run the period.
+    t64 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
+    forcing = {"rn": t64(rn), "prec": t64(prec), "tair": t64(tair)}
+    alpha_t = {k: t64(v) for k, v in alpha.items()}
+    static_t = {"sm_max": t64(sm_max)}
+    beta_t = {k: torch.tensor(v) for k, v in TRUE_BETA.items()}
+    year = slice(0, 365)
+    states = None
+    for _ in range(cfg.spinup_years):
+        f = h2mv.simulate({k: v[:, year] for k, v in forcing.items()},
+                          {k: v[:, year] for k, v in alpha_t.items()}, static_t, beta_t, states)
+        states = f.final_states()
+    initial = states if states is not None else h2mv.initial_states(len(cells))
+    fluxes = h2mv.simulate(forcing, alpha_t, static_t, beta_t, initial)
+
+    # Observation operators.
+    flux = {k: fluxes[k].numpy().astype(np.float64) for k in ("ET", "q_total", "tws", "swe")}
+    obs_rng = np.random.default_rng(cfg.seed + 2)
+    et_m = _monthly(flux["ET"], time)
+    q_m = _monthly(flux["q_total"], time)
+    fapar_m = _monthly(alpha["fapar"], time)
+    tws_m = _monthly(flux["tws"], time)
+    tws_obs = _observe(obs_rng, tws_m, cfg.noise, cfg.gap_fraction)
+    mid = len(months) // 2
+    tws_obs[:, mid:mid + 6] = np.nan  # a half-year mission gap, as between GRACE missions
+    swe_obs = _observe(obs_rng, flux["swe"], cfg.noise, 2 * cfg.gap_fraction, 0.0,
+                       SWE_SATURATION_MM)
+    swe_obs[clat < SWE_PRODUCT_MIN_LAT] = np.nan
+
+    def grid(x: np.ndarray) -> np.ndarray:
+        """Scatter [cells] or [cells, steps] onto [lat, lon(, steps)], NaN elsewhere.
+
+        Rows are copied whole and the leading axis is moved to the front by a lazy
+        transpose afterwards, which is far cheaper than scattering a transposed array.
+        """
+        out = np.full((mask.size, *x.shape[1:]), np.nan, np.float32)
+        out[cells] = x
+        return out.reshape(*mask.shape, *x.shape[1:])
+
+    spatial = ("lat", "lon")
+    order = ("time", "month", "feature", "lat", "lon")
+    # Variable-length strings: zarr v3 has no specification for fixed-length unicode.
+    features = np.array(FEATURES, dtype=object)
+    coords = {"time": time, "month": months, "lat": lat, "lon": lon, "feature": features}
+    data = {
+        "rn": ((*spatial, "time"), grid(rn)),
+        "prec": ((*spatial, "time"), grid(prec)),
+        "tair": ((*spatial, "time"), grid(tair)),
+        "static": ((*spatial, "feature"), grid(static.T)),
+        "mask": (spatial, mask),
+        "et": ((*spatial, "month"), grid(_observe(obs_rng, et_m, cfg.noise, cfg.gap_fraction))),
+        "q": ((*spatial, "month"),
+              grid(_observe(obs_rng, q_m, cfg.noise, cfg.gap_fraction, floor=0.0))),
+        "fapar": ((*spatial, "month"),
+                  grid(_observe(obs_rng, fapar_m, cfg.noise, cfg.gap_fraction, 0.0, 1.0))),
+        "tws": ((*spatial, "month"), grid(tws_obs)),
+        "swe": ((*spatial, "time"), grid(swe_obs)),
+    }
+    store = xr.Dataset(data, coords=coords).transpose(*order, missing_dims="ignore")
+    for name in store.data_vars:
+        annotate(store[name], name)
+    store.attrs.update(
+        title="H2MV synthetic twin", source="h2mv_hybrid.data.synth",
+        twin_res=cfg.res, twin_years=cfg.years, twin_seed=cfg.seed, twin_noise=cfg.noise,
+        swe_saturation_mm=SWE_SATURATION_MM,
+    )
+
+    tdata = {"sm_max": (spatial, grid(sm_max))}
+    for k in ALPHA_NAMES:
+        tdata[f"alpha_{k}"] = ((*spatial, "time"), grid(alpha[k]))
+    for k in FLUX_NAMES:
+        tdata[k] = ((*spatial, "time"), grid(fluxes[k].numpy()))
+    for k in ("swe", "sm", "gw"):
+        tdata[f"{k}_initial"] = (spatial, grid(initial[k].numpy()))
+    truth = xr.Dataset(tdata, coords={"time": time, "lat": lat, "lon": lon})
+    truth = truth.transpose(*order, missing_dims="ignore")
+    truth.attrs.update({f"beta_{k}": v for k, v in TRUE_BETA.items()})
+    truth["sm_max"].attrs.update(units="mm", long_name="true SM_max")
+    for k in ALPHA_NAMES:
+        coef = BY_NAME[("alpha", k)]
+        truth[f"alpha_{k}"].attrs.update(units=coef.unit, long_name=f"true {coef.symbol}")
+    for k in FLUX_NAMES:
+        unit, long_name, _ = FLUX_METADATA[k]
+        truth[k].attrs.update(units=unit, long_name=f"true {long_name}")
+    for k in ("swe", "sm", "gw"):
+        truth[f"{k}_initial"].attrs.update(units="mm", long_name=f"true {k} before the period")
+    return store, truth
+
+
+def chunking(ds: xr.Dataset, tile: int = 16) -> dict[str, dict[str, int]]:
+    """Chunks for the access pattern: batches of cells over the whole period.
+
+    Each chunk holds the full time axis of a ``tile × tile`` patch of cells, so that a
+    batch of cells reads whole series in few requests and never re-reads time slices.
+    """
+    enc = {}
+    for name, da in ds.data_vars.items():
+        chunks = []
+        for dim in da.dims:
+            spatial = dim in ("lat", "lon", "cell")
+            chunks.append(min(tile, da.sizes[dim]) if spatial else da.sizes[dim])
+        enc[name] = {"chunks": tuple(chunks)}
+    return enc
+
+
+def open_store(path: str | os.PathLike, group: str | None = None) -> xr.Dataset:
+    """Open a store (or its ``truth`` group) lazily, with dask chunks as stored."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"store: expected a zarr store at {path}, found nothing")
+    return xr.open_zarr(path, group=group, consolidated=False, chunks={})
+
+
+def write_store(store: xr.Dataset, truth: xr.Dataset | None, out: str | os.PathLike,
+                *, overwrite: bool = False) -> Path:
+    """Write a store (and its ``truth`` group) to zarr atomically.
+
+    The store is written under a temporary name beside ``out`` and renamed into place at
+    the end, so an interrupted run leaves no half-written store under ``out``. An existing
+    ``out`` is replaced only with ``overwrite=True``.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"out: {out} exists; pass overwrite=True (--overwrite) to replace")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        # Unconsolidated: consolidated metadata is not part of the zarr v3 specification.
+        store.to_zarr(tmp, mode="w", encoding=chunking(store), consolidated=False)
+        if truth is not None:
+            truth.to_zarr(tmp, group="truth", mode="a", encoding=chunking(truth),
+                          consolidated=False)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def synth(
+    out: str,
+    res: float = 2.0,
+    years: str = "2001-2010",
+    seed: int = 0,
+    noise: float = 0.1,
+    gap_fraction: float = 0.05,
+    overwrite: bool = False,
+) -> str:
+    """Write a synthetic twin store (the ``h2mv synth`` command).
+
+    Args:
+        out: path of the zarr store to write.
+        res: grid spacing in degrees.
+        years: period, 'YYYY-YYYY'.
+        seed: seed of every random draw (the same seed gives the same store).
+        noise: observation noise, as a fraction of each variable's spread.
+        gap_fraction: share of observations removed as NaN gaps.
+        overwrite: replace an existing store at ``out``.
+    """
+    cfg = TwinConfig(res=res, years=years, seed=seed, noise=noise, gap_fraction=gap_fraction)
+    store, truth = synthesize(cfg)
+    path = write_store(store, truth, out, overwrite=overwrite)
+    n = int(store["mask"].sum())
+    print(f"twin store: {path} ({n} land cells at {res}°, {store.sizes['time']} days, "
+          f"{store.sizes['month']} months, {store.sizes['feature']} static features)")
+    return str(path)
