@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask.array
 import numpy as np
 import pandas as pd
 import torch
@@ -42,6 +43,8 @@ TRUE_BETA = {"snow": 0.9, "baseflow": 0.02}
 #: latitude (degrees) have a snow product at all.
 SWE_SATURATION_MM = 200.0
 SWE_PRODUCT_MIN_LAT = 35.0
+#: Cells per side of the chunk tiles the store is written with (see :func:`chunking`).
+TILE = 16
 #: mm °C⁻¹ day⁻¹: the low end of degree-day factors, used to tell glaciated cells.
 GLACIER_MELT_FACTOR = 1.5
 #: Continents as ellipses (centre lat, centre lon, radius lat, radius lon), degrees.
@@ -154,7 +157,7 @@ def true_parameters(static: np.ndarray, tair_c: np.ndarray, prec: np.ndarray
         "fapar": 0.04 + col(0.85 * (1.0 - feat["bare"])) * sig((t30 - 6.0) / 4.0)
         * (1.0 - np.exp(-p30 / 1.5)),
     }
-    return alpha, sm_max
+    return {k: v.astype(np.float32) for k, v in alpha.items()}, sm_max
 
 
 def _climate(rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray, elevation_km: np.ndarray,
@@ -265,15 +268,34 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
                        SWE_SATURATION_MM)
     swe_obs[clat < SWE_PRODUCT_MIN_LAT] = np.nan
 
-    def grid(x: np.ndarray) -> np.ndarray:
-        """Scatter [cells] or [cells, steps] onto [lat, lon(, steps)], NaN elsewhere.
+    position = np.full(mask.size, -1, np.int64)
+    position[cells] = np.arange(len(cells))
+    position = position.reshape(mask.shape)
+    carrier = dask.array.zeros(mask.shape, chunks=(TILE, TILE), dtype=np.int8)
 
-        Rows are copied whole and the leading axis is moved to the front by a lazy
-        transpose afterwards, which is far cheaper than scattering a transposed array.
+    def grid(x: np.ndarray) -> dask.array.Array:
+        """Scatter [cells] or [cells, steps] onto [lat, lon(, steps)], NaN off land, lazily.
+
+        One dask block per chunk tile of the store (tile × tile cells × all steps): the
+        gridded, ocean-padded arrays never exist whole in memory (at 1° over ten years they
+        would take ~1 GB each), and writing the store streams tile by tile.
         """
-        out = np.full((mask.size, *x.shape[1:]), np.nan, np.float32)
-        out[cells] = x
-        return out.reshape(*mask.shape, *x.shape[1:])
+        x = np.asarray(x, np.float32)
+        tail = x.shape[1:]
+
+        def block(_: np.ndarray, block_info=None) -> np.ndarray:
+            (i0, i1), (j0, j1) = block_info[None]["array-location"][:2]
+            where = position[i0:i1, j0:j1]
+            out = np.full((i1 - i0, j1 - j0, *tail), np.nan, np.float32)
+            land = where >= 0
+            out[land] = x[where[land]]
+            return out
+
+        return carrier.map_blocks(
+            block, dtype=np.float32, new_axis=list(range(2, 2 + len(tail))),
+            chunks=(*carrier.chunks, *((n,) for n in tail)),
+            meta=np.empty((0,) * (2 + len(tail)), np.float32),
+        )
 
     spatial = ("lat", "lon")
     order = ("time", "month", "feature", "lat", "lon")
@@ -325,7 +347,7 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
     return store, truth
 
 
-def chunking(ds: xr.Dataset, tile: int = 16) -> dict[str, dict[str, int]]:
+def chunking(ds: xr.Dataset, tile: int = TILE) -> dict[str, dict[str, int]]:
     """Chunks for the access pattern: batches of cells over the whole period.
 
     Each chunk holds the full time axis of a ``tile × tile`` patch of cells, so that a
@@ -341,12 +363,18 @@ def chunking(ds: xr.Dataset, tile: int = 16) -> dict[str, dict[str, int]]:
     return enc
 
 
-def open_store(path: str | os.PathLike, group: str | None = None) -> xr.Dataset:
-    """Open a store (or its ``truth`` group) lazily, with dask chunks as stored."""
+def open_store(path: str | os.PathLike, group: str | None = None, *, dask: bool = True
+               ) -> xr.Dataset:
+    """Open a store (or its ``truth`` group) lazily.
+
+    With ``dask`` (default) variables are dask arrays chunked as stored, for whole-store
+    passes; without, xarray indexes the zarr arrays directly, which is faster for many
+    small reads (batches of cells).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"store: expected a zarr store at {path}, found nothing")
-    return xr.open_zarr(path, group=group, consolidated=False, chunks={})
+    return xr.open_zarr(path, group=group, consolidated=False, chunks={} if dask else None)
 
 
 def write_store(store: xr.Dataset, truth: xr.Dataset | None, out: str | os.PathLike,
