@@ -190,3 +190,11 @@ def test_bad_store_fails_in_setup_before_training(store_path, tmp_path):
         H2MVDataModule(str(store_path), n_folds=4, member=4)
     with pytest.raises(FileNotFoundError, match="expected a zarr store"):
         H2MVDataModule(str(tmp_path / "missing.zarr")).setup("fit")
+
+
+def test_worker_processes_serve_the_same_batches(store_path):
+    serial = dm_for(store_path, num_workers=0).val_dataloader()
+    parallel = dm_for(store_path, num_workers=2).val_dataloader()
+    a = [b["cell_index"] for b in serial]
+    b = [b["cell_index"] for b in parallel]
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
