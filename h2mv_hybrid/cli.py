@@ -23,9 +23,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Lightning subcommands, run by h2mv_hybrid.lightning_cli (LightningCLI).
+LIGHTNING: dict[str, str] = {
+    "fit": "train a model (h2mv fit --config experiments/quickstart.yaml)",
+    "validate": "score a checkpoint on the validation cells",
+    "test": "score a checkpoint on the test cells",
+    "predict": "write every flux, state and coefficient of the predicted cells to zarr",
+}
+
+
 def _usage() -> str:
     lines = ["usage: h2mv COMMAND [options]   (h2mv COMMAND --help for its options)", ""]
     lines.append("commands:")
+    lines += [f"  {name:<10} {desc}" for name, desc in LIGHTNING.items()]
     lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -44,8 +54,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(_usage())
         return
     command, rest = args[0], args[1:]
+    if command in LIGHTNING:
+        from h2mv_hybrid.lightning_cli import run
+
+        try:
+            run(args)
+        except (ValueError, FileExistsError, FileNotFoundError) as err:
+            sys.exit(f"h2mv {command}: error: {err}")
+        return
     if command not in COMMANDS:
-        sys.exit(f"h2mv: unknown command {command!r}; valid: {', '.join(COMMANDS)}\n\n{_usage()}")
+        valid = ", ".join([*LIGHTNING, *COMMANDS])
+        sys.exit(f"h2mv: unknown command {command!r}; valid: {valid}\n\n{_usage()}")
     func = _load(COMMANDS[command][0])
     try:
         auto_cli(func, args=rest, as_positional=False)

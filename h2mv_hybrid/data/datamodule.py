@@ -44,7 +44,7 @@ from h2mv_hybrid.data.schema import (
     StoreInfo,
     check_store,
 )
-from h2mv_hybrid.data.synth import TILE, open_store
+from h2mv_hybrid.data.synth import TILE, TwinConfig, open_store, synthesize, write_store
 
 STAGES = ("train", "val", "test", "predict")
 
@@ -265,6 +265,10 @@ class H2MVDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         seed: seed of the batch order.
         check_values: scan the store for implausible values before training.
+        create_twin: if ``store`` does not exist, write a synthetic twin there first.
+        twin_res: grid spacing of that twin, degrees.
+        twin_years: period of that twin, 'YYYY-YYYY'.
+        twin_seed: seed of that twin.
     """
 
     def __init__(
@@ -286,6 +290,10 @@ class H2MVDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         check_values: bool = True,
+        create_twin: bool = False,
+        twin_res: float = 2.0,
+        twin_years: str = "2001-2010",
+        twin_seed: int = 0,
     ):
         super().__init__()
         if batch_size < 1:
@@ -308,13 +316,18 @@ class H2MVDataModule(L.LightningDataModule):
         self.spinup_years = spinup_years
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.check_values = check_values
+        self.twin = TwinConfig(res=twin_res, years=twin_years, seed=twin_seed) \
+            if create_twin else None
         self.save_hyperparameters()
 
     # -- the store, checked once -------------------------------------------------------
     @cached_property
     def dataset(self) -> xr.Dataset:
         """The store, opened lazily (the root group only: never the truth)."""
-        return open_store(Path(self.store_path))
+        path = Path(self.store_path)
+        if self.twin is not None and not path.exists():
+            write_store(*synthesize(self.twin), path)
+        return open_store(path)
 
     @cached_property
     def reader(self) -> xr.Dataset:

@@ -1,0 +1,155 @@
+"""The hybrid model: bounds, water balance, chunking, precision, guards, spin-up cache."""
+
+import pytest
+import torch
+
+from h2mv_hybrid.data.datamodule import Normalization
+from h2mv_hybrid.model.losses import Constraint
+from h2mv_hybrid.model.module import H2MVHybrid
+from h2mv_hybrid.model.networks import OUTPUT_NAMES, HybridH2MV, activate_alpha
+from h2mv_hybrid.sites import site_forcing
+from process_layers.parameters import ALPHA_NAMES, BY_NAME
+
+F = 5
+
+
+def stats():
+    return Normalization([100.0, 2.0, 280.0], [50.0, 5.0, 10.0], [0.0] * F, [1.0] * F,
+                         [f"f{i}" for i in range(F)], {"et": 1.0, "q": 1.0, "tws": 0.0},
+                         {"et": 1.0, "q": 2.0, "tws": 50.0})
+
+
+def inputs(cells=6, days=120, seed=0):
+    f = site_forcing(cells, days, seed=seed)
+    forcing = torch.stack([f["rn"], f["prec"], f["tair"]], -1)
+    return forcing, torch.randn(cells, F, generator=torch.Generator().manual_seed(seed))
+
+
+def model(**kw):
+    torch.manual_seed(0)
+    s = stats()
+    return HybridH2MV(F, s.forcing_mean, s.forcing_std, s.static_mean, s.static_std,
+                      lstm_hidden=16, **kw)
+
+
+def test_activations_stay_inside_the_table_bounds():
+    raw = torch.tensor([[-100.0] * 7, [0.0] * 7, [100.0] * 7])
+    alpha = activate_alpha(raw)
+    for name in ALPHA_NAMES:
+        coef = BY_NAME[("alpha", name)]
+        assert float(alpha[name].min()) >= coef.lower and float(alpha[name].max()) <= coef.upper
+
+
+@pytest.mark.parametrize("feedback", [True, False])
+def test_outputs_and_water_balance(feedback):
+    m = model(state_feedback=feedback)
+    forcing, static = inputs()
+    carry = m.spinup(forcing[:, :40], static)
+    out = m(forcing[:, 40:], static, carry)
+    assert set(out.daily) == set(OUTPUT_NAMES) and out.daily["ET"].shape == (6, 80)
+    d = out.daily
+    inflow = (d["rainfall"] + d["snow_acc"] - d["ET"] - d["q_total"]).sum(1)
+    change = d["tws"][:, -1] - (carry.swe + carry.sm + carry.gw)
+    torch.testing.assert_close(inflow, change, rtol=1e-4, atol=1e-3)
+    assert not carry.sm.requires_grad  # spin-up is gradient-free
+    assert 10.0 <= float(out.sm_max.min())  # the SM_max floor
+    loss = d["ET"].mean() + d["tws"].mean()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_checkpointed_chunks_give_the_same_gradients():
+    forcing, static = inputs(days=90)
+    grads = []
+    for chunk in (None, 25):
+        m = model(time_chunk=chunk)
+        out = m(forcing, static)
+        (out.daily["q_total"].mean() + out.daily["tws"].mean()).backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    m = model(time_chunk=25, chunk_mode="truncate")
+    out = m(forcing, static)
+    out.daily["tws"].mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_mixed_precision_keeps_the_physics_in_float32():
+    for feedback in (True, False):
+        m = model(state_feedback=feedback)
+        forcing, static = inputs(days=30)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(forcing, static)
+        assert out.daily["tws"].dtype == torch.float32 and out.daily["ET"].dtype == torch.float32
+
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="chunk_mode: expected checkpoint or truncate"):
+        model(chunk_mode="tbptt")
+    with pytest.raises(ValueError, match=r"beta_init\['snow'\]: expected a value in \(0, 1\)"):
+        model(beta_init={"snow": 1.0})
+    with pytest.raises(ValueError, match="stats: expected the DataModule's normalization"):
+        H2MVHybrid(stats=None)
+    with pytest.raises(ValueError, match="constraints: expected targets served by the DataModule"):
+        H2MVHybrid(stats=stats(), constraints=[Constraint("swe", "swe", "daily")])
+
+
+def batch(cells=4, days=120, spin=30):
+    forcing, static = inputs(cells, days)
+    month_of_day = torch.arange(days - spin) // 30
+    n_months = int(month_of_day.max()) + 1
+    return {"forcing": forcing, "static": static, "spinup_days": torch.tensor(spin),
+            "month_of_day": month_of_day, "cell_index": torch.arange(10, 10 + cells),
+            "et": torch.rand(cells, n_months), "q": torch.rand(cells, n_months),
+            "tws": torch.randn(cells, n_months) * 20}
+
+
+def module(**kw):
+    torch.manual_seed(0)
+    return H2MVHybrid(stats=stats(), constraints=[
+        Constraint("et", "ET"), Constraint("q", "q_total"), Constraint("tws", "tws", anomaly=True)],
+        lstm_hidden=16, **kw)
+
+
+def test_non_finite_loss_is_located_and_skipped(monkeypatch):
+    m = module()
+    original = m.model.forward
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        poisoned_q = out.daily["q_total"].clone()
+        poisoned_q[2, 17] = float("nan")
+        out.daily["q_total"] = poisoned_q
+        return out
+
+    monkeypatch.setattr(m.model, "forward", poisoned)
+    with pytest.warns(UserWarning, match=r"process output 'q_total', day 17 of the period, cell 12"):
+        assert m.training_step(batch(), 0) is None
+    assert m.skipped_batches == 1
+
+
+def test_non_finite_gradient_is_named_and_the_update_skipped():
+    m = module()
+    loss = m.training_step(batch(), 0)
+    loss.backward()
+    m.model.head.weight.grad[0, 0] = float("inf")
+    with pytest.warns(UserWarning, match=r"non-finite gradient in model.head.weight"):
+        m.on_before_optimizer_step(None)
+    assert all(p.grad is None for p in m.parameters()) and m.skipped_batches == 1
+
+
+def test_spinup_is_cached_per_cell_and_refreshed(monkeypatch):
+    m = module(spinup_refresh_epochs=2)
+    calls = []
+    original = m.model.spinup
+    monkeypatch.setattr(m.model, "spinup",
+                        lambda *a: calls.append(a[2] if len(a) > 2 else None) or original(*a))
+    b = batch()
+    m.training_step(b, 0)
+    m.training_step(b, 1)  # same refresh period: cached, no spin-up
+    assert len(calls) == 1 and calls[0] is None
+    monkeypatch.setattr(type(m), "current_epoch", property(lambda self: 2))
+    m.training_step(b, 2)  # refresh: recomputed, warm-started from the cached state
+    assert len(calls) == 2 and calls[1] is not None
+    m.validation_step(b, 0)  # validation always spins up afresh
+    assert len(calls) == 3
