@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "h2mv_hybrid.data.synth:synth",
         "write a synthetic twin store (H2MV schema, with a truth group)",
     ),
+    "recovery": (
+        "h2mv_hybrid.model.recovery:recovery",
+        "compare a fitted model's SM_max and beta with a twin's truth",
+    ),
 }
 
 

@@ -40,7 +40,7 @@ def dm_for(path, **kw):
     kw.setdefault("n_folds", 4)
     kw.setdefault("block_deg", 20.0)
     kw.setdefault("batch_size", 16)
-    dm = H2MVDataModule(str(path), constraints=CONSTRAINTS, **kw)
+    dm = H2MVDataModule(str(path), targets=CONSTRAINTS, **kw)
     dm.setup("fit")
     return dm
 
@@ -185,7 +185,7 @@ def test_bad_store_fails_in_setup_before_training(store_path, tmp_path):
         H2MVDataModule(str(tmp_path / "celsius.zarr")).setup("fit")
     write_store(ds.drop_vars("q"), None, tmp_path / "no_q.zarr")
     with pytest.raises(StoreError, match="q: expected in the store"):
-        H2MVDataModule(str(tmp_path / "no_q.zarr"), constraints=["et", "q"]).setup("fit")
+        H2MVDataModule(str(tmp_path / "no_q.zarr"), targets=["et", "q"]).setup("fit")
     with pytest.raises(ValueError, match="member: expected 0 … 3"):
         H2MVDataModule(str(store_path), n_folds=4, member=4)
     with pytest.raises(FileNotFoundError, match="expected a zarr store"):

@@ -124,8 +124,12 @@ def test_non_finite_loss_is_located_and_skipped(monkeypatch):
 
     monkeypatch.setattr(m.model, "forward", poisoned)
     with pytest.warns(UserWarning, match=r"process output 'q_total', day 17 of the period, cell 12"):
-        assert m.training_step(batch(), 0) is None
-    assert m.skipped_batches == 1
+        loss = m.training_step(batch(), 0)
+    # a zero loss on every parameter (DDP stays in step), and the update is skipped
+    assert float(loss) == 0.0 and m.skipped_batches == 1
+    loss.backward()
+    m.on_before_optimizer_step(None)
+    assert all(p.grad is None for p in m.parameters())
 
 
 def test_non_finite_gradient_is_named_and_the_update_skipped():

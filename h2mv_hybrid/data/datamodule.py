@@ -68,6 +68,11 @@ class Normalization:
     target_std: dict[str, float] = field(default_factory=dict)
 
 
+# Checkpoints keep the statistics in their hyperparameters; allow them under torch.load's
+# default weights_only unpickler (plain data: lists and dicts of floats and strings).
+torch.serialization.add_safe_globals([Normalization])
+
+
 @dataclass(frozen=True)
 class Window:
     """A period and the spin-up days before it, as integer positions on the store axes."""
@@ -163,7 +168,9 @@ class TileBatchSampler(Sampler[np.ndarray]):
         return [cells[i:i + self.batch_size] for i in range(0, len(cells), self.batch_size)]
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        return iter(self._batches())
+        # A generator: the order is drawn at the first batch, not when the iterator is
+        # made, so a set_epoch() in between (as on resuming from a checkpoint) counts.
+        yield from self._batches()
 
     def __len__(self) -> int:
         return math.ceil(sum(len(t) for t in self.tiles) / self.batch_size)
@@ -247,8 +254,8 @@ class H2MVDataModule(L.LightningDataModule):
 
     Args:
         store: path of the zarr store (or anything ``xarray.open_zarr`` opens).
-        constraints: constraint variables the model is trained against (must be in the
-            store); default: every constraint the store holds.
+        targets: constraint variables served with every batch (must be in the store);
+            default: every constraint the store holds.
         n_folds: K, the number of validation folds (ensemble members).
         member: which fold this run validates on (0 … K−1); the test fold is shared.
         block_deg: size of the spatial blocks of the folds, degrees.
@@ -274,7 +281,7 @@ class H2MVDataModule(L.LightningDataModule):
     def __init__(
         self,
         store: str,
-        constraints: list[str] | None = None,
+        targets: list[str] | None = None,
         n_folds: int = 10,
         member: int = 0,
         block_deg: float = 10.0,
@@ -305,7 +312,7 @@ class H2MVDataModule(L.LightningDataModule):
         if spinup_years < 0:
             raise ValueError(f"spinup_years: expected ≥ 0, found {spinup_years}")
         self.store_path = store
-        self.requested_constraints = constraints
+        self.requested_constraints = targets
         self.n_folds, self.member = n_folds, member
         self.block_deg, self.fold_seed = block_deg, fold_seed
         self.periods = {

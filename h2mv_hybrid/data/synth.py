@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from h2mv_hybrid.data.gridding import scatter
 from h2mv_hybrid.data.schema import annotate, month_starts
 from h2mv_hybrid.sites import wet_spells
 from process_layers import FLUX_METADATA, FLUX_NAMES, h2mv
@@ -268,34 +269,13 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
                        SWE_SATURATION_MM)
     swe_obs[clat < SWE_PRODUCT_MIN_LAT] = np.nan
 
-    position = np.full(mask.size, -1, np.int64)
-    position[cells] = np.arange(len(cells))
-    position = position.reshape(mask.shape)
-    carrier = dask.array.zeros(mask.shape, chunks=(TILE, TILE), dtype=np.int8)
-
     def grid(x: np.ndarray) -> dask.array.Array:
-        """Scatter [cells] or [cells, steps] onto [lat, lon(, steps)], NaN off land, lazily.
+        """Land cells [cells(, steps)] onto [lat, lon(, steps)], lazily, NaN off land.
 
-        One dask block per chunk tile of the store (tile × tile cells × all steps): the
-        gridded, ocean-padded arrays never exist whole in memory (at 1° over ten years they
-        would take ~1 GB each), and writing the store streams tile by tile.
+        At 1° over ten years each gridded, ocean-padded array would take ~1 GB; scattered
+        lazily, one chunk tile at a time, it never exists whole and the write streams.
         """
-        x = np.asarray(x, np.float32)
-        tail = x.shape[1:]
-
-        def block(_: np.ndarray, block_info=None) -> np.ndarray:
-            (i0, i1), (j0, j1) = block_info[None]["array-location"][:2]
-            where = position[i0:i1, j0:j1]
-            out = np.full((i1 - i0, j1 - j0, *tail), np.nan, np.float32)
-            land = where >= 0
-            out[land] = x[where[land]]
-            return out
-
-        return carrier.map_blocks(
-            block, dtype=np.float32, new_axis=list(range(2, 2 + len(tail))),
-            chunks=(*carrier.chunks, *((n,) for n in tail)),
-            meta=np.empty((0,) * (2 + len(tail)), np.float32),
-        )
+        return scatter(x, cells, mask.shape, (TILE, TILE))
 
     spatial = ("lat", "lon")
     order = ("time", "month", "feature", "lat", "lon")
@@ -357,8 +337,9 @@ def chunking(ds: xr.Dataset, tile: int = TILE) -> dict[str, dict[str, int]]:
     for name, da in ds.data_vars.items():
         chunks = []
         for dim in da.dims:
-            spatial = dim in ("lat", "lon", "cell")
-            chunks.append(min(tile, da.sizes[dim]) if spatial else da.sizes[dim])
+            # a point layout gets as many cells per chunk as a grid tile holds
+            size = {"lat": tile, "lon": tile, "cell": tile * tile}.get(dim, da.sizes[dim])
+            chunks.append(min(size, da.sizes[dim]))
         enc[name] = {"chunks": tuple(chunks)}
     return enc
 

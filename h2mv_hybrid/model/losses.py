@@ -47,6 +47,9 @@ class Constraint:
     weight: float = 1.0
 
 
+# Checkpoints keep the constraints in their hyperparameters (plain data).
+torch.serialization.add_safe_globals([Constraint])
+
 #: The paper's five constraints (§2.3.3): TWS anomalies, ET, runoff and fAPAR monthly,
 #: SWE daily with a 100 mm saturation threshold.
 PAPER_CONSTRAINTS: tuple[Constraint, ...] = (

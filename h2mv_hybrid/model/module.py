@@ -7,11 +7,12 @@ hyperparameters, so a checkpoint predicts with the statistics it was trained wit
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics.regression import PearsonCorrCoef
 
 from h2mv_hybrid.data.datamodule import Normalization
 from h2mv_hybrid.model.losses import (
@@ -21,6 +22,7 @@ from h2mv_hybrid.model.losses import (
     Weighting,
     aggregate,
 )
+from h2mv_hybrid.model.metrics import NanPearson
 from h2mv_hybrid.model.networks import Carry, ChunkMode, HybridH2MV, HybridOutput
 
 
@@ -106,10 +108,11 @@ class H2MVHybrid(L.LightningModule):
         self.loss_fn = MultiConstraintLoss(self.constraints, weighting)
         self.target_std = dict(stats.target_std)
         self.metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({c.target: PearsonCorrCoef() for c in self.constraints})
+            stage: nn.ModuleDict({c.target: NanPearson() for c in self.constraints})
             for stage in ("val", "test")
         })
         self.skipped_batches = 0
+        self._skip_update = False
         self._spin: dict[str, tuple[Tensor, Tensor]] = {}
 
     # -- spin-up -------------------------------------------------------------------------
@@ -163,18 +166,24 @@ class H2MVHybrid(L.LightningModule):
         n = batch["forcing"].shape[0]
         if not torch.isfinite(loss):
             self.skipped_batches += 1
-            rank_zero_warn(
+            # every rank says where its own non-finite value appeared
+            warn = rank_zero_warn if self._world_size() == 1 else warnings.warn
+            warn(
                 f"{stage} batch {batch_idx}: non-finite loss ({float(loss)}); first at "
                 f"{first_nonfinite(out.daily, batch['cell_index'])}; batch skipped "
                 f"({self.skipped_batches} so far)"
             )
-            self.log("skipped_batches", float(self.skipped_batches), batch_size=n)
-            return None
+            if stage != "train":
+                return None
+            # A zero loss on every parameter keeps DDP's gradient all-reduce in step on all
+            # ranks; the update itself is skipped everywhere in on_before_optimizer_step.
+            self._skip_update = True
+            return sum(p.sum() * 0.0 for p in self.parameters())
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n,
-                 on_step=stage == "train", on_epoch=True)
+                 on_step=stage == "train", on_epoch=True, sync_dist=True)
         for target, value in parts.items():
             self.log(f"{stage}_{target}_loss", value, batch_size=n, on_epoch=True,
-                     on_step=False)
+                     on_step=False, sync_dist=True)
         if stage in self.metrics:
             for c in self.constraints:
                 pred = aggregate(out.daily[c.output], c.aggregation, batch["month_of_day"])
@@ -184,11 +193,11 @@ class H2MVHybrid(L.LightningModule):
                     k = ok.sum(1, keepdim=True).clamp(min=1)
                     pred = pred - (pred * ok).sum(1, keepdim=True) / k
                     obs = obs - torch.where(ok, obs, 0).sum(1, keepdim=True) / k
-                if int(ok.sum()) > 1:
-                    metric = self.metrics[stage][c.target]
-                    metric.update(pred[ok].detach(), obs[ok])
-                    self.log(f"{stage}_{c.target}_r", metric, on_epoch=True, on_step=False,
-                             batch_size=n)
+                obs = torch.where(ok, obs, torch.nan)
+                metric = self.metrics[stage][c.target]
+                metric.update(pred.detach(), obs)  # every rank, every batch (DDP-safe)
+                self.log(f"{stage}_{c.target}_r", metric, on_epoch=True, on_step=False,
+                         batch_size=n)
         return loss
 
     def training_step(self, batch, batch_idx):  # noqa: D102
@@ -210,9 +219,22 @@ class H2MVHybrid(L.LightningModule):
             "beta": {k: float(v) for k, v in out.beta.items()},
         }
 
+    def _world_size(self) -> int:
+        return 1 if self._trainer is None else self._trainer.world_size
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the spin-up cache, so that a resumed run continues exactly."""
+        checkpoint["h2mv_spinup_cache"] = {k: (v[0].cpu(), v[1].cpu())
+                                           for k, v in self._spin.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:  # noqa: D102
+        self._spin = {k: (v[0].to(self.device), v[1].to(self.device))
+                      for k, v in checkpoint.get("h2mv_spinup_cache", {}).items()}
+
     # -- optimisation --------------------------------------------------------------------
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Skip the update when a gradient is not finite, and say which parameter."""
+        """Skip the update (on every rank) after a non-finite loss or gradient."""
         bad = [name for name, p in self.named_parameters()
                if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
         if bad:
@@ -221,8 +243,14 @@ class H2MVHybrid(L.LightningModule):
                 f"non-finite gradient in {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''} "
                 f"at step {self.global_step}; update skipped ({self.skipped_batches} so far)"
             )
+        skip = torch.tensor(float(bool(bad) or self._skip_update), device=self.device)
+        if self._world_size() > 1:
+            skip = self.trainer.strategy.reduce(skip, reduce_op="max")
+        self._skip_update = False
+        if bool(skip):
             for p in self.parameters():
                 p.grad = None
+        if self._trainer is not None:
             self.log("skipped_batches", float(self.skipped_batches))
 
     def configure_optimizers(self):  # noqa: D102
