@@ -39,6 +39,18 @@ def test_print_config(capsys):
     assert "state_feedback: false" in out and "h2mv_hybrid.model.module.H2MVHybrid" in out
 
 
+def loggers(root):
+    """CSV and TensorBoard loggers writing under ``root`` (as JSON for the command line)."""
+    import json
+
+    return json.dumps([
+        {"class_path": "lightning.pytorch.loggers.CSVLogger",
+         "init_args": {"save_dir": str(root), "name": "logs"}},
+        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+         "init_args": {"save_dir": str(root), "name": "tensorboard"}},
+    ])
+
+
 def metrics(root):
     rows = list(csv.DictReader(open(next(Path(root).rglob("metrics.csv")))))
     return {int(r["epoch"]): float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")}
@@ -47,7 +59,7 @@ def metrics(root):
 def short(store, root, *extra):
     return fit_args(ROOT / "experiments/quickstart.yaml", store, root,
                     "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-                    "--trainer.logger.init_args.save_dir", str(root),
+                    "--trainer.logger", loggers(root),
                     "--data.train_start", "2002-01-01", "--data.train_end", "2003-12-31", *extra)
 
 
@@ -55,6 +67,7 @@ def test_fit_predict_test_chain(store, tmp_path, capsys):
     cli.main(short(store, tmp_path, "--trainer.max_epochs", "1"))
     out = capsys.readouterr().out
     assert "validation scores" in out and "checkpoints:" in out and "store:" in out
+    assert list(tmp_path.rglob("events.out.tfevents*"))  # TensorBoard logging
     ckpt = next(tmp_path.rglob("last.ckpt"))
     pred = tmp_path / "pred.zarr"
     cli.main(["predict", "--config", str(ROOT / "experiments/quickstart.yaml"), "--data.store",
@@ -108,7 +121,7 @@ def test_two_process_cpu_ddp_trains_identical_weights(store, tmp_path):
                                   "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
                                   "--trainer.limit_train_batches", "3",
                                   "--trainer.limit_val_batches", "1",
-                                  "--trainer.logger.init_args.save_dir", str(tmp_path),
+                                  "--trainer.logger", loggers(tmp_path),
                                   "--data.train_start", "2002-01-01",
                                   "--data.train_end", "2002-12-31",
                                   "--trainer.callbacks+=ddp_checksum.WeightChecksum",
