@@ -146,7 +146,7 @@ def test_round_trip_generator_datamodule_simulate(store_path):
                                    rtol=1e-5, atol=1e-4, msg=k)
 
 
-def test_point_layout(points_path, store_path):
+def test_point_layout(points_path):
     dm = dm_for(points_path)
     batch = next(iter(dm.train_dataloader()))
     ds = open_store(points_path)

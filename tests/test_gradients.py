@@ -7,7 +7,7 @@ from process_layers import FLUX_NAMES, h2mv
 from process_layers.parameters import ALPHA_NAMES
 
 
-def _wrap(forcing, static_keys, backend, states=None):
+def _wrap(forcing, backend, states=None):
     """simulate as a function of (α…, SM_max, β_snow, β_gw) returning every flux."""
     def fn(*params):
         alpha = dict(zip(ALPHA_NAMES, params[:7]))
@@ -27,19 +27,19 @@ def test_gradcheck_alpha_smmax_beta(backend):
     forcing, alpha, static, beta, states = kinky_case()
     # the soil-full cell must refill up to its capacity for SM_max to matter
     params = _params(alpha, static, beta)
-    f = _wrap(forcing, None, backend, states)(*params)
+    f = _wrap(forcing, backend, states)(*params)
     r_soil_frac = f[FLUX_NAMES.index("r_soil_frac")]
     assert bool((r_soil_frac < params[4] * 0.999).any())  # capacity-limited recharge happened
     assert bool(((forcing["prec"] == 0) & (forcing["tair"] > 273.15)).any())  # rainless days
     assert bool((forcing["tair"] < 273.15).any())  # frozen days
-    assert torch.autograd.gradcheck(_wrap(forcing, None, backend, states), params,
+    assert torch.autograd.gradcheck(_wrap(forcing, backend, states), params,
                                     eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
 def test_gradcheck_from_empty_states(backend):
     forcing, alpha, static, beta, _ = kinky_case()
     params = _params(alpha, static, beta)
-    assert torch.autograd.gradcheck(_wrap(forcing, None, backend, None), params,
+    assert torch.autograd.gradcheck(_wrap(forcing, backend, None), params,
                                     eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
@@ -64,7 +64,7 @@ def test_no_nonfinite_gradient_over_ten_years(backend):
     alpha["Es"][:, ::70] = 0.0
     alpha["fapar"][:, ::30] = 1.0
     params = _params(alpha, static, beta)
-    f = _wrap(forcing, None, backend)(*params)
+    f = _wrap(forcing, backend)(*params)
     loss = sum((x ** 2).mean() for x in f)
     grads = torch.autograd.grad(loss, params)
     for name, g in zip(list(ALPHA_NAMES) + ["sm_max", "beta_snow", "beta_gw"], grads):

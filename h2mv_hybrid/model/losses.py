@@ -82,6 +82,17 @@ def aggregate(pred: Tensor, how: Aggregation, month_of_day: Tensor) -> Tensor:
     return sums / counts
 
 
+def anomalies(pred: Tensor, obs: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+    """Deviations of prediction and observation from each cell's mean over its observed steps.
+
+    ``obs`` must hold zeros (not NaN) where ``observed`` is False; both means are taken over
+    the same observed steps, so an offset between product and model cancels.
+    """
+    n = observed.sum(1, keepdim=True).clamp(min=1)
+    return (pred - (pred * observed).sum(1, keepdim=True) / n,
+            obs - (obs * observed).sum(1, keepdim=True) / n)
+
+
 def constraint_loss(
     pred: Tensor, obs: Tensor, std: float, *, anomaly: bool = False,
     saturation: float | None = None,
@@ -106,9 +117,7 @@ def constraint_loss(
     obs = torch.where(observed, obs, torch.zeros_like(obs))
     count = observed.sum()
     if anomaly:
-        n = observed.sum(1, keepdim=True).clamp(min=1)
-        pred = pred - (pred * observed).sum(1, keepdim=True) / n
-        obs = obs - obs.sum(1, keepdim=True) / n
+        pred, obs = anomalies(pred, obs, observed)
     err = (pred - obs) / std
     if saturation is not None:
         err = torch.where((pred > saturation) & (obs > saturation), torch.zeros_like(err), err)

@@ -21,6 +21,7 @@ from h2mv_hybrid.model.losses import (
     MultiConstraintLoss,
     Weighting,
     aggregate,
+    anomalies,
 )
 from h2mv_hybrid.model.metrics import NanPearson
 from h2mv_hybrid.model.networks import Carry, ChunkMode, HybridH2MV, HybridOutput
@@ -190,9 +191,7 @@ class H2MVHybrid(L.LightningModule):
                 obs = batch[c.target].to(pred.dtype)
                 ok = ~torch.isnan(obs)
                 if c.anomaly:
-                    k = ok.sum(1, keepdim=True).clamp(min=1)
-                    pred = pred - (pred * ok).sum(1, keepdim=True) / k
-                    obs = obs - torch.where(ok, obs, 0).sum(1, keepdim=True) / k
+                    pred, obs = anomalies(pred, torch.where(ok, obs, 0), ok)
                 obs = torch.where(ok, obs, torch.nan)
                 metric = self.metrics[stage][c.target]
                 metric.update(pred.detach(), obs)  # every rank, every batch (DDP-safe)
