@@ -26,6 +26,8 @@ requires a gradient).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from numba import njit, prange
@@ -38,6 +40,7 @@ from process_layers.constants import (
     ZERO_CELSIUS_IN_KELVIN,
 )
 from process_layers.containers import FLUX_NAMES
+from process_layers.parameters import ALPHA_NAMES, BY_NAME
 
 # Passed to the kernels as arguments, not read as globals: numba's on-disk cache is keyed
 # on this file, so a constant compiled in from another module could go stale.
@@ -45,6 +48,9 @@ CONSTANTS = np.array(
     [W_M2_TO_MJ_M2_DAY / LATENT_HEAT_VAPORISATION, ZERO_CELSIUS_IN_KELVIN, RECHARGE_EPSILON]
 )
 N_FLUX = len(FLUX_NAMES)
+# Every value read from an array is widened with this before arithmetic: numba's float()
+# keeps float32 as float32, and the kernels compute in float64 whatever the storage.
+_f64 = np.float64
 
 # Indices into the flux tuple; the order is that of containers.Fluxes.
 SNOW_ACC, SNOW_MELT, SWE, RAINFALL, EI, ES, TR, ET, EF, W_IN = range(10)
@@ -52,6 +58,14 @@ R_SOIL_FRAC, R_SOIL, R_GW_FRAC, R_GW, SM, Q_SURF_FRAC, Q_SURF, Q_BASE, Q_TOTAL, 
     10, 21
 )
 assert FLUX_NAMES[TWS] == "tws" and FLUX_NAMES[SM] == "sm" and FLUX_NAMES[TR] == "T"
+N_ALPHA = len(ALPHA_NAMES)
+#: Rows of the per-day kernels' output: the 21 fluxes, then the 7 activated α.
+N_DAY_OUT = N_FLUX + N_ALPHA
+# The per-day kernels activate raw network outputs; they hard-code the table's choice:
+# softplus for the first two α (snow_melt, Ei), sigmoid for the rest.
+assert [BY_NAME[("alpha", k)].activation for k in ALPHA_NAMES] == ["softplus"] * 2 + [
+    "sigmoid"
+] * 5
 
 
 @njit(inline="always")
@@ -106,24 +120,24 @@ def _forward_kernel(rn, prec, tair, alpha, smax, betas, s0, consts, out):  # noq
     # rn (W m⁻²), prec (mm day⁻¹), tair (K): [C, T]; alpha: 7 × [C, T]; smax: [C];
     # betas: [2]; s0: [3, C]; consts: CONSTANTS; out: 21 × [C, T], written in place.
     n_cells, n_days = rn.shape
-    bs = float(betas[0])
-    bg = float(betas[1])
+    bs = _f64(betas[0])
+    bg = _f64(betas[1])
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
-        swe = float(s0[0, c])
-        sm = float(s0[1, c])
-        gw = float(s0[2, c])
-        smx = float(smax[c])
+        swe = _f64(s0[0, c])
+        sm = _f64(s0[1, c])
+        gw = _f64(s0[2, c])
+        smx = _f64(smax[c])
         for t in range(n_days):
             (
                 frozen, s_acc, pos_t, m_pot, melt, swe_raw, swe1, rain, ic, ei0, ei, rn1, etp1,
                 es, sm1, rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg,
                 qsf, qs, qb, qt, gw1, tws,
             ) = _day(
-                _energy(float(rn[c, t]), rn_factor), float(prec[c, t]), float(tair[c, t]) - t0,
-                float(alpha[0][c, t]), float(alpha[1][c, t]), float(alpha[2][c, t]),
-                float(alpha[3][c, t]), float(alpha[4][c, t]), float(alpha[5][c, t]),
-                float(alpha[6][c, t]), smx, bs, bg, swe, sm, gw, eps,
+                _energy(_f64(rn[c, t]), rn_factor), _f64(prec[c, t]), _f64(tair[c, t]) - t0,
+                _f64(alpha[0][c, t]), _f64(alpha[1][c, t]), _f64(alpha[2][c, t]),
+                _f64(alpha[3][c, t]), _f64(alpha[4][c, t]), _f64(alpha[5][c, t]),
+                _f64(alpha[6][c, t]), smx, bs, bg, swe, sm, gw, eps,
             )
             out[SNOW_ACC][c, t] = s_acc
             out[SNOW_MELT][c, t] = melt
@@ -147,9 +161,9 @@ def _forward_kernel(rn, prec, tair, alpha, smax, betas, s0, consts, out):  # noq
             out[GW][c, t] = gw1
             out[TWS][c, t] = tws
             # Carry the storages as stored, so the backward pass sees the same values.
-            swe = float(out[SWE][c, t])
-            sm = float(out[SM][c, t])
-            gw = float(out[GW][c, t])
+            swe = _f64(out[SWE][c, t])
+            sm = _f64(out[SM][c, t])
+            gw = _f64(out[GW][c, t])
 
 
 @njit(inline="always")
@@ -162,7 +176,143 @@ def _energy(rn_w_m2, factor):  # noqa: D103
 @njit(inline="always")
 def _cot(g, present, k, c, t):  # noqa: D103
     # Cotangent of flux k at (c, t); absent cotangents (unused outputs) are zero.
-    return float(g[k][c, t]) if present[k] else 0.0
+    return _f64(g[k][c, t]) if present[k] else 0.0
+
+
+@njit(inline="always")
+def _scan_cots(g, present, c, t):  # noqa: D103
+    # The 21 flux cotangents of cell c, day t, from the scan's per-flux arrays.
+    return (
+        _cot(g, present, 0, c, t), _cot(g, present, 1, c, t), _cot(g, present, 2, c, t),
+        _cot(g, present, 3, c, t), _cot(g, present, 4, c, t), _cot(g, present, 5, c, t),
+        _cot(g, present, 6, c, t), _cot(g, present, 7, c, t), _cot(g, present, 8, c, t),
+        _cot(g, present, 9, c, t), _cot(g, present, 10, c, t), _cot(g, present, 11, c, t),
+        _cot(g, present, 12, c, t), _cot(g, present, 13, c, t), _cot(g, present, 14, c, t),
+        _cot(g, present, 15, c, t), _cot(g, present, 16, c, t), _cot(g, present, 17, c, t),
+        _cot(g, present, 18, c, t), _cot(g, present, 19, c, t), _cot(g, present, 20, c, t),
+    )
+
+
+@njit(inline="always")
+def _day_adjoint(  # noqa: D103
+    rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps, cot, lam_swe,
+    lam_sm, lam_gw,
+):
+    # Reverse mode of one cell-day. cot: the 21 flux cotangents of the day; lam_*: the
+    # cotangents of the end-of-day storages from later days. Returns the cotangents of
+    # the seven α (ALPHA_NAMES order), of the start-of-day storages, and this day's
+    # contributions to those of SM_max, β_snow and β_gw. Each line is the adjoint of the
+    # forward line it names (A-numbers), taken in reverse order.
+    (
+        frozen, s_acc, pos_t, m_pot, melt, swe_raw, swe1, rain, ic, ei0, ei, rn1, etp1,
+        es, sm1, rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg,
+        qsf, qs, qb, qt, gw1, tws,
+    ) = _day(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps)
+    d_bs = 0.0
+    # A24: tws = swe1 + gw1 + sm3
+    a_tws = cot[TWS]
+    a_swe1 = cot[SWE] + lam_swe + a_tws
+    a_sm3 = cot[SM] + lam_sm + a_tws
+    a_gw1 = cot[GW] + lam_gw + a_tws
+    # A23: gw1 = gw + rg - qb
+    a_gw = a_gw1
+    a_rg = cot[R_GW] + a_gw1
+    a_qb = cot[Q_BASE] - a_gw1
+    # A22: qt = qs + qb
+    a_qt = cot[Q_TOTAL]
+    a_qs = cot[Q_SURF] + a_qt
+    a_qb += a_qt
+    # A21: qb = gw * bg
+    a_gw += a_qb * bg
+    d_bg = a_qb * gw
+    # A20: qs = qsf * w
+    a_qsf = cot[Q_SURF_FRAC] + a_qs * w
+    a_w = cot[W_IN] + a_qs * qsf
+    # A19: qsf = (1 - rsf) * (1 - arg)
+    a_rsf = cot[R_SOIL_FRAC] - a_qsf * (1.0 - arg)
+    a_arg = -a_qsf * (1.0 - rsf)
+    # A18: rg = rgf * w
+    a_rgf = cot[R_GW_FRAC] + a_rg * w
+    a_w += a_rg * rgf
+    # A17: rgf = (1 - rsf) * arg
+    a_rsf -= a_rgf * arg
+    a_arg += a_rgf * (1.0 - rsf)
+    # A16: sm3 = sm2 + rs
+    a_sm2 = a_sm3
+    a_rs = cot[R_SOIL] + a_sm3
+    # A15: rs = rsf * w
+    a_rsf += a_rs * w
+    a_w += a_rs * rsf
+    # A14: rsf = min(ratio, 1) * ars, ratio = (smx - sm2) / max(w, eps)
+    a_rmin = a_rsf * ars
+    a_ars = a_rsf * rmin
+    a_ratio = a_rmin if ratio <= 1.0 else 0.0
+    d_smx = a_ratio / wd
+    a_sm2 -= a_ratio / wd
+    if w >= eps:
+        a_w -= a_ratio * ratio / wd
+    # A13: w = rain + melt - ei
+    a_melt = cot[SNOW_MELT] + a_w
+    a_ei = cot[EI] - a_w
+    # EF = et / rn
+    a_et = cot[ET]
+    if rnv > 0.0:
+        a_et += cot[EF] / rnv
+    # A12: et = ei + es + tr
+    a_ei += a_et
+    a_es = cot[ES] + a_et
+    a_tr = cot[TR] + a_et
+    # A11: sm2 = sm1 - tr
+    a_sm1 = a_sm2
+    a_tr -= a_sm2
+    # A10: tr = f * etp2 * at
+    a_f = a_tr * etp2 * at
+    a_etp2 = a_tr * f * at
+    a_at = a_tr * f * etp2
+    # A7 (second): etp2 = min(rn2, sm1)
+    a_rn2 = 0.0
+    if rn2 <= sm1:
+        a_rn2 = a_etp2
+    else:
+        a_sm1 += a_etp2
+    # A6 (second): rn2 = rn1 - es
+    a_rn1 = a_rn2
+    a_es -= a_rn2
+    # A9: sm1 = sm - es
+    a_sm = a_sm1
+    a_es -= a_sm1
+    # A8: es = (1 - f) * etp1 * aes
+    a_f -= a_es * etp1 * aes
+    a_etp1 = a_es * (1.0 - f) * aes
+    a_aes = a_es * (1.0 - f) * etp1
+    # A7: etp1 = min(rn1, sm)
+    if rn1 <= sm:
+        a_rn1 += a_etp1
+    else:
+        a_sm += a_etp1
+    # A6: rn1 = rn - ei
+    a_ei -= a_rn1
+    # A5: ei = min(min(rain, ic), rn), ic = f * aei
+    a_ei0 = a_ei if ei0 <= rnv else 0.0
+    a_ic = 0.0 if rain <= ic else a_ei0
+    a_f += a_ic * aei
+    a_aei = a_ic * f
+    # A3: swe1 = max(swe + s_acc - melt, 0)
+    a_raw = a_swe1 if swe_raw >= 0.0 else 0.0
+    a_swe = a_raw
+    a_sacc = cot[SNOW_ACC] + a_raw
+    a_melt -= a_raw
+    # A2: melt = min(pos_t * am, swe)
+    a_mpot = 0.0
+    if m_pot <= swe:
+        a_mpot = a_melt
+    else:
+        a_swe += a_melt
+    a_am = a_mpot * pos_t
+    # A1: s_acc = prec * bs where frozen
+    if frozen:
+        d_bs = a_sacc * pr
+    return (a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg)
 
 
 @njit(parallel=True, cache=True)
@@ -172,14 +322,14 @@ def _backward_kernel(  # noqa: D103
 ):
     # Reverse-mode sweep. g: 21 cotangent arrays (dummies where present[k] is False).
     # Writes g_alpha (7 × [C, T]), g_smax [C], g_betas [2, C] (per cell, summed by the
-    # caller) and g_s0 [3, C]. Each line below is the adjoint of the forward line it
-    # names (A-numbers), taken in reverse order.
+    # caller) and g_s0 [3, C]. Each day recomputes its forward values from the stored
+    # start-of-day storages and runs _day_adjoint.
     n_cells, n_days = rn.shape
-    bs = float(betas[0])
-    bg = float(betas[1])
+    bs = _f64(betas[0])
+    bg = _f64(betas[1])
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
-        smx = float(smax[c])
+        smx = _f64(smax[c])
         lam_swe = 0.0
         lam_sm = 0.0
         lam_gw = 0.0
@@ -188,133 +338,26 @@ def _backward_kernel(  # noqa: D103
         acc_bg = 0.0
         for t in range(n_days - 1, -1, -1):
             if t == 0:
-                swe = float(s0[0, c])
-                sm = float(s0[1, c])
-                gw = float(s0[2, c])
+                swe = _f64(s0[0, c])
+                sm = _f64(s0[1, c])
+                gw = _f64(s0[2, c])
             else:
-                swe = float(swe_out[c, t - 1])
-                sm = float(sm_out[c, t - 1])
-                gw = float(gw_out[c, t - 1])
-            rnv = _energy(float(rn[c, t]), rn_factor)
-            pr = float(prec[c, t])
-            am = float(alpha[0][c, t])
-            aei = float(alpha[1][c, t])
-            aes = float(alpha[2][c, t])
-            at = float(alpha[3][c, t])
-            ars = float(alpha[4][c, t])
-            arg = float(alpha[5][c, t])
-            f = float(alpha[6][c, t])
+                swe = _f64(swe_out[c, t - 1])
+                sm = _f64(sm_out[c, t - 1])
+                gw = _f64(gw_out[c, t - 1])
             (
-                frozen, s_acc, pos_t, m_pot, melt, swe_raw, swe1, rain, ic, ei0, ei, rn1, etp1,
-                es, sm1, rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg,
-                qsf, qs, qb, qt, gw1, tws,
-            ) = _day(rnv, pr, float(tair[c, t]) - t0, am, aei, aes, at, ars, arg, f, smx, bs,
-                     bg, swe, sm, gw, eps)
-
-            # A24: tws = swe1 + gw1 + sm3
-            a_tws = _cot(g, present, TWS, c, t)
-            a_swe1 = _cot(g, present, SWE, c, t) + lam_swe + a_tws
-            a_sm3 = _cot(g, present, SM, c, t) + lam_sm + a_tws
-            a_gw1 = _cot(g, present, GW, c, t) + lam_gw + a_tws
-            # A23: gw1 = gw + rg - qb
-            a_gw = a_gw1
-            a_rg = _cot(g, present, R_GW, c, t) + a_gw1
-            a_qb = _cot(g, present, Q_BASE, c, t) - a_gw1
-            # A22: qt = qs + qb
-            a_qt = _cot(g, present, Q_TOTAL, c, t)
-            a_qs = _cot(g, present, Q_SURF, c, t) + a_qt
-            a_qb += a_qt
-            # A21: qb = gw * bg
-            a_gw += a_qb * bg
-            acc_bg += a_qb * gw
-            # A20: qs = qsf * w
-            a_qsf = _cot(g, present, Q_SURF_FRAC, c, t) + a_qs * w
-            a_w = _cot(g, present, W_IN, c, t) + a_qs * qsf
-            # A19: qsf = (1 - rsf) * (1 - arg)
-            a_rsf = _cot(g, present, R_SOIL_FRAC, c, t) - a_qsf * (1.0 - arg)
-            a_arg = -a_qsf * (1.0 - rsf)
-            # A18: rg = rgf * w
-            a_rgf = _cot(g, present, R_GW_FRAC, c, t) + a_rg * w
-            a_w += a_rg * rgf
-            # A17: rgf = (1 - rsf) * arg
-            a_rsf -= a_rgf * arg
-            a_arg += a_rgf * (1.0 - rsf)
-            # A16: sm3 = sm2 + rs
-            a_sm2 = a_sm3
-            a_rs = _cot(g, present, R_SOIL, c, t) + a_sm3
-            # A15: rs = rsf * w
-            a_rsf += a_rs * w
-            a_w += a_rs * rsf
-            # A14: rsf = min(ratio, 1) * ars, ratio = (smx - sm2) / max(w, eps)
-            a_rmin = a_rsf * ars
-            a_ars = a_rsf * rmin
-            a_ratio = a_rmin if ratio <= 1.0 else 0.0
-            acc_smx += a_ratio / wd
-            a_sm2 -= a_ratio / wd
-            if w >= eps:
-                a_w -= a_ratio * ratio / wd
-            # A13: w = rain + melt - ei
-            a_melt = _cot(g, present, SNOW_MELT, c, t) + a_w
-            a_ei = _cot(g, present, EI, c, t) - a_w
-            # EF = et / rn
-            a_et = _cot(g, present, ET, c, t)
-            if rnv > 0.0:
-                a_et += _cot(g, present, EF, c, t) / rnv
-            # A12: et = ei + es + tr
-            a_ei += a_et
-            a_es = _cot(g, present, ES, c, t) + a_et
-            a_tr = _cot(g, present, TR, c, t) + a_et
-            # A11: sm2 = sm1 - tr
-            a_sm1 = a_sm2
-            a_tr -= a_sm2
-            # A10: tr = f * etp2 * at
-            a_f = a_tr * etp2 * at
-            a_etp2 = a_tr * f * at
-            a_at = a_tr * f * etp2
-            # A7 (second): etp2 = min(rn2, sm1)
-            a_rn2 = 0.0
-            if rn2 <= sm1:
-                a_rn2 = a_etp2
-            else:
-                a_sm1 += a_etp2
-            # A6 (second): rn2 = rn1 - es
-            a_rn1 = a_rn2
-            a_es -= a_rn2
-            # A9: sm1 = sm - es
-            a_sm = a_sm1
-            a_es -= a_sm1
-            # A8: es = (1 - f) * etp1 * aes
-            a_f -= a_es * etp1 * aes
-            a_etp1 = a_es * (1.0 - f) * aes
-            a_aes = a_es * (1.0 - f) * etp1
-            # A7: etp1 = min(rn1, sm)
-            if rn1 <= sm:
-                a_rn1 += a_etp1
-            else:
-                a_sm += a_etp1
-            # A6: rn1 = rn - ei
-            a_ei -= a_rn1
-            # A5: ei = min(min(rain, ic), rn), ic = f * aei
-            a_ei0 = a_ei if ei0 <= rnv else 0.0
-            a_ic = 0.0 if rain <= ic else a_ei0
-            a_f += a_ic * aei
-            a_aei = a_ic * f
-            # A3: swe1 = max(swe + s_acc - melt, 0)
-            a_raw = a_swe1 if swe_raw >= 0.0 else 0.0
-            a_swe = a_raw
-            a_sacc = _cot(g, present, SNOW_ACC, c, t) + a_raw
-            a_melt -= a_raw
-            # A2: melt = min(pos_t * am, swe)
-            a_mpot = 0.0
-            if m_pot <= swe:
-                a_mpot = a_melt
-            else:
-                a_swe += a_melt
-            a_am = a_mpot * pos_t
-            # A1: s_acc = prec * bs where frozen
-            if frozen:
-                acc_bs += a_sacc * pr
-
+                a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, lam_swe, lam_sm, lam_gw, d_smx,
+                d_bs, d_bg,
+            ) = _day_adjoint(
+                _energy(_f64(rn[c, t]), rn_factor), _f64(prec[c, t]), _f64(tair[c, t]) - t0,
+                _f64(alpha[0][c, t]), _f64(alpha[1][c, t]), _f64(alpha[2][c, t]),
+                _f64(alpha[3][c, t]), _f64(alpha[4][c, t]), _f64(alpha[5][c, t]),
+                _f64(alpha[6][c, t]), smx, bs, bg, swe, sm, gw, eps,
+                _scan_cots(g, present, c, t), lam_swe, lam_sm, lam_gw,
+            )
+            acc_smx += d_smx
+            acc_bs += d_bs
+            acc_bg += d_bg
             g_alpha[0][c, t] = a_am
             g_alpha[1][c, t] = a_aei
             g_alpha[2][c, t] = a_aes
@@ -322,15 +365,213 @@ def _backward_kernel(  # noqa: D103
             g_alpha[4][c, t] = a_ars
             g_alpha[5][c, t] = a_arg
             g_alpha[6][c, t] = a_f
-            lam_swe = a_swe
-            lam_sm = a_sm
-            lam_gw = a_gw
         g_s0[0, c] = lam_swe
         g_s0[1, c] = lam_sm
         g_s0[2, c] = lam_gw
         g_smax[c] = acc_smx
         g_betas[0, c] = acc_bs
         g_betas[1, c] = acc_bg
+
+
+@njit(inline="always")
+def _softplus(x):  # noqa: D103
+    # torch.nn.functional.softplus with beta 1 and threshold 20, value and derivative.
+    if x > 20.0:
+        return x, 1.0
+    z = math.exp(x)
+    return math.log1p(z), z / (z + 1.0)
+
+
+@njit(inline="always")
+def _sigmoid(x):  # noqa: D103
+    # torch.sigmoid, value and derivative (from the value, as torch does).
+    s = 1.0 / (1.0 + math.exp(-x))
+    return s, s * (1.0 - s)
+
+
+def _day_forward(raw, forcing, s_prev, smax, betas, consts, out, t, s_next):  # noqa: D103
+    # One day of every cell from raw network outputs. raw [C, 7]; forcing [C, 3]: rn
+    # (W m⁻²), prec (mm day⁻¹), tair (K); s_prev, s_next [C, 3]: swe, sm, gw (mm);
+    # out [28, C, T]: writes the 21 fluxes and the 7 α of day t.
+    n_cells = raw.shape[0]
+    bs = _f64(betas[0])
+    bg = _f64(betas[1])
+    rn_factor, t0, eps = consts[0], consts[1], consts[2]
+    for c in prange(n_cells):
+        am, _ = _softplus(_f64(raw[c, 0]))
+        aei, _ = _softplus(_f64(raw[c, 1]))
+        aes, _ = _sigmoid(_f64(raw[c, 2]))
+        at, _ = _sigmoid(_f64(raw[c, 3]))
+        ars, _ = _sigmoid(_f64(raw[c, 4]))
+        arg, _ = _sigmoid(_f64(raw[c, 5]))
+        f, _ = _sigmoid(_f64(raw[c, 6]))
+        v = _day(
+            _energy(_f64(forcing[c, 0]), rn_factor), _f64(forcing[c, 1]),
+            _f64(forcing[c, 2]) - t0, am, aei, aes, at, ars, arg, f,
+            _f64(smax[c]), bs, bg, _f64(s_prev[c, 0]), _f64(s_prev[c, 1]),
+            _f64(s_prev[c, 2]), eps,
+        )
+        out[SNOW_ACC, c, t] = v[1]
+        out[SNOW_MELT, c, t] = v[4]
+        out[SWE, c, t] = v[6]
+        out[RAINFALL, c, t] = v[7]
+        out[EI, c, t] = v[10]
+        out[ES, c, t] = v[13]
+        out[TR, c, t] = v[17]
+        out[ET, c, t] = v[19]
+        out[EF, c, t] = v[20]
+        out[W_IN, c, t] = v[21]
+        out[R_SOIL_FRAC, c, t] = v[25]
+        out[R_SOIL, c, t] = v[26]
+        out[R_GW_FRAC, c, t] = v[28]
+        out[R_GW, c, t] = v[29]
+        out[SM, c, t] = v[27]
+        out[Q_SURF_FRAC, c, t] = v[30]
+        out[Q_SURF, c, t] = v[31]
+        out[Q_BASE, c, t] = v[32]
+        out[Q_TOTAL, c, t] = v[33]
+        out[GW, c, t] = v[34]
+        out[TWS, c, t] = v[35]
+        out[N_FLUX, c, t] = am
+        out[N_FLUX + 1, c, t] = aei
+        out[N_FLUX + 2, c, t] = aes
+        out[N_FLUX + 3, c, t] = at
+        out[N_FLUX + 4, c, t] = ars
+        out[N_FLUX + 5, c, t] = arg
+        out[N_FLUX + 6, c, t] = f
+        # Carry the storages as stored, so the backward pass sees the same values.
+        s_next[c, 0] = out[SWE, c, t]
+        s_next[c, 1] = out[SM, c, t]
+        s_next[c, 2] = out[GW, c, t]
+
+
+def _day_backward(  # noqa: D103
+    raw, forcing, s_prev, smax, betas, consts, g_out, t, lam, g_feed, g_raw, g_smax, g_betas,
+):
+    # Reverse mode of _day_forward for day t. g_out [28, C, T]: cotangents of the outputs;
+    # lam [C, 3]: in, the cotangents of the end-of-day storages from the next day's
+    # bucket; out, those of the start-of-day storages. g_feed [C, 4]: further cotangents
+    # of the end-of-day swe, sm, gw and of fAPAR (their other consumers). Writes g_raw
+    # [C, 7]; adds to g_smax [C] and g_betas [2, C].
+    n_cells = raw.shape[0]
+    bs = _f64(betas[0])
+    bg = _f64(betas[1])
+    rn_factor, t0, eps = consts[0], consts[1], consts[2]
+    for c in prange(n_cells):
+        am, d_am = _softplus(_f64(raw[c, 0]))
+        aei, d_aei = _softplus(_f64(raw[c, 1]))
+        aes, d_aes = _sigmoid(_f64(raw[c, 2]))
+        at, d_at = _sigmoid(_f64(raw[c, 3]))
+        ars, d_ars = _sigmoid(_f64(raw[c, 4]))
+        arg, d_arg = _sigmoid(_f64(raw[c, 5]))
+        f, d_f = _sigmoid(_f64(raw[c, 6]))
+        cot = (
+            _f64(g_out[0, c, t]), _f64(g_out[1, c, t]), _f64(g_out[2, c, t]),
+            _f64(g_out[3, c, t]), _f64(g_out[4, c, t]), _f64(g_out[5, c, t]),
+            _f64(g_out[6, c, t]), _f64(g_out[7, c, t]), _f64(g_out[8, c, t]),
+            _f64(g_out[9, c, t]), _f64(g_out[10, c, t]), _f64(g_out[11, c, t]),
+            _f64(g_out[12, c, t]), _f64(g_out[13, c, t]), _f64(g_out[14, c, t]),
+            _f64(g_out[15, c, t]), _f64(g_out[16, c, t]), _f64(g_out[17, c, t]),
+            _f64(g_out[18, c, t]), _f64(g_out[19, c, t]), _f64(g_out[20, c, t]),
+        )
+        (
+            a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg,
+        ) = _day_adjoint(
+            _energy(_f64(forcing[c, 0]), rn_factor), _f64(forcing[c, 1]),
+            _f64(forcing[c, 2]) - t0, am, aei, aes, at, ars, arg, f,
+            _f64(smax[c]), bs, bg, _f64(s_prev[c, 0]), _f64(s_prev[c, 1]),
+            _f64(s_prev[c, 2]), eps, cot, _f64(lam[c, 0]) + _f64(g_feed[c, 0]),
+            _f64(lam[c, 1]) + _f64(g_feed[c, 1]), _f64(lam[c, 2]) + _f64(g_feed[c, 2]),
+        )
+        # α also leave as outputs; fAPAR also enters the networks the next day.
+        g_raw[c, 0] = (a_am + _f64(g_out[N_FLUX, c, t])) * d_am
+        g_raw[c, 1] = (a_aei + _f64(g_out[N_FLUX + 1, c, t])) * d_aei
+        g_raw[c, 2] = (a_aes + _f64(g_out[N_FLUX + 2, c, t])) * d_aes
+        g_raw[c, 3] = (a_at + _f64(g_out[N_FLUX + 3, c, t])) * d_at
+        g_raw[c, 4] = (a_ars + _f64(g_out[N_FLUX + 4, c, t])) * d_ars
+        g_raw[c, 5] = (a_arg + _f64(g_out[N_FLUX + 5, c, t])) * d_arg
+        g_raw[c, 6] = (a_f + _f64(g_out[N_FLUX + 6, c, t]) + _f64(g_feed[c, 3])) * d_f
+        lam[c, 0] = a_swe
+        lam[c, 1] = a_sm
+        lam[c, 2] = a_gw
+        g_smax[c] += d_smx
+        g_betas[0, c] += d_bs
+        g_betas[1, c] += d_bg
+
+
+# Each per-day kernel is compiled twice from one source: a serial build for small
+# batches, where starting threads costs more than the work, and a parallel one.
+_DAY_KERNELS = {
+    parallel: (njit(parallel=parallel, cache=True)(_day_forward),
+               njit(parallel=parallel, cache=True)(_day_backward))
+    for parallel in (False, True)
+}
+#: Cells from which the per-day kernels run on several threads.
+PARALLEL_CELLS = 256
+
+
+def day_kernels(n_cells: int):
+    """The compiled (forward, backward) per-day kernels suited to ``n_cells``.
+
+    They take numpy arrays in the order of :func:`day_forward` and :func:`day_backward`,
+    with :data:`CONSTANTS` after ``betas``: for time loops that keep numpy views of their
+    buffers and call once per day, where converting tensors would cost more than the day.
+    """
+    return _DAY_KERNELS[n_cells >= PARALLEL_CELLS]
+
+
+def day_forward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, betas: Tensor,
+                out: Tensor, t: int, s_next: Tensor) -> None:
+    """One bucket day of every cell from raw network outputs, written in place (CPU).
+
+    A building block for callers that run their own time loop and autograd function
+    (the hybrid model's state-feedback scan); the arithmetic is :func:`_day`, shared
+    with :class:`FusedScan`, so values and tie conventions are those of the bucket.
+
+    Args:
+        raw: [cells, 7] raw head outputs in :data:`ALPHA_NAMES` order, activated here
+            as the coefficient table says (softplus or sigmoid).
+        forcing: [cells, 3]: rn (W m⁻²), prec (mm day⁻¹), tair (K) of the day.
+        s_prev: [cells, 3] start-of-day swe, sm, gw (mm).
+        sm_max: [cells] (mm).
+        betas: [2]: β_snow, β_gw.
+        out: [28, cells, days]; row k < 21 receives flux ``FLUX_NAMES[k]`` of day ``t``,
+            row 21 + j the activated ``ALPHA_NAMES[j]``.
+        t: the day's column in ``out``.
+        s_next: [cells, 3] receives the end-of-day storages.
+
+    All tensors are contiguous, on the CPU, of one floating dtype.
+    """
+    kernel = _DAY_KERNELS[raw.shape[0] >= PARALLEL_CELLS][0]
+    kernel(raw.numpy(), forcing.numpy(), s_prev.numpy(), sm_max.numpy(), betas.numpy(),
+           CONSTANTS, out.numpy(), t, s_next.numpy())
+
+
+def day_backward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, betas: Tensor,
+                 g_out: Tensor, t: int, lam: Tensor, g_feed: Tensor, g_raw: Tensor,
+                 g_sm_max: Tensor, g_betas: Tensor) -> None:
+    """Reverse mode of :func:`day_forward` for day ``t``, in place (CPU).
+
+    Args:
+        raw: as given to :func:`day_forward`.
+        forcing: as given to :func:`day_forward`.
+        s_prev: as given to :func:`day_forward`.
+        sm_max: as given to :func:`day_forward`.
+        betas: as given to :func:`day_forward`.
+        g_out: [28, cells, days] cotangents of ``out``.
+        t: the day.
+        lam: [cells, 3] on entry the cotangents of the end-of-day storages reaching the
+            next day's bucket; on return those of the start-of-day storages ``s_prev``.
+        g_feed: [cells, 4] further cotangents of the end-of-day swe, sm, gw and of the
+            day's fAPAR (e.g. through a network that reads them).
+        g_raw: [cells, 7] receives the cotangents of ``raw``.
+        g_sm_max: [cells], added to.
+        g_betas: [2, cells], added to.
+    """
+    kernel = _DAY_KERNELS[raw.shape[0] >= PARALLEL_CELLS][1]
+    kernel(raw.numpy(), forcing.numpy(), s_prev.numpy(), sm_max.numpy(), betas.numpy(),
+           CONSTANTS, g_out.numpy(), t, lam.numpy(), g_feed.numpy(), g_raw.numpy(),
+           g_sm_max.numpy(), g_betas.numpy())
 
 
 def _np(x: Tensor) -> np.ndarray:

@@ -24,7 +24,13 @@ from h2mv_hybrid.model.losses import (
     anomalies,
 )
 from h2mv_hybrid.model.metrics import NanPearson
-from h2mv_hybrid.model.networks import Carry, ChunkMode, HybridH2MV, HybridOutput
+from h2mv_hybrid.model.networks import (
+    Carry,
+    ChunkMode,
+    FeedbackBackend,
+    HybridH2MV,
+    HybridOutput,
+)
 
 
 def first_nonfinite(daily: dict[str, Tensor], cell_index: Tensor) -> str:
@@ -59,6 +65,9 @@ class H2MVHybrid(L.LightningModule):
         state_scale: storages enter the LSTM as log1p(storage / state_scale).
         time_chunk: days per chunk of gradient checkpointing / truncation (None: off).
         chunk_mode: ``checkpoint`` (exact) or ``truncate`` (truncated back-propagation).
+        feedback_backend: the state-feedback recurrence as one fused op with a hand-written
+            backward (``fused``; CPU, no autocast), day by day with autograd (``loop``; any
+            device and precision), or ``auto`` (fused where it can run).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         spinup_refresh_epochs: training spin-up states are cached per cell and recomputed
@@ -81,6 +90,7 @@ class H2MVHybrid(L.LightningModule):
         state_scale: float = 10.0,
         time_chunk: int | None = None,
         chunk_mode: ChunkMode = "checkpoint",
+        feedback_backend: FeedbackBackend = "auto",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         spinup_refresh_epochs: int = 1,
@@ -105,6 +115,7 @@ class H2MVHybrid(L.LightningModule):
             len(stats.features), stats.forcing_mean, stats.forcing_std, stats.static_mean,
             stats.static_std, static_hidden, code_size, lstm_hidden, state_feedback,
             sm_max_floor, sm_max_scale, beta_init, state_scale, time_chunk, chunk_mode,
+            feedback_backend,
         )
         self.loss_fn = MultiConstraintLoss(self.constraints, weighting)
         self.target_std = dict(stats.target_std)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from h2mv_hybrid.model.feedback import feedback_scan
 from process_layers import FLUX_NAMES, Alpha, Beta, States, h2mv
 from process_layers.parameters import ALPHA_NAMES, BY_NAME
 from process_layers.units import kelvin_to_celsius, net_radiation_mm_per_day
@@ -32,6 +33,13 @@ from process_layers.units import kelvin_to_celsius, net_radiation_mm_per_day
 #: Daily outputs of the hybrid model: every flux and storage of the bucket, and fAPAR.
 OUTPUT_NAMES: tuple[str, ...] = (*FLUX_NAMES, "fapar")
 ChunkMode = Literal["checkpoint", "truncate"]
+SWE_ROW, SM_ROW, GW_ROW = (FLUX_NAMES.index(k) for k in ("swe", "sm", "gw"))
+FeedbackBackend = Literal["auto", "fused", "loop"]
+
+
+def physics_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The bucket runs in float32, or float64 for a float64 model, never in half precision."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def activate_alpha(raw: Tensor) -> dict[str, Tensor]:
@@ -107,6 +115,10 @@ class HybridH2MV(nn.Module):
         time_chunk: days per chunk for gradient checkpointing or truncation (None: off).
         chunk_mode: ``checkpoint`` (exact gradients, recompute each chunk in backward) or
             ``truncate`` (truncated back-propagation: carried states are detached).
+        feedback_backend: how the state-feedback recurrence runs: ``fused`` (one autograd
+            function with a hand-written backward, :mod:`h2mv_hybrid.model.feedback`;
+            CPU, float32/float64, no autocast), ``loop`` (day by day with autograd; any
+            device and precision) or ``auto`` (fused where it can run, else loop).
     """
 
     def __init__(
@@ -126,8 +138,12 @@ class HybridH2MV(nn.Module):
         state_scale: float = 10.0,
         time_chunk: int | None = None,
         chunk_mode: ChunkMode = "checkpoint",
+        feedback_backend: FeedbackBackend = "auto",
     ):
         super().__init__()
+        if feedback_backend not in ("auto", "fused", "loop"):
+            raise ValueError(f"feedback_backend: expected auto, fused or loop, found "
+                             f"{feedback_backend!r}")
         if chunk_mode not in ("checkpoint", "truncate"):
             raise ValueError(f"chunk_mode: expected checkpoint or truncate, found {chunk_mode!r}")
         if time_chunk is not None and time_chunk < 1:
@@ -155,6 +171,7 @@ class HybridH2MV(nn.Module):
         self.lstm_hidden = lstm_hidden
         self.state_scale = state_scale
         self.time_chunk, self.chunk_mode = time_chunk, chunk_mode
+        self.feedback_backend = feedback_backend
 
     # -- pieces --------------------------------------------------------------------------
     def beta(self) -> dict[str, Tensor]:
@@ -163,8 +180,9 @@ class HybridH2MV(nn.Module):
 
     def initial_carry(self, n_cells: int, device: torch.device) -> Carry:
         """Empty storages, zero LSTM state, bare vegetation."""
-        z = torch.zeros(n_cells, device=device)
-        h = torch.zeros(n_cells, self.lstm_hidden, device=device)
+        dtype = physics_dtype(self.head.weight.dtype)
+        z = torch.zeros(n_cells, device=device, dtype=dtype)
+        h = torch.zeros(n_cells, self.lstm_hidden, device=device, dtype=dtype)
         return Carry(z, z.clone(), z.clone(), h, h.clone(), z.clone())
 
     def _inputs(self, forcing: Tensor, static: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -173,20 +191,28 @@ class HybridH2MV(nn.Module):
         return f_norm, code, sm_max
 
     def _physics(self, rn_mm, prec, tair_c, raw, sm_max, beta, carry: Carry):
-        """One bucket day in float32, whatever precision the networks run in."""
+        """One bucket day in float32 (float64 for a float64 model), whatever the networks'."""
+        dtype = physics_dtype(raw.dtype)
         with torch.autocast(device_type=raw.device.type, enabled=False):
-            alpha = activate_alpha(raw.float())
+            alpha = activate_alpha(raw.to(dtype))
             fluxes, states = h2mv.day(
-                rn_mm, prec, tair_c, Alpha(**alpha), sm_max.float(),
-                Beta(snow=beta["snow"].float(), baseflow=beta["baseflow"].float()),
+                rn_mm, prec, tair_c, Alpha(**alpha), sm_max.to(dtype),
+                Beta(snow=beta["snow"].to(dtype), baseflow=beta["baseflow"].to(dtype)),
                 States(carry.swe, carry.sm, carry.gw),
             )
         return fluxes, states, alpha
 
-    def _feedback_days(self, phys: Tensor, f_norm: Tensor, code: Tensor, sm_max: Tensor,
+    def _feedback_days(self, forcing: Tensor, f_norm: Tensor, code: Tensor, sm_max: Tensor,
                        carry: Carry, beta: dict[str, Tensor]) -> tuple[Tensor, Carry]:
-        """The state-feedback loop over a span of days → (outputs [n_out, cells, days], carry)."""
-        rn_mm, prec, tair_c = phys.unbind(-1)
+        """The state-feedback loop, day by day → (outputs [28, cells, days], carry).
+
+        ``forcing``: [cells, days, 3] rn (W m⁻²), prec (mm day⁻¹), tair (K). Output rows:
+        the fluxes of ``FLUX_NAMES``, then the α of ``ALPHA_NAMES``.
+        """
+        dtype = physics_dtype(self.head.weight.dtype)
+        rn_mm = net_radiation_mm_per_day(forcing[..., 0]).to(dtype)
+        prec = forcing[..., 1].to(dtype)
+        tair_c = kelvin_to_celsius(forcing[..., 2]).to(dtype)
         out = []
         for t in range(f_norm.shape[1]):
             states = torch.stack([carry.swe, carry.sm, carry.gw], -1)
@@ -196,31 +222,66 @@ class HybridH2MV(nn.Module):
             fluxes, st, alpha = self._physics(rn_mm[:, t], prec[:, t], tair_c[:, t], self.head(h),
                                               sm_max, beta, carry)
             carry = Carry(st.swe, st.sm, st.gw, h, c, alpha["fapar"])
-            out.append(torch.stack([*(fluxes[k] for k in FLUX_NAMES), alpha["fapar"],
+            out.append(torch.stack([*(fluxes[k] for k in FLUX_NAMES),
                                     *(alpha[k] for k in ALPHA_NAMES)]))
         return torch.stack(out, -1), carry
 
-    def _chunked(self, phys, f_norm, code, sm_max, carry, beta) -> tuple[Tensor, Carry]:
+    def _feedback_fused(self, forcing: Tensor, f_norm: Tensor, code: Tensor, sm_max: Tensor,
+                        carry: Carry, beta: dict[str, Tensor]) -> tuple[Tensor, Carry]:
+        """The same recurrence as :meth:`_feedback_days`, as one :class:`FeedbackScan`."""
+        w_ih = self.cell.weight_ih
+        n_code = code.shape[1]
+        # Gate pre-activations = code_proj + [h, f_norm, states, fapar] @ w_x.T: the code
+        # is the same every day, so its share is computed once.
+        code_proj = torch.addmm(self.cell.bias_ih + self.cell.bias_hh, code,
+                                w_ih[:, 3:3 + n_code].t())
+        w_x = torch.cat([self.cell.weight_hh, w_ih[:, :3], w_ih[:, 3 + n_code:]], 1)
+        out, h, c = feedback_scan(f_norm, forcing, self.state_scale, code_proj, w_x,
+                                  self.head.weight, self.head.bias, sm_max, beta["snow"],
+                                  beta["baseflow"], tuple(carry))
+        return out, Carry(out[SWE_ROW, :, -1], out[SM_ROW, :, -1], out[GW_ROW, :, -1], h, c,
+                          out[-1, :, -1])
+
+    def fused_feedback_reason(self, forcing: Tensor) -> str | None:
+        """Why the fused state-feedback scan cannot run here, or None if it can."""
+        if forcing.device.type != "cpu":
+            return f"tensors are on {forcing.device}; the fused scan runs on the CPU"
+        if torch.is_autocast_enabled("cpu"):
+            return "autocast is on; the fused scan runs the networks in float32/float64"
+        if self.head.weight.dtype not in (torch.float32, torch.float64):
+            return f"parameters are {self.head.weight.dtype}; the fused scan needs float32/64"
+        if forcing.requires_grad:
+            return "the forcing requires a gradient; the fused scan treats forcing as data"
+        return None
+
+    def _use_fused(self, forcing: Tensor) -> bool:
+        reason = self.fused_feedback_reason(forcing)
+        if self.feedback_backend == "fused" and reason is not None:
+            raise ValueError(f"feedback_backend='fused' cannot run: {reason}; use 'loop' or "
+                             f"'auto'")
+        return self.feedback_backend == "fused" or (self.feedback_backend == "auto"
+                                                   and reason is None)
+
+    def _chunked(self, forcing, f_norm, code, sm_max, carry, beta) -> tuple[Tensor, Carry]:
+        days = self._feedback_fused if self._use_fused(forcing) else self._feedback_days
         span = self.time_chunk or f_norm.shape[1]
         pieces = []
         for t0 in range(0, f_norm.shape[1], span):
             sl = slice(t0, t0 + span)
             if self.time_chunk is not None and self.chunk_mode == "checkpoint" \
                     and torch.is_grad_enabled():
-                def run(p, fn, cd, sx, b_snow, b_gw, *cy):
-                    o, cr = self._feedback_days(p, fn, cd, sx, Carry(*cy),
-                                                {"snow": b_snow, "baseflow": b_gw})
+                def run(fo, fn, cd, sx, b_snow, b_gw, *cy):
+                    o, cr = days(fo, fn, cd, sx, Carry(*cy), {"snow": b_snow, "baseflow": b_gw})
                     return (o, *cr)
-                res = checkpoint(run, phys[:, sl], f_norm[:, sl], code, sm_max, beta["snow"],
+                res = checkpoint(run, forcing[:, sl], f_norm[:, sl], code, sm_max, beta["snow"],
                                  beta["baseflow"], *carry, use_reentrant=False)
                 o, carry = res[0], Carry(*res[1:])
             else:
-                o, carry = self._feedback_days(phys[:, sl], f_norm[:, sl], code, sm_max, carry,
-                                               beta)
+                o, carry = days(forcing[:, sl], f_norm[:, sl], code, sm_max, carry, beta)
                 if self.time_chunk is not None and self.chunk_mode == "truncate":
                     carry = carry.detach()
             pieces.append(o)
-        return torch.cat(pieces, -1), carry
+        return (torch.cat(pieces, -1) if len(pieces) > 1 else pieces[0]), carry
 
     # -- public --------------------------------------------------------------------------
     def forward(self, forcing: Tensor, static: Tensor, carry: Carry | None = None) -> HybridOutput:
@@ -238,13 +299,12 @@ class HybridH2MV(nn.Module):
         carry = carry if carry is not None else self.initial_carry(n_cells, forcing.device)
         f_norm, code, sm_max = self._inputs(forcing, static)
         beta = self.beta()
-        phys = torch.stack([net_radiation_mm_per_day(forcing[..., 0]), forcing[..., 1],
-                            kelvin_to_celsius(forcing[..., 2])], -1).float()
         if self.state_feedback:
-            out, carry = self._chunked(phys, f_norm, code, sm_max, carry, beta)
-            daily = dict(zip((*OUTPUT_NAMES, *(f"alpha_{k}" for k in ALPHA_NAMES)), out.unbind(0),
-                             strict=True))
-            alpha = {k: daily.pop(f"alpha_{k}") for k in ALPHA_NAMES}
+            out, carry = self._chunked(forcing, f_norm, code, sm_max, carry, beta)
+            rows = out.unbind(0)
+            alpha = dict(zip(ALPHA_NAMES, rows[len(FLUX_NAMES):], strict=True))
+            daily = dict(zip(FLUX_NAMES, rows[:len(FLUX_NAMES)], strict=True))
+            daily["fapar"] = alpha["fapar"]
         else:
             x = torch.cat([f_norm, code[:, None].expand(-1, f_norm.shape[1], -1)], -1)
             hs, (h, c) = self.lstm(x, (carry.h[None], carry.c[None]))

@@ -1,0 +1,197 @@
+"""The fused state-feedback recurrence matches the per-day loop: values, gradients, guards."""
+
+import pytest
+import torch
+
+from h2mv_hybrid.model import feedback
+from h2mv_hybrid.model.networks import HybridH2MV, activate_alpha
+from h2mv_hybrid.sites import site_forcing
+from process_layers import FLUX_NAMES, Alpha, Beta, States, h2mv
+from process_layers.fused import N_DAY_OUT, day_backward, day_forward
+from process_layers.parameters import ALPHA_NAMES
+from process_layers.units import kelvin_to_celsius, net_radiation_mm_per_day
+
+F = 5
+D = torch.float64
+
+
+def inputs(cells=6, days=60, seed=0, dtype=D):
+    f = site_forcing(cells, days, seed=seed, dtype=dtype)
+    forcing = torch.stack([f["rn"], f["prec"], f["tair"]], -1)
+    return forcing, torch.randn(cells, F, generator=torch.Generator().manual_seed(seed),
+                                dtype=dtype)
+
+
+def model(backend, dtype=D, **kw):
+    torch.manual_seed(3)
+    m = HybridH2MV(F, [100.0, 2.0, 280.0], [50.0, 5.0, 10.0], [0.0] * F, [1.0] * F,
+                   static_hidden=12, code_size=4, lstm_hidden=8, feedback_backend=backend, **kw)
+    with torch.no_grad():  # larger weights than the default init: more varied α and days
+        for p in m.parameters():
+            p.mul_(3.0)
+    return m.to(dtype)
+
+
+def weighted_loss(out, days):
+    """A loss that reaches every output, α and the final carry, with day-varying weights."""
+    w = torch.linspace(0.5, 1.5, days, dtype=D)
+    loss = sum((v * w).sum() for v in out.daily.values()) * 1e-3
+    loss = loss + sum((v * w).sum() for v in out.alpha.values())
+    c = out.carry
+    return loss + c.swe.sum() + c.sm.sum() + c.gw.sum() + c.h.sum() + 0.3 * c.c.sum() + c.fapar.sum()
+
+
+def run(backend, forcing, static, carry=None, **kw):
+    m = model(backend, **kw)
+    out = m(forcing, static, carry)
+    weighted_loss(out, forcing.shape[1]).backward()
+    return out, {n: p.grad.clone() for n, p in m.named_parameters()}
+
+
+def assert_same(a, b, atol=1e-10):
+    (out_a, g_a), (out_b, g_b) = a, b
+    for k in out_a.daily:
+        torch.testing.assert_close(out_a.daily[k], out_b.daily[k], rtol=0, atol=atol, msg=k)
+    for x, y in zip(out_a.carry, out_b.carry, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=atol)
+    for n in g_a:
+        scale = float(g_b[n].abs().max()) + 1.0
+        torch.testing.assert_close(g_a[n] / scale, g_b[n] / scale, rtol=0, atol=atol, msg=n)
+
+
+def test_fused_equals_loop_float64():
+    forcing, static = inputs()
+    assert_same(run("fused", forcing, static), run("loop", forcing, static))
+
+
+def test_fused_equals_loop_from_a_carried_state_and_in_checkpointed_chunks():
+    forcing, static = inputs(days=70, seed=1)
+    spin = model("loop").spinup(forcing[:, :40], static)
+    carry = type(spin)(*(t.clone().requires_grad_(True) for t in spin))
+    ref = run("loop", forcing[:, 40:], static, carry)
+    for kw in ({}, {"time_chunk": 7}, {"time_chunk": 30}):
+        assert_same(run("fused", forcing[:, 40:], static, carry, **kw), ref)
+    # Gradients reach the carried state through both paths alike.
+    grads = []
+    for backend in ("loop", "fused"):
+        c = type(spin)(*(t.clone().requires_grad_(True) for t in spin))
+        out = model(backend, time_chunk=9)(forcing[:, 40:], static, c)
+        weighted_loss(out, 30).backward()
+        grads.append([t.grad for t in c])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_fused_float32_agrees_with_loop_to_rounding():
+    forcing, static = inputs(cells=16, days=200, dtype=torch.float32)
+    outs = {}
+    for backend in ("loop", "fused"):
+        m = model(backend, dtype=torch.float32)
+        with torch.no_grad():
+            outs[backend] = m(forcing, static)
+    for k in ("ET", "q_total", "tws", "swe", "fapar"):
+        a, b = outs["fused"].daily[k], outs["loop"].daily[k]
+        assert float((a - b).abs().max()) <= 1e-3 * (float(b.abs().max()) + 1.0), k
+
+
+def test_gradcheck_of_the_fused_recurrence():
+    g = torch.Generator().manual_seed(0)
+    cells, days, hidden = 3, 6, 4
+    forcing, _ = inputs(cells, days, seed=2)
+    f_norm = torch.randn(cells, days, 3, generator=g, dtype=D)
+
+    def r(*shape, scale=1.0, offset=0.0):
+        return (offset + scale * torch.rand(*shape, generator=g, dtype=D)).requires_grad_(True)
+
+    params = (
+        r(cells, 4 * hidden, scale=2, offset=-1), r(4 * hidden, hidden + 7, scale=2, offset=-1),
+        r(7, hidden, scale=2, offset=-1), r(7, scale=2, offset=-1), r(cells, scale=80, offset=20),
+        r((), scale=0.5, offset=0.3), r((), scale=0.2, offset=0.01),
+        r(cells, scale=20), r(cells, scale=20), r(cells, scale=20), r(cells),
+        r(cells, hidden, scale=2, offset=-1), r(cells, hidden, scale=2, offset=-1),
+    )
+
+    def fn(*p):
+        out, h, c = feedback.FeedbackScan.apply(True, f_norm, forcing, 10.0, *p)
+        return out, h, c
+
+    assert torch.autograd.gradcheck(fn, params, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_without_gradients_the_rolling_buffers_give_the_same_outputs():
+    forcing, static = inputs(days=41)
+    m = model("fused")
+    with torch.no_grad():
+        a = m(forcing, static)
+    b = m(forcing, static)
+    for k in a.daily:
+        torch.testing.assert_close(a.daily[k], b.daily[k].detach(), rtol=0, atol=0)
+    for x, y in zip(a.carry, b.carry, strict=True):
+        torch.testing.assert_close(x, y.detach(), rtol=0, atol=0)
+
+
+def test_auto_uses_the_fused_op_on_cpu_and_the_loop_under_autocast(monkeypatch):
+    calls = []
+    original = feedback.FeedbackScan.apply
+    monkeypatch.setattr(feedback.FeedbackScan, "apply",
+                        lambda *a: calls.append(1) or original(*a))
+    forcing, static = inputs(days=10, dtype=torch.float32)
+    m = model("auto", dtype=torch.float32)
+    m(forcing, static)
+    assert calls == [1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(forcing, static)
+    assert calls == [1] and out.daily["tws"].dtype == torch.float32
+    assert m.fused_feedback_reason(forcing) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "autocast" in m.fused_feedback_reason(forcing)
+        with pytest.raises(ValueError, match="feedback_backend='fused' cannot run: autocast"):
+            model("fused", dtype=torch.float32)(forcing, static)
+    with pytest.raises(ValueError, match="feedback_backend: expected auto, fused or loop"):
+        model("numba")
+
+
+def test_day_kernels_equal_the_equation_functions():
+    """``day_forward`` / ``day_backward`` against ``h2mv.day`` and autograd, one day."""
+    g = torch.Generator().manual_seed(5)
+    cells = 300  # above PARALLEL_CELLS: the threaded build
+    forcing, _ = inputs(cells, 1, seed=5)
+    forcing = forcing[:, 0]
+    raw = (torch.randn(cells, 7, generator=g, dtype=D) * 3).requires_grad_(True)
+    s_prev = (torch.rand(cells, 3, generator=g, dtype=D) * 30).requires_grad_(True)
+    sm_max = (20 + 100 * torch.rand(cells, generator=g, dtype=D)).requires_grad_(True)
+    betas = torch.tensor([0.8, 0.03], dtype=D, requires_grad=True)
+    s_prev.data[:, 1] = torch.minimum(s_prev.data[:, 1], sm_max.data)
+
+    alpha = activate_alpha(raw)
+    fluxes, _ = h2mv.day(net_radiation_mm_per_day(forcing[:, 0]), forcing[:, 1],
+                         kelvin_to_celsius(forcing[:, 2]), Alpha(**alpha), sm_max,
+                         Beta(snow=betas[0], baseflow=betas[1]), States(*s_prev.unbind(1)))
+    ref = torch.stack([*(fluxes[k] for k in FLUX_NAMES), *(alpha[k] for k in ALPHA_NAMES)])
+
+    out = torch.empty(N_DAY_OUT, cells, 2, dtype=D)
+    s_next = torch.empty(cells, 3, dtype=D)
+    day_forward(raw.detach(), forcing, s_prev.detach(), sm_max.detach(), betas.detach(), out, 1,
+                s_next)
+    torch.testing.assert_close(out[:, :, 1], ref.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(s_next, out[[FLUX_NAMES.index(k) for k in ("swe", "sm", "gw")],
+                                           :, 1].t())
+
+    cot = torch.randn(N_DAY_OUT, cells, generator=g, dtype=D)
+    lam = torch.randn(cells, 3, generator=g, dtype=D)
+    g_feed = torch.randn(cells, 4, generator=g, dtype=D)
+    # Autograd reference: the cotangents reach the outputs, the end-of-day storages
+    # (lam + g_feed) and fAPAR (g_feed).
+    ends = torch.stack([fluxes.swe, fluxes.sm, fluxes.gw], 1)
+    loss = (ref * cot).sum() + (ends * (lam + g_feed[:, :3])).sum() + (
+        alpha["fapar"] * g_feed[:, 3]).sum()
+    want = torch.autograd.grad(loss, (raw, s_prev, sm_max, betas))
+    g_out = torch.zeros(N_DAY_OUT, cells, 2, dtype=D)
+    g_out[:, :, 1] = cot
+    g_raw = torch.empty(cells, 7, dtype=D)
+    g_sm_max, g_betas = torch.zeros(cells, dtype=D), torch.zeros(2, cells, dtype=D)
+    lam_io = lam.clone()
+    day_backward(raw.detach(), forcing, s_prev.detach(), sm_max.detach(), betas.detach(), g_out,
+                 1, lam_io, g_feed, g_raw, g_sm_max, g_betas)
+    for got, exp in zip((g_raw, lam_io, g_sm_max, g_betas.sum(1)), want, strict=True):
+        torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-10)
