@@ -26,6 +26,8 @@ fAPAR]``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from numba import njit, prange
@@ -90,13 +92,94 @@ _LSTM_BACKWARD = {p: njit(parallel=p, cache=True)(_lstm_backward) for p in (Fals
 _ENCODE = {p: njit(parallel=p, cache=True)(_encode) for p in (False, True)}
 
 
+class _Setup(NamedTuple):
+    """What every span of one call shares: inputs as contiguous tensors and numpy views."""
+
+    fn: Tensor  # [T, C, 3] normalized forcing
+    fo: Tensor  # [T, C, 3] forcing in W m⁻², mm day⁻¹, K
+    code_proj: Tensor
+    code_proj2: Tensor  # with the cell-gate columns doubled (see _run)
+    w_x: Tensor
+    w_x2_t: Tensor
+    w_head: Tensor
+    b_head: Tensor
+    sm_max: Tensor
+    betas: Tensor
+    scale: float
+
+
+class _Tape(NamedTuple):
+    """Per-day buffers of a span of n days (slots 0..n for x, cb, st; 0..n-1 for the rest)."""
+
+    x: Tensor  # [n + 1, C, H + 7]: [h, f_norm, log1p(storages / scale), fAPAR]
+    cb: Tensor  # [n + 1, C, H]: LSTM cell state
+    st: Tensor  # [n + 1, C, 3]: storages swe, sm, gw
+    gates: Tensor  # [n, C, 4H]: activated i, f, g, o
+    tanh_c: Tensor  # [n, C, H]
+    raw: Tensor  # [n, C, 7]: head outputs
+
+
+def _run(p: _Setup, t0: int, t1: int, x0: Tensor, c0: Tensor, s0: Tensor, out: Tensor,
+         col0: int, keep: bool) -> _Tape:
+    """Days [t0, t1) from the LSTM input ``x0``, cell ``c0`` and storages ``s0`` of day t0.
+
+    Writes day t's 28 outputs to ``out[:, :, t - col0]``. With ``keep`` every day's buffers
+    are kept (the tape for backward); otherwise two slots are reused, and the returned
+    tape's slot ``(t1 - t0) % 2`` holds the state after the last day.
+    """
+    n_days, (n_cells, hidden) = t1 - t0, c0.shape
+    dtype = c0.dtype
+    new = lambda *shape: torch.empty(shape, dtype=dtype)  # noqa: E731
+    n_slot, n_step = (n_days + 1, n_days) if keep else (2, 1)
+    tape = _Tape(new(n_slot, n_cells, hidden + 7), new(n_slot, n_cells, hidden),
+                 new(n_slot, n_cells, 3), new(n_step, n_cells, 4 * hidden),
+                 new(n_step, n_cells, hidden), new(n_step, n_cells, 7))
+    tape.x[0] = x0
+    tape.cb[0] = c0
+    tape.st[0] = s0
+    if keep:
+        tape.x[1:n_days, :, hidden:hidden + 3] = p.fn[t0 + 1:t1]
+    # Per-day views, made in bulk.
+    xs, x_h = tape.x.unbind(0), tape.x[:, :, :hidden].unbind(0)
+    cbs, gts, tcs, raws = (a.unbind(0) for a in (tape.cb, tape.gates, tape.tanh_c, tape.raw))
+    i_g, f_g, c_g, o_g = (tape.gates[:, :, k * hidden:(k + 1) * hidden].unbind(0)
+                          for k in range(4))
+    x_np, st_np, raw_np = tape.x.numpy(), tape.st.numpy(), tape.raw.numpy()
+    out_np, fn_np, fo_np = out.numpy(), p.fn.numpy(), p.fo.numpy()
+    sm_max_np, betas_np = p.sm_max.numpy(), p.betas.numpy()
+    forward_day = day_kernels(n_cells)[0]
+    encode = _ENCODE[n_cells >= PARALLEL_CELLS]
+    w_head_t = p.w_head.t()
+    for t in range(t0, t1):
+        u = t - t0
+        i0, i1, s = (u, u + 1, u) if keep else (u % 2, (u + 1) % 2, 0)
+        # tanh(z) = 2σ(2z) − 1 (torch's CPU tanh costs several sigmoids): with the
+        # cell-gate rows doubled, one sigmoid serves all four gates; the same for tanh(c).
+        torch.addmm(p.code_proj2, xs[i0], p.w_x2_t, out=gts[s])
+        gts[s].sigmoid_()
+        c_g[s].mul_(2).sub_(1)
+        torch.mul(f_g[s], cbs[i0], out=cbs[i1])
+        cbs[i1].addcmul_(i_g[s], c_g[s])
+        torch.mul(cbs[i1], 2, out=tcs[s])
+        tcs[s].sigmoid_().mul_(2).sub_(1)
+        torch.mul(o_g[s], tcs[s], out=x_h[i1])
+        torch.addmm(p.b_head, x_h[i1], w_head_t, out=raws[s])
+        forward_day(raw_np[s], fo_np[t], st_np[i0], sm_max_np, betas_np, CONSTANTS, out_np,
+                    t - col0, st_np[i1])
+        if t + 1 < len(p.fn):
+            encode(x_np[i1], fn_np[t + 1], st_np[i1], out_np, t - col0, p.scale, not keep)
+    return tape
+
+
 class FeedbackScan(torch.autograd.Function):
     """Autograd function: the state-feedback LSTM and bucket over a span of days (CPU).
 
-    Inputs (one floating dtype; the first four carry no gradient):
+    Inputs (one floating dtype; the first five carry no gradient):
 
-    - ``keep``: whether backward will run (save the per-day buffers); without it only
-      two days of buffers are held.
+    - ``keep``: whether backward will run; without it only two days of buffers are held.
+    - ``chunk``: None keeps every day's buffers for backward; N keeps only the state at
+      every N-th day and recomputes N days at a time in backward (gradient checkpointing:
+      exact gradients, memory of N days, one more forward pass).
     - ``f_norm`` [C, T, 3] normalized forcing; ``forcing`` [C, T, 3] rn (W m⁻²), prec
       (mm day⁻¹), tair (K); ``scale`` (float, mm): storages enter as log1p(s / scale).
     - ``code_proj`` [C, 4H]: the code's input projection plus both LSTM biases;
@@ -109,142 +192,130 @@ class FeedbackScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, keep, f_norm, forcing, scale, code_proj, w_x, w_head, b_head,  # noqa: D102
-                sm_max, beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0):
+    def forward(ctx, keep, chunk, f_norm, forcing, scale, code_proj, w_x, w_head,  # noqa: D102
+                b_head, sm_max, beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0):
         n_cells, n_days, _ = forcing.shape
         hidden = h0.shape[1]
         dtype = code_proj.dtype
-        new = lambda *shape: torch.empty(shape, dtype=dtype)  # noqa: E731
-        fn = f_norm.detach().transpose(0, 1).to(dtype).contiguous()  # [T, C, 3]
-        fo = forcing.detach().transpose(0, 1).to(dtype).contiguous()
         code_proj, w_x, w_head, b_head, sm_max = (
-            x.detach().contiguous() for x in (code_proj, w_x, w_head, b_head, sm_max))
-        betas = torch.stack([beta_snow.detach(), beta_gw.detach()]).to(dtype)
-        h_ = slice(0, hidden)
+            x.detach().to(dtype).contiguous() for x in (code_proj, w_x, w_head, b_head, sm_max))
         g_rows = slice(2 * hidden, 3 * hidden)
-        # tanh(z) = 2σ(2z) − 1 (torch's CPU tanh costs several sigmoids): with the cell-gate
-        # rows doubled, one sigmoid serves all four gates; the same for tanh(c) below.
         w_x2, code_proj2 = w_x.clone(), code_proj.clone()
         w_x2[g_rows] *= 2
         code_proj2[:, g_rows] *= 2
-        w_x2_t, w_head_t = w_x2.t(), w_head.t()
-        # Without gradients, two slots of each per-day buffer are enough.
-        n_slot = n_days + 1 if keep else 2
-        n_step = n_days if keep else 1
-        x = new(n_slot, n_cells, hidden + 7)  # [h, f_norm, log1p(s / scale), fapar]
-        cb = new(n_slot, n_cells, hidden)
-        st = new(n_slot, n_cells, 3)
-        gates = new(n_step, n_cells, 4 * hidden)
-        tanh_c = new(n_step, n_cells, hidden)
-        raw = new(n_step, n_cells, 7)
-        out = new(N_DAY_OUT, n_cells, n_days)
-        torch.stack([swe0, sm0, gw0], 1, out=st[0])
-        cb[0] = c0
-        x[0, :, h_] = h0
-        x[0, :, hidden + 6] = fapar0
-        if keep:
-            x[:n_days, :, hidden:hidden + 3] = fn
-        # Per-day views, made in bulk.
-        xs, x_h, cbs = x.unbind(0), x[:, :, h_].unbind(0), cb.unbind(0)
-        gts, tcs, raws = gates.unbind(0), tanh_c.unbind(0), raw.unbind(0)
-        i_g, f_g, c_g, o_g = (gates[:, :, k * hidden:(k + 1) * hidden].unbind(0)
-                              for k in range(4))
-        x_np, st_np, raw_np, out_np, fn_np, fo_np = (
-            a.numpy() for a in (x, st, raw, out, fn, fo))
-        sm_max_np, betas_np = sm_max.numpy(), betas.numpy()
-        forward_day = day_kernels(n_cells)[0]
-        encode = _ENCODE[n_cells >= PARALLEL_CELLS]
-        for t in range(n_days):
-            i0, i1 = (t, t + 1) if keep else (t % 2, (t + 1) % 2)
-            s = t if keep else 0
-            if t == 0:
-                encode(x_np[0], fn_np[0], st_np[0], out_np, -1, scale, not keep)
-            torch.addmm(code_proj2, xs[i0], w_x2_t, out=gts[s])
-            gts[s].sigmoid_()
-            c_g[s].mul_(2).sub_(1)
-            torch.mul(f_g[s], cbs[i0], out=cbs[i1])
-            cbs[i1].addcmul_(i_g[s], c_g[s])
-            torch.mul(cbs[i1], 2, out=tcs[s])
-            tcs[s].sigmoid_().mul_(2).sub_(1)
-            torch.mul(o_g[s], tcs[s], out=x_h[i1])
-            torch.addmm(b_head, x_h[i1], w_head_t, out=raws[s])
-            forward_day(raw_np[s], fo_np[t], st_np[i0], sm_max_np, betas_np, CONSTANTS, out_np,
-                        t, st_np[i1])
-            if t + 1 < n_days:
-                encode(x_np[i1], fn_np[t + 1], st_np[i1], out_np, t, scale, not keep)
-        last = n_days if keep else n_days % 2
-        h_end, c_end = x[last, :, :hidden].clone(), cb[last].clone()
-        if keep:
-            ctx.save_for_backward(fo, code_proj, w_x, w_head, sm_max, betas, x, cb, st, gates,
-                                  tanh_c, raw)
-            ctx.scale = scale
+        p = _Setup(f_norm.detach().transpose(0, 1).to(dtype).contiguous(),
+                   forcing.detach().transpose(0, 1).to(dtype).contiguous(), code_proj,
+                   code_proj2, w_x, w_x2.t(), w_head, b_head, sm_max,
+                   torch.stack([beta_snow.detach(), beta_gw.detach()]).to(dtype), float(scale))
+        s0 = torch.stack([swe0, sm0, gw0], 1).detach().to(dtype)
+        x0 = torch.empty(n_cells, hidden + 7, dtype=dtype)
+        x0[:, :hidden] = h0
+        x0[:, hidden:hidden + 3] = p.fn[0]
+        x0[:, hidden + 3:hidden + 6] = torch.log1p(s0 / p.scale)
+        x0[:, hidden + 6] = fapar0
+        c0 = c0.detach().to(dtype)
+        out = torch.empty(N_DAY_OUT, n_cells, n_days, dtype=dtype)
+        span = n_days if chunk is None else chunk
+        if keep and span >= n_days:
+            tape = _run(p, 0, n_days, x0, c0, s0, out, 0, keep=True)
+            h_end, c_end = tape.x[-1, :, :hidden].clone(), tape.cb[-1].clone()
+            ctx.save_for_backward(*p[:-1], *tape)
+        else:
+            # Run in spans; with keep, remember each span's start state for backward.
+            starts = []
+            for t0 in range(0, n_days, span):
+                t1 = min(t0 + span, n_days)
+                starts.append((x0, c0, s0))
+                tape = _run(p, t0, t1, x0, c0, s0, out, 0, keep=False)
+                last = (t1 - t0) % 2
+                x0, c0, s0 = tape.x[last].clone(), tape.cb[last].clone(), tape.st[last].clone()
+                if t1 < n_days:  # the next span's input row, as _run would have written it
+                    x0[:, hidden:hidden + 3] = p.fn[t1]
+            h_end, c_end = x0[:, :hidden].clone(), c0
+            if keep:
+                ctx.save_for_backward(*p[:-1], *(torch.stack(z) for z in zip(*starts,
+                                                                              strict=True)))
+        ctx.scale, ctx.span = p.scale, span
         ctx.set_materialize_grads(False)
         return out, h_end, c_end
 
     @staticmethod
     def backward(ctx, g_out, g_h_end, g_c_end):  # noqa: D102
-        fo, code_proj, w_x, w_head, sm_max, betas, x, cb, st, gates, tanh_c, raw = (
-            ctx.saved_tensors)
-        scale = ctx.scale
-        n_days, n_cells, _ = fo.shape
-        hidden = cb.shape[2]
-        dtype = code_proj.dtype
+        saved = ctx.saved_tensors
+        p = _Setup(*saved[:10], ctx.scale)
+        n_days, n_cells, _ = p.fo.shape
+        hidden = p.w_head.shape[1]
+        dtype = p.code_proj.dtype
+        whole = len(saved) == 10 + len(_Tape._fields)
         zeros = lambda *shape: torch.zeros(shape, dtype=dtype)  # noqa: E731
         g_out = zeros(N_DAY_OUT, n_cells, n_days) if g_out is None else g_out.to(dtype).contiguous()
         g_x = zeros(n_cells, hidden + 7)  # cotangent of the next day's LSTM input
         if g_h_end is not None:
             g_x[:, :hidden] = g_h_end
         g_c = zeros(n_cells, hidden) if g_c_end is None else g_c_end.to(dtype).clone()
-        lam = zeros(n_cells, 3)
-        g_feed = zeros(n_cells, 4)
-        g_raw = torch.empty(n_days, n_cells, 7, dtype=dtype)
-        g_sm_max, g_betas = zeros(n_cells), zeros(2, n_cells)
-        g_code_proj, g_w_x, g_w_head = zeros(n_cells, 4 * hidden), zeros(*w_x.shape), zeros(
-            7, hidden + 7)
-        block = torch.empty(min(BLOCK_DAYS, n_days), n_cells, 4 * hidden, dtype=dtype)
+        lam, g_feed, g_h = zeros(n_cells, 3), zeros(n_cells, 4), zeros(n_cells, hidden)
+        g_sm_max, g_betas, g_b_head = zeros(n_cells), zeros(2, n_cells), zeros(7)
+        g_code_proj, g_w_x = zeros(n_cells, 4 * hidden), zeros(*p.w_x.shape)
+        g_w_head = zeros(7, hidden + 7)
+        span = n_days if whole else ctx.span
+        block = torch.empty(min(BLOCK_DAYS, span, n_days), n_cells, 4 * hidden, dtype=dtype)
         lstm_backward = _LSTM_BACKWARD[n_cells >= PARALLEL_CELLS]
-        g_h = torch.empty(n_cells, hidden, dtype=dtype)
-        g_h_np, g_c_np, g_x_np = g_h.numpy(), g_c.numpy(), g_x.numpy()
-        g_code_np = g_code_proj.numpy()
-        w_head_np = w_head.numpy()
-        gates_np, cb_np, tanh_c_np, block_np = (a.numpy() for a in (gates, cb, tanh_c, block))
-        raw_np, fo_np, st_np, sm_max_np, betas_np, g_out_np, lam_np, g_feed_np, g_raw_np = (
-            a.numpy() for a in (raw, fo, st, sm_max, betas, g_out, lam, g_feed, g_raw))
-        g_sm_max_np, g_betas_np = g_sm_max.numpy(), g_betas.numpy()
         backward_day = day_kernels(n_cells)[1]
-        for t in range(n_days - 1, -1, -1):
-            # End-of-day storages and fAPAR also entered the next day's LSTM input.
-            torch.div(g_x[:, hidden + 3:hidden + 6], st[t + 1] + scale, out=g_feed[:, :3])
-            g_feed[:, 3] = g_x[:, hidden + 6]
-            backward_day(raw_np[t], fo_np[t], st_np[t], sm_max_np, betas_np, CONSTANTS, g_out_np,
-                         t, lam_np, g_feed_np, g_raw_np[t], g_sm_max_np, g_betas_np)
-            start = t - t % BLOCK_DAYS
-            lstm_backward(g_x_np, g_raw_np[t], w_head_np, gates_np[t], cb_np[t], tanh_c_np[t],
-                          g_c_np, block_np[t - start], g_h_np, g_code_np)
-            torch.mm(block[t - start], w_x, out=g_x)
-            if t == start:
-                n = min(start + BLOCK_DAYS, n_days) - start
-                g_blk = block[:n].reshape(-1, 4 * hidden)
-                g_w_x.addmm_(g_blk.t(), x[start:start + n].reshape(-1, hidden + 7))
-                # h_t is x[t + 1][:, :H]; multiplying whole rows avoids copying the slice.
-                g_w_head.addmm_(g_raw[start:start + n].reshape(-1, 7).t(),
-                                x[start + 1:start + n + 1].reshape(-1, hidden + 7))
-        g_s0 = lam + g_x[:, hidden + 3:hidden + 6] / (st[0] + scale)
+        g_h_np, g_c_np, g_x_np, g_code_np = (a.numpy() for a in (g_h, g_c, g_x, g_code_proj))
+        w_head_np, block_np, fo_np, sm_max_np, betas_np, g_out_np, lam_np, g_feed_np = (
+            a.numpy() for a in (p.w_head, block, p.fo, p.sm_max, p.betas, g_out, lam, g_feed))
+        g_sm_max_np, g_betas_np = g_sm_max.numpy(), g_betas.numpy()
+        tape = None
+        for t0 in reversed(range(0, n_days, span)):
+            t1 = min(t0 + span, n_days)
+            if whole:
+                tape = _Tape(*saved[10:])
+            else:  # recompute this span's tape from its start state
+                tape = raw_np = st_np = g_raw_np = gates_np = cb_np = tanh_c_np = None  # free
+                k = t0 // span
+                scratch = torch.empty(N_DAY_OUT, n_cells, t1 - t0, dtype=dtype)
+                tape = _run(p, t0, t1, saved[10][k], saved[11][k], saved[12][k], scratch, t0,
+                            keep=True)
+            g_raw = torch.empty(t1 - t0, n_cells, 7, dtype=dtype)
+            raw_np, st_np, g_raw_np = tape.raw.numpy(), tape.st.numpy(), g_raw.numpy()
+            gates_np, cb_np, tanh_c_np = tape.gates.numpy(), tape.cb.numpy(), tape.tanh_c.numpy()
+            for t in range(t1 - 1, t0 - 1, -1):
+                u = t - t0
+                # End-of-day storages and fAPAR also entered the next day's LSTM input.
+                torch.div(g_x[:, hidden + 3:hidden + 6], tape.st[u + 1] + p.scale,
+                          out=g_feed[:, :3])
+                g_feed[:, 3] = g_x[:, hidden + 6]
+                backward_day(raw_np[u], fo_np[t], st_np[u], sm_max_np, betas_np, CONSTANTS,
+                             g_out_np, t, lam_np, g_feed_np, g_raw_np[u], g_sm_max_np,
+                             g_betas_np)
+                start = u - u % BLOCK_DAYS
+                lstm_backward(g_x_np, g_raw_np[u], w_head_np, gates_np[u], cb_np[u],
+                              tanh_c_np[u], g_c_np, block_np[u - start], g_h_np, g_code_np)
+                torch.mm(block[u - start], p.w_x, out=g_x)
+                if u == start:  # weight gradients of a block of days in one mm each
+                    n = min(start + BLOCK_DAYS, t1 - t0) - start
+                    g_w_x.addmm_(block[:n].reshape(-1, 4 * hidden).t(),
+                                 tape.x[start:start + n].reshape(-1, hidden + 7))
+                    # h_u is x[u + 1][:, :H]; multiplying whole rows avoids copying the slice.
+                    g_w_head.addmm_(g_raw[start:start + n].reshape(-1, 7).t(),
+                                    tape.x[start + 1:start + n + 1].reshape(-1, hidden + 7))
+            g_b_head += g_raw.sum((0, 1))
+        g_s0 = lam + g_x[:, hidden + 3:hidden + 6] / (tape.st[0] + p.scale)
         return (
-            None, None, None, None, g_code_proj, g_w_x, g_w_head[:, :hidden], g_raw.sum((0, 1)),
-            g_sm_max,
-            g_betas[0].sum(), g_betas[1].sum(), g_s0[:, 0], g_s0[:, 1], g_s0[:, 2],
+            None, None, None, None, None, g_code_proj, g_w_x, g_w_head[:, :hidden], g_b_head,
+            g_sm_max, g_betas[0].sum(), g_betas[1].sum(), g_s0[:, 0], g_s0[:, 1], g_s0[:, 2],
             g_x[:, hidden + 6].clone(), g_x[:, :hidden].clone(), g_c,
         )
 
 
 def feedback_scan(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tensor, w_x: Tensor,
                   w_head: Tensor, b_head: Tensor, sm_max: Tensor, beta_snow: Tensor,
-                  beta_gw: Tensor, carry: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
+                  beta_gw: Tensor, carry: tuple[Tensor, ...],
+                  chunk: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """:class:`FeedbackScan` applied; ``carry`` is (swe, sm, gw, h, c, fapar)."""
     swe, sm, gw, h, c, fapar = carry
     params = (code_proj, w_x, w_head, b_head, sm_max, beta_snow, beta_gw, swe, sm, gw, fapar, h, c)
     # Whether backward can run: inside a Function, needs_input_grad ignores no_grad mode.
     keep = torch.is_grad_enabled() and any(p.requires_grad for p in params)
-    return FeedbackScan.apply(keep, f_norm, forcing, scale, *params)
+    return FeedbackScan.apply(keep, chunk, f_norm, forcing, scale, *params)
 

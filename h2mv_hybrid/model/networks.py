@@ -227,8 +227,12 @@ class HybridH2MV(nn.Module):
         return torch.stack(out, -1), carry
 
     def _feedback_fused(self, forcing: Tensor, f_norm: Tensor, code: Tensor, sm_max: Tensor,
-                        carry: Carry, beta: dict[str, Tensor]) -> tuple[Tensor, Carry]:
-        """The same recurrence as :meth:`_feedback_days`, as one :class:`FeedbackScan`."""
+                        carry: Carry, beta: dict[str, Tensor],
+                        chunk: int | None = None) -> tuple[Tensor, Carry]:
+        """The same recurrence as :meth:`_feedback_days`, as one :class:`FeedbackScan`.
+
+        ``chunk``: checkpoint every this many days inside the op (see FeedbackScan).
+        """
         w_ih = self.cell.weight_ih
         n_code = code.shape[1]
         # Gate pre-activations = code_proj + [h, f_norm, states, fapar] @ w_x.T: the code
@@ -238,7 +242,7 @@ class HybridH2MV(nn.Module):
         w_x = torch.cat([self.cell.weight_hh, w_ih[:, :3], w_ih[:, 3 + n_code:]], 1)
         out, h, c = feedback_scan(f_norm, forcing, self.state_scale, code_proj, w_x,
                                   self.head.weight, self.head.bias, sm_max, beta["snow"],
-                                  beta["baseflow"], tuple(carry))
+                                  beta["baseflow"], tuple(carry), chunk)
         return out, Carry(out[SWE_ROW, :, -1], out[SM_ROW, :, -1], out[GW_ROW, :, -1], h, c,
                           out[-1, :, -1])
 
@@ -263,7 +267,13 @@ class HybridH2MV(nn.Module):
                                                    and reason is None)
 
     def _chunked(self, forcing, f_norm, code, sm_max, carry, beta) -> tuple[Tensor, Carry]:
-        days = self._feedback_fused if self._use_fused(forcing) else self._feedback_days
+        fused = self._use_fused(forcing)
+        if fused and self.chunk_mode == "checkpoint":
+            # The fused op checkpoints itself: it keeps the state every time_chunk days
+            # and recomputes one chunk at a time in backward, with no autograd machinery.
+            return self._feedback_fused(forcing, f_norm, code, sm_max, carry, beta,
+                                        self.time_chunk)
+        days = self._feedback_fused if fused else self._feedback_days
         span = self.time_chunk or f_norm.shape[1]
         pieces = []
         for t0 in range(0, f_norm.shape[1], span):
