@@ -195,3 +195,24 @@ def test_day_kernels_equal_the_equation_functions():
                  1, lam_io, g_feed, g_raw, g_sm_max, g_betas)
     for got, exp in zip((g_raw, lam_io, g_sm_max, g_betas.sum(1)), want, strict=True):
         torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-10)
+
+
+def test_reused_buffers_give_identical_steps_and_stale_graphs_raise():
+    forcing, static = inputs(days=33)
+    m = model("fused")
+    grads = []
+    for _ in range(2):  # the second step runs on the first step's pooled buffers
+        m.zero_grad()
+        weighted_loss(m(forcing, static), 33).backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # A graph kept with retain_graph=True stays usable until another forward pass takes
+    # its buffers; then its second backward fails autograd's version check instead of
+    # reading overwritten data.
+    loss = weighted_loss(m(forcing, static), 33)
+    loss.backward(retain_graph=True)
+    loss.backward(retain_graph=True)
+    weighted_loss(m(forcing, static), 33).backward()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
