@@ -1,0 +1,112 @@
+"""Performance of predictions against observations (paper Fig. 5), NaN-aware, on xarray.
+
+Each metric reduces over ``dim`` (default ``time``) using only the entries where both
+prediction and observation are finite; a series with fewer than two such entries gives
+NaN. The formulas are short enough that xarray expresses them directly; a metrics library
+(e.g. xskillscore) would add SciPy and more for six reductions.
+
+- Pearson r; RMSE; standard-deviation ratio SDR = σ_pred / σ_obs; bias = mean(pred − obs);
+- NSE = 1 − Σ(pred − obs)² / Σ(obs − mean(obs))²  (Nash and Sutcliffe 1970);
+- KGE = 1 − √((r − 1)² + (σ_pred/σ_obs − 1)² + (μ_pred/μ_obs − 1)²)  (Gupta et al. 2009).
+
+Standard deviations are population ones (ddof 0), as in Gupta et al. (2009).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import xarray as xr
+
+
+def _paired(pred: xr.DataArray, obs: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    pred, obs = xr.align(pred, obs, join="exact")
+    both = np.isfinite(pred) & np.isfinite(obs)
+    return pred.where(both), obs.where(both)
+
+
+def _enough(x: xr.DataArray, dim: str) -> xr.DataArray:
+    return x.count(dim) >= 2
+
+
+def pearson_r(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Pearson correlation over ``dim``."""
+    p, o = _paired(pred, obs)
+    dp, do = p - p.mean(dim), o - o.mean(dim)
+    r = (dp * do).sum(dim) / np.sqrt((dp**2).sum(dim) * (do**2).sum(dim))
+    return r.where(_enough(p, dim))
+
+
+def rmse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Root-mean-square error over ``dim``, in the variables' unit."""
+    p, o = _paired(pred, obs)
+    return np.sqrt(((p - o) ** 2).mean(dim)).where(_enough(p, dim))
+
+
+def sdr(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Standard-deviation ratio σ_pred / σ_obs over ``dim``."""
+    p, o = _paired(pred, obs)
+    return (p.std(dim) / o.std(dim)).where(_enough(p, dim))
+
+
+def bias(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Mean of pred − obs over ``dim``, in the variables' unit."""
+    p, o = _paired(pred, obs)
+    return (p - o).mean(dim).where(_enough(p, dim))
+
+
+def nse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Nash–Sutcliffe efficiency over ``dim`` (1 is perfect; 0 is the observed mean)."""
+    p, o = _paired(pred, obs)
+    return (1 - ((p - o) ** 2).sum(dim) / ((o - o.mean(dim)) ** 2).sum(dim)).where(
+        _enough(p, dim))
+
+
+def kge(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Kling–Gupta efficiency over ``dim`` (Gupta et al. 2009, eq. 9; 1 is perfect)."""
+    p, o = _paired(pred, obs)
+    r = pearson_r(p, o, dim)
+    alpha = p.std(dim) / o.std(dim)
+    beta = p.mean(dim) / o.mean(dim)
+    return 1 - np.sqrt((r - 1) ** 2 + (alpha - 1) ** 2 + (beta - 1) ** 2)
+
+
+Metric = Callable[[xr.DataArray, xr.DataArray, str], xr.DataArray]
+#: The metrics of :func:`performance`, by name.
+METRICS: dict[str, Metric] = {"r": pearson_r, "rmse": rmse, "sdr": sdr, "kge": kge,
+                              "nse": nse, "bias": bias}
+
+
+def msc(x: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Mean seasonal cycle: the mean of each calendar month over the years (``month`` 1–12)."""
+    return x.groupby(f"{dim}.month").mean(dim)
+
+
+def iav(x: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Interannual variability: each month's departure from its mean seasonal cycle."""
+    return (x.groupby(f"{dim}.month") - msc(x, dim)).drop_vars("month")
+
+
+def performance(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.Dataset:
+    """Every metric for monthly values, the mean seasonal cycle and the interannual variability.
+
+    Args:
+        pred: predictions on a monthly ``dim`` (datetime coordinate); any other dims (cell,
+            member …) are kept.
+        obs: observations on the same coordinates; NaN where missing.
+        dim: the monthly time dimension.
+
+    Returns:
+        A Dataset with one variable per metric name, each with a new ``component``
+        dimension (``monthly``, ``msc``, ``iav``). The MSC is taken over the entries where
+        both are observed, so gaps affect prediction and observation alike.
+    """
+    p, o = _paired(pred, obs)
+    parts = {"monthly": (p, o, dim), "msc": (msc(p, dim), msc(o, dim), "month"),
+             "iav": (iav(p, dim), iav(o, dim), dim)}
+    out = {}
+    for name, fn in METRICS.items():
+        out[name] = xr.concat([fn(a, b, d) for a, b, d in parts.values()],
+                              dim=xr.DataArray(list(parts), dims="component", name="component"))
+    return xr.Dataset(out)

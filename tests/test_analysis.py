@@ -1,0 +1,137 @@
+"""Analysis functions against values computed by hand on small arrays."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from h2mv_hybrid.analysis import (
+    baseflow_index,
+    bias,
+    equifinality,
+    evaporative_fraction,
+    iav,
+    kge,
+    msc,
+    nse,
+    pearson_r,
+    performance,
+    rmse,
+    runoff_coefficient,
+    sdr,
+    transpiration_fraction,
+    tws_decomposition,
+)
+
+
+def series(values, start="2001-01-01", freq="MS"):
+    t = pd.date_range(start, periods=len(values), freq=freq)
+    return xr.DataArray(np.asarray(values, dtype=float), dims="time", coords={"time": t})
+
+
+def test_metrics_by_hand():
+    pred, obs = series([1, 2, 3, 4]), series([1, 2, 3, 5])
+    # by hand: mean obs 2.75, Σ(obs − mean)² = 8.75, σ_pred = √1.25, σ_obs = √2.1875,
+    # cov = 1.625, one error of −1.
+    r = 1.625 / (np.sqrt(1.25) * np.sqrt(2.1875))
+    assert float(pearson_r(pred, obs)) == pytest.approx(0.9827076298, abs=1e-9)
+    assert float(pearson_r(pred, obs)) == pytest.approx(r)
+    assert float(rmse(pred, obs)) == pytest.approx(0.5)
+    assert float(bias(pred, obs)) == pytest.approx(-0.25)
+    assert float(nse(pred, obs)) == pytest.approx(1 - 1 / 8.75)
+    assert float(sdr(pred, obs)) == pytest.approx(np.sqrt(1.25 / 2.1875))
+    want_kge = 1 - np.sqrt((r - 1) ** 2 + (np.sqrt(1.25 / 2.1875) - 1) ** 2 + (2.5 / 2.75 - 1) ** 2)
+    assert float(kge(pred, obs)) == pytest.approx(want_kge)
+    for fn, perfect in ((pearson_r, 1), (rmse, 0), (bias, 0), (nse, 1), (sdr, 1), (kge, 1)):
+        assert float(fn(obs, obs)) == pytest.approx(perfect)
+
+
+def test_metrics_use_only_jointly_observed_entries():
+    pred, obs = series([1, 2, 100, 3, 4]), series([1, 2, np.nan, 3, 5])
+    ref_p, ref_o = series([1, 2, 3, 4]), series([1, 2, 3, 5])
+    for fn in (pearson_r, rmse, bias, nse, sdr, kge):
+        assert float(fn(pred, obs)) == pytest.approx(float(fn(ref_p, ref_o)))
+    assert np.isnan(float(rmse(series([1.0, 2.0]), series([np.nan, 1.0]))))  # < 2 pairs
+    with pytest.raises(ValueError):  # misaligned time axes are an error, not a silent join
+        rmse(series([1, 2, 3]), series([1, 2, 3], start="2002-01-01"))
+
+
+def test_seasonal_cycle_and_interannual_variability():
+    t = pd.date_range("2001-01-01", periods=36, freq="MS")
+    x = xr.DataArray(t.month + 10.0 * (t.year - 2001), dims="time", coords={"time": t})
+    np.testing.assert_allclose(msc(x).values, np.arange(1, 13) + 10.0)  # mean year offset 10
+    np.testing.assert_allclose(iav(x).values, 10.0 * (t.year - 2002))
+    assert iav(x).dims == ("time",)
+
+
+def test_performance_table_has_every_metric_and_component():
+    t = pd.date_range("2001-01-01", periods=48, freq="MS")
+    rng = np.random.default_rng(0)
+    season = np.sin(2 * np.pi * np.asarray(t.month) / 12)[:, None]
+    obs = xr.DataArray(season + rng.normal(0, .3, (48, 3)),
+                       dims=("time", "cell"), coords={"time": t})
+    pred = obs + rng.normal(0, 0.1, obs.shape)
+    table = performance(pred, obs)
+    assert set(table.data_vars) == {"r", "rmse", "sdr", "kge", "nse", "bias"}
+    assert list(table.component.values) == ["monthly", "msc", "iav"]
+    assert table["r"].dims == ("component", "cell")
+    assert float(table["r"].sel(component="msc").min()) > 0.95
+    perfect = performance(obs, obs)
+    np.testing.assert_allclose(perfect["kge"].values, 1.0)
+
+
+def ensemble(*members, dim="time"):
+    return xr.concat([xr.DataArray(m, dims=dim) for m in members], dim="member")
+
+
+def test_equifinality_of_identical_members_is_zero():
+    x = np.sin(np.linspace(0, 6, 50))
+    out = equifinality(ensemble(x, x, x))
+    for k in ("phase", "bias", "variance", "total"):
+        assert float(out[k]) == pytest.approx(0.0, abs=1e-12)
+    assert out.attrs["pairs"] == 3
+
+
+def test_equifinality_of_phase_shifted_sines():
+    t = np.arange(400) * 2 * np.pi / 100  # four whole periods
+    phi = 0.7
+    out = equifinality(ensemble(2 * np.sin(t), 2 * np.sin(t + phi)))
+    # equal amplitude A: σ₁ = σ₂ = A/√2, r = cos φ, v = A²/2 → phase = 2 (1 − cos φ)
+    assert float(out["phase"]) == pytest.approx(2 * (1 - np.cos(phi)), abs=1e-9)
+    assert float(out["bias"]) == pytest.approx(0.0, abs=1e-12)
+    assert float(out["variance"]) == pytest.approx(0.0, abs=1e-12)
+    # an offset c adds c² / v to the bias term; a doubled amplitude (σ 1 → 2, v = 2.5)
+    # gives a variance term (2 − 1)² / 2.5
+    shifted = equifinality(ensemble(np.sqrt(2) * np.sin(t), np.sqrt(2) * np.sin(t) + 3.0))
+    assert float(shifted["bias"]) == pytest.approx(9.0 / 1.0)
+    scaled = equifinality(ensemble(np.sqrt(2) * np.sin(t), 2 * np.sqrt(2) * np.sin(t)))
+    assert float(scaled["variance"]) == pytest.approx(1.0 / 2.5)
+    # the three terms sum to the pair's MSE over its mean variance
+    a, b = np.sqrt(2) * np.sin(t), 1.5 * np.sqrt(2) * np.sin(t + 0.3) + 0.4
+    total = float(equifinality(ensemble(a, b))["total"])
+    assert total == pytest.approx(np.mean((a - b) ** 2) / ((a.var() + b.var()) / 2))
+
+
+def test_equifinality_needs_two_members():
+    with pytest.raises(ValueError, match="member: expected at least 2 members to compare, found 1"):
+        equifinality(ensemble(np.ones(5)))
+
+
+def test_ratios_and_tws_decomposition_by_hand():
+    et, rn = series([1.0, 2.0, 3.0]), series([2.0, 4.0, 4.0])
+    assert float(evaporative_fraction(et, rn)) == pytest.approx(0.6)
+    assert float(runoff_coefficient(series([1.0, 0.0, 1.0]), series([4.0, 0.0, 4.0]))) == 0.25
+    assert float(transpiration_fraction(series([0.5, 1.0, 1.5]), et)) == pytest.approx(0.5)
+    assert float(baseflow_index(series([1.0, 1.0, 1.0]), series([2.0, 1.0, 1.0]))) == 0.75
+    assert np.isnan(float(evaporative_fraction(et, series([0.0, 0.0, 0.0]))))
+    assert evaporative_fraction(et, rn).attrs["units"] == "1"
+
+    swe, sm, gw = series([0, 2, 0, 2]), series([1, 1, 1, 1]), series([0, 0, 0, 4])
+    parts = tws_decomposition({"swe": swe, "sm": sm, "gw": gw})
+    # C_abs: swe 4, sm 0, gw 1 + 1 + 1 + 3 = 6
+    assert float(parts["swe"]) == pytest.approx(0.4)
+    assert float(parts["sm"]) == 0.0
+    assert float(parts["gw"]) == pytest.approx(0.6)
+    grid = tws_decomposition({k: xr.DataArray(np.random.default_rng(1).random((10, 4)),
+                                              dims=("time", "cell")) for k in "abc"})
+    np.testing.assert_allclose(sum(grid[k] for k in "abc").values, 1.0)
