@@ -389,6 +389,20 @@ def _sigmoid(x):  # noqa: D103
     return s, s * (1.0 - s)
 
 
+@njit(inline="always")
+def _activate(raw, c):  # noqa: D103
+    # Cell c's raw head outputs (row of [C, 7]) → the 7 α, then their 7 derivatives; a
+    # flat tuple, unpacked by name (numba's parfor analysis rejects nested tuples here).
+    am, d_am = _softplus(_f64(raw[c, 0]))
+    aei, d_aei = _softplus(_f64(raw[c, 1]))
+    aes, d_aes = _sigmoid(_f64(raw[c, 2]))
+    at, d_at = _sigmoid(_f64(raw[c, 3]))
+    ars, d_ars = _sigmoid(_f64(raw[c, 4]))
+    arg, d_arg = _sigmoid(_f64(raw[c, 5]))
+    f, d_f = _sigmoid(_f64(raw[c, 6]))
+    return am, aei, aes, at, ars, arg, f, d_am, d_aei, d_aes, d_at, d_ars, d_arg, d_f
+
+
 def _day_forward(raw, forcing, s_prev, smax, betas, consts, out, t, s_next):  # noqa: D103
     # One day of every cell from raw network outputs. raw [C, 7]; forcing [C, 3]: rn
     # (W m⁻²), prec (mm day⁻¹), tair (K); s_prev, s_next [C, 3]: swe, sm, gw (mm);
@@ -398,13 +412,7 @@ def _day_forward(raw, forcing, s_prev, smax, betas, consts, out, t, s_next):  # 
     bg = _f64(betas[1])
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
-        am, _ = _softplus(_f64(raw[c, 0]))
-        aei, _ = _softplus(_f64(raw[c, 1]))
-        aes, _ = _sigmoid(_f64(raw[c, 2]))
-        at, _ = _sigmoid(_f64(raw[c, 3]))
-        ars, _ = _sigmoid(_f64(raw[c, 4]))
-        arg, _ = _sigmoid(_f64(raw[c, 5]))
-        f, _ = _sigmoid(_f64(raw[c, 6]))
+        am, aei, aes, at, ars, arg, f, _, _, _, _, _, _, _ = _activate(raw, c)
         v = _day(
             _energy(_f64(forcing[c, 0]), rn_factor), _f64(forcing[c, 1]),
             _f64(forcing[c, 2]) - t0, am, aei, aes, at, ars, arg, f,
@@ -458,13 +466,8 @@ def _day_backward(  # noqa: D103
     bg = _f64(betas[1])
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
-        am, d_am = _softplus(_f64(raw[c, 0]))
-        aei, d_aei = _softplus(_f64(raw[c, 1]))
-        aes, d_aes = _sigmoid(_f64(raw[c, 2]))
-        at, d_at = _sigmoid(_f64(raw[c, 3]))
-        ars, d_ars = _sigmoid(_f64(raw[c, 4]))
-        arg, d_arg = _sigmoid(_f64(raw[c, 5]))
-        f, d_f = _sigmoid(_f64(raw[c, 6]))
+        am, aei, aes, at, ars, arg, f, d_am, d_aei, d_aes, d_at, d_ars, d_arg, d_f = _activate(
+            raw, c)
         cot = (
             _f64(g_out[0, c, t]), _f64(g_out[1, c, t]), _f64(g_out[2, c, t]),
             _f64(g_out[3, c, t]), _f64(g_out[4, c, t]), _f64(g_out[5, c, t]),

@@ -250,7 +250,8 @@ class FeedbackScan(torch.autograd.Function):
         c0 = c0.detach().to(dtype)
         out = torch.empty(N_DAY_OUT, n_cells, n_days, dtype=dtype)
         span = n_days if chunk is None else chunk
-        if keep and span >= n_days:
+        whole = keep and span >= n_days  # keep every day's buffers; else recompute spans
+        if whole:
             tape = _run(p, 0, n_days, x0, c0, s0, out, 0, keep=True)
             h_end, c_end = tape.x[-1, :, :hidden].clone(), tape.cb[-1].clone()
             ctx.save_for_backward(*p[:-1], *tape)
@@ -262,14 +263,13 @@ class FeedbackScan(torch.autograd.Function):
                 starts.append((x0, c0, s0))
                 tape = _run(p, t0, t1, x0, c0, s0, out, 0, keep=False)
                 last = (t1 - t0) % 2
+                # the next span's input row: _run wrote its forcing, storages and fAPAR
                 x0, c0, s0 = tape.x[last].clone(), tape.cb[last].clone(), tape.st[last].clone()
-                if t1 < n_days:  # the next span's input row, as _run would have written it
-                    x0[:, hidden:hidden + 3] = p.fn[t1]
             h_end, c_end = x0[:, :hidden].clone(), c0
             if keep:
                 ctx.save_for_backward(*p[:-1], *(torch.stack(z) for z in zip(*starts,
                                                                               strict=True)))
-        ctx.scale, ctx.span = p.scale, span
+        ctx.scale, ctx.span, ctx.whole = p.scale, span, whole
         ctx.set_materialize_grads(False)
         return out, h_end, c_end
 
@@ -280,7 +280,7 @@ class FeedbackScan(torch.autograd.Function):
         n_days, n_cells, _ = p.fo.shape
         hidden = p.w_head.shape[1]
         dtype = p.code_proj.dtype
-        whole = len(saved) == 10 + len(_Tape._fields)
+        whole = ctx.whole
         zeros = lambda *shape: torch.zeros(shape, dtype=dtype)  # noqa: E731
         g_out = zeros(N_DAY_OUT, n_cells, n_days) if g_out is None else g_out.to(dtype).contiguous()
         g_x = zeros(n_cells, hidden + 7)  # cotangent of the next day's LSTM input
