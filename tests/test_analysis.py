@@ -115,6 +115,10 @@ def test_equifinality_of_phase_shifted_sines():
 def test_equifinality_needs_two_members():
     with pytest.raises(ValueError, match="member: expected at least 2 members to compare, found 1"):
         equifinality(ensemble(np.ones(5)))
+    with pytest.raises(ValueError, match="x: expected a 'member' dimension, found dims"):
+        equifinality(xr.DataArray(np.ones((2, 5)), dims=("run", "time")))
+    with pytest.raises(ValueError, match="x: expected a 'time' dimension"):
+        equifinality(ensemble(np.ones(5), np.ones(5), dim="day"))
 
 
 def test_ratios_and_tws_decomposition_by_hand():

@@ -34,6 +34,9 @@ def equifinality(x: xr.DataArray, dim: str = "time", member: str = "member") -> 
         Dataset with ``phase``, ``bias``, ``variance`` and their sum ``total``, averaged
         over the pairs, keeping every other dimension. NaN entries are ignored pairwise.
     """
+    for name in (member, dim):
+        if name not in x.dims:
+            raise ValueError(f"x: expected a {name!r} dimension, found dims {x.dims}")
     n = x.sizes[member]
     if n < 2:
         raise ValueError(f"{member}: expected at least 2 members to compare, found {n}")
