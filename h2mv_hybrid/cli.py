@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "h2mv_hybrid.data.synth:synth",
         "write a synthetic twin store (H2MV schema, with a truth group)",
     ),
+    "analyze": (
+        "h2mv_hybrid.analysis.report:analyze",
+        "metric and equifinality tables, pattern maps and figures of an ensemble store",
+    ),
     "recovery": (
         "h2mv_hybrid.model.recovery:recovery",
         "compare a fitted model's SM_max and beta with a twin's truth",
@@ -35,12 +39,20 @@ LIGHTNING: dict[str, str] = {
     "predict": "write every flux, state and coefficient of the predicted cells to zarr",
 }
 
+#: Commands with their own argument parsing (job options plus pass-through fit arguments).
+SPECIAL: dict[str, tuple[str, str]] = {
+    "cv": (
+        "h2mv_hybrid.ensemble.cv:cv",
+        "train the K cross-validation members, then write the ensemble prediction store",
+    ),
+}
+
 
 def _usage() -> str:
     lines = ["usage: h2mv COMMAND [options]   (h2mv COMMAND --help for its options)", ""]
     lines.append("commands:")
     lines += [f"  {name:<10} {desc}" for name, desc in LIGHTNING.items()]
-    lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += [f"  {name:<10} {desc}" for name, (_, desc) in {**SPECIAL, **COMMANDS}.items()]
     return "\n".join(lines)
 
 
@@ -66,8 +78,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         except (ValueError, FileExistsError, FileNotFoundError) as err:
             sys.exit(f"h2mv {command}: error: {err}")
         return
+    if command in SPECIAL:
+        try:
+            _load(SPECIAL[command][0])(rest)
+        except (ValueError, FileExistsError, FileNotFoundError) as err:
+            sys.exit(f"h2mv {command}: error: {err}")
+        return
     if command not in COMMANDS:
-        valid = ", ".join([*LIGHTNING, *COMMANDS])
+        valid = ", ".join([*LIGHTNING, *SPECIAL, *COMMANDS])
         sys.exit(f"h2mv: unknown command {command!r}; valid: {valid}\n\n{_usage()}")
     func = _load(COMMANDS[command][0])
     try:

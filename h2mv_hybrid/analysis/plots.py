@@ -1,0 +1,330 @@
+"""Figures of the analyses (matplotlib; PNG through :func:`save`).
+
+One plotting counterpart per analysis:
+
+- ``evaporative_fraction``, ``runoff_coefficient``, ``transpiration_fraction``,
+  ``baseflow_index``, SM_max (``ensemble_patterns``): :func:`plot_map`, :func:`plot_patterns`;
+- ``tws_decomposition``: :func:`plot_tws_decomposition`;
+- ``performance`` / ``ensemble_performance``: :func:`plot_performance` (Fig. 5);
+- ``msc`` / ``ensemble_msc``: :func:`plot_msc`;
+- ``equifinality`` / ``ensemble_equifinality``: :func:`plot_equifinality` (Fig. 8);
+- ``state_spread`` / ``ensemble_spread``: :func:`plot_state_spread` (Fig. 7).
+
+Every function returns a ``matplotlib.figure.Figure`` and draws on nothing global, so
+it works headless (matplotlib is the ``plots`` extra).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+#: Units and titles of what the maps and panels show, where the data carry none.
+LABELS = {
+    "tws": ("TWS anomaly", "mm"), "et": ("ET", "mm day⁻¹"), "q": ("runoff", "mm day⁻¹"),
+    "fapar": ("fAPAR", "–"), "swe": ("SWE", "mm"), "sm": ("SM", "mm"), "gw": ("GW", "mm"),
+}
+STATE_LABELS = {"swe": "SWE", "sm": "SM", "gw": "GW", "tws": "TWS"}
+METRIC_LABELS = {"r": "Pearson r", "rmse": "RMSE", "sdr": "SDR (σ_pred / σ_obs)",
+                 "kge": "KGE", "nse": "NSE", "bias": "bias (pred − obs)"}
+#: Diverging colour maps for signed quantities, sequential ones for the rest.
+MAP_STYLE = {
+    "evaporative_fraction": ("YlGn", 0.0, 1.0),
+    "runoff_coefficient": ("Blues", 0.0, 1.0),
+    "transpiration_fraction": ("Greens", 0.0, 1.0),
+    "baseflow_index": ("PuBu", 0.0, 1.0),
+    "tws_share_swe": ("Purples", 0.0, 1.0),
+    "tws_share_sm": ("Oranges", 0.0, 1.0),
+    "tws_share_gw": ("Blues", 0.0, 1.0),
+    "sm_max": ("viridis", None, None),
+    "sm_max_spread": ("magma_r", 0.0, None),
+}
+
+
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(da: xr.DataArray) -> str:
+    name = da.attrs.get("long_name", da.name or "")
+    units = da.attrs.get("units", "")
+    units = "–" if units == "1" else units
+    return f"{name} [{units}]" if units else str(name)
+
+
+def save(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write a figure as PNG atomically (a temporary file renamed into place) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+    _plt().close(fig)
+    return path
+
+
+def plot_map(da: xr.DataArray, ax=None, cmap: str | None = None, vmin: float | None = None,
+             vmax: float | None = None, title: str | None = None):
+    """A lat/lon map of one field with a labelled colour bar (``long_name [units]``).
+
+    Args:
+        da: field with ``lat`` and ``lon`` dims (degrees north / east); NaN is blank.
+        ax: axes to draw on (default: a new figure).
+        cmap: colour map (default from :data:`MAP_STYLE`, else viridis).
+        vmin: lower end of the colour range (default from :data:`MAP_STYLE`, else the 2nd
+            percentile).
+        vmax: upper end (default from :data:`MAP_STYLE`, else the 98th percentile).
+        title: panel title (default: the field's ``long_name``).
+    """
+    plt = _plt()
+    if not {"lat", "lon"} <= set(da.dims):
+        raise ValueError(f"{da.name}: expected lat and lon dims, found {da.dims}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    style = MAP_STYLE.get(str(da.name), ("viridis", None, None))
+    cmap = cmap or style[0]
+    values = da.transpose("lat", "lon").values
+    finite = values[np.isfinite(values)]
+    if vmin is None:
+        vmin = style[1] if style[1] is not None else (
+            float(np.percentile(finite, 2)) if finite.size else 0.0)
+    if vmax is None:
+        vmax = style[2] if style[2] is not None else (
+            float(np.percentile(finite, 98)) if finite.size else 1.0)
+    mesh = ax.pcolormesh(da["lon"].values, da["lat"].values, values, cmap=cmap, vmin=vmin,
+                         vmax=vmax, shading="nearest")
+    ax.set_facecolor("0.93")  # ocean and unpredicted cells: light grey, not a data colour
+    lat, lon = da["lat"].values, da["lon"].values
+    half_lat = abs(lat[1] - lat[0]) / 2 if len(lat) > 1 else 0.5
+    half_lon = abs(lon[1] - lon[0]) / 2 if len(lon) > 1 else 0.5
+    ax.set_xlim(lon.min() - half_lon, lon.max() + half_lon)
+    rows = np.flatnonzero(np.isfinite(values).any(axis=1))
+    # A global grid without data south of 60° S (no Antarctica) is drawn from 60° S.
+    south = lat.min() - half_lat
+    if rows.size and lat[rows].min() > -60 > south:
+        south = -60.0
+    ax.set_ylim(south, lat.max() + half_lat)
+    ax.set_aspect("equal")
+    ax.set_xlabel("longitude (°E)")
+    ax.set_ylabel("latitude (°N)")
+    ax.set_title(title if title is not None else da.attrs.get("long_name", str(da.name)))
+    ax.figure.colorbar(mesh, ax=ax, label=_label(da), shrink=0.8, pad=0.02)
+    return ax.figure
+
+
+def plot_patterns(maps: xr.Dataset, names: Sequence[str] | None = None):
+    """Every emergent-pattern map of :func:`~h2mv_hybrid.analysis.ensemble.ensemble_patterns`."""
+    plt = _plt()
+    names = list(names or [n for n in MAP_STYLE if n in maps])
+    cols = 2
+    rows = int(np.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(13, 3.3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        plot_map(maps[name], ax=ax)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    members = maps.attrs.get("members")
+    if members:
+        fig.suptitle(f"Emergent patterns, mean over {members} members")
+    return fig
+
+
+def plot_tws_decomposition(shares: xr.Dataset):
+    """Maps of each storage's share of TWS variability (Getirana et al. 2017, eqs 13–14)."""
+    plt = _plt()
+    names = list(shares.data_vars)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        da = shares[name]
+        plot_map(da, ax=ax, cmap=MAP_STYLE.get(str(name), ("viridis",))[0], vmin=0, vmax=1,
+                 title=f"share of {str(name).removeprefix('tws_share_').upper()} in TWS "
+                       f"variability")
+    return fig
+
+
+def plot_performance(table: xr.Dataset, metrics: Sequence[str] | None = None):
+    """Fig. 5: bars of the mean over members with min–max whiskers.
+
+    Args:
+        table: :func:`ensemble_performance` output (metrics × constraint × component ×
+            member), or one without ``member`` (no whiskers).
+        metrics: rows to draw (default: every metric in the table).
+    """
+    plt = _plt()
+    metrics = list(metrics or table.data_vars)
+    constraints = list(table["constraint"].values)
+    components = list(table["component"].values)
+    fig, axes = plt.subplots(len(metrics), len(constraints),
+                             figsize=(2.3 * len(constraints), 1.9 * len(metrics)),
+                             squeeze=False, sharex=True)
+    x = np.arange(len(components))
+    for i, metric in enumerate(metrics):
+        for j, c in enumerate(constraints):
+            ax = axes[i, j]
+            da = table[metric].sel(constraint=c)
+            if "member" in da.dims:
+                mean, lo, hi = (da.mean("member").values, da.min("member").values,
+                                da.max("member").values)
+            else:
+                mean = lo = hi = da.values
+            ax.bar(x, mean, color=["#4c72b0", "#dd8452", "#55a868"][:len(x)], width=0.6)
+            ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="none", ecolor="k",
+                        capsize=4, lw=1)
+            if metric in ("r", "kge", "nse"):
+                ax.axhline(1.0, color="0.5", lw=0.6, ls=":")
+            if metric == "sdr":
+                ax.axhline(1.0, color="0.5", lw=0.6, ls=":")
+            ax.axhline(0.0, color="0.3", lw=0.6)
+            if i == 0:
+                name, unit = LABELS.get(str(c), (str(c), ""))
+                ax.set_title(name)
+            if j == 0:
+                unit = ""
+                if metric in ("rmse", "bias"):
+                    unit = " (unit of each column)"
+                ax.set_ylabel(METRIC_LABELS.get(metric, metric) + unit, fontsize=8)
+            ax.set_xticks(x, [str(c).upper() if c != "monthly" else "monthly"
+                              for c in components], fontsize=8)
+            ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle("Performance on the test cells: bars = mean over members, whiskers = "
+                 "min / max", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_msc(msc: xr.Dataset, targets: Sequence[str] | None = None):
+    """Mean seasonal cycles: observation (black) and the members' range (shaded) and mean."""
+    plt = _plt()
+    targets = list(targets or [k[:-5] for k in msc.data_vars if k.endswith("_pred")])
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.2 * len(targets), 2.8),
+                             squeeze=False)
+    for ax, t in zip(axes.flat, targets, strict=False):
+        pred, obs = msc[f"{t}_pred"], msc[f"{t}_obs"]
+        month = pred["month"].values
+        ax.fill_between(month, pred.min("member"), pred.max("member"), color="#4c72b0",
+                        alpha=0.3, lw=0, label="members (range)")
+        ax.plot(month, pred.mean("member"), color="#4c72b0", label="members (mean)")
+        ax.plot(month, obs, color="k", ls="--", label="observed")
+        name, unit = LABELS.get(t, (t, pred.attrs.get("units", "")))
+        ax.set_title(name)
+        ax.set_xlabel("month")
+        ax.set_ylabel(f"{name} [{pred.attrs.get('units') or unit}]")
+        ax.set_xticks([1, 4, 7, 10], ["Jan", "Apr", "Jul", "Oct"])
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Mean seasonal cycle over the test cells", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+#: Panels of the equifinality figure, as in the paper's Fig. 8a–e.
+EQUIFINALITY_GROUPS = {
+    "SM_max (across cells)": ("sm_max",),
+    "states": ("tws", "tws_anomaly", "sm", "gw", "swe"),
+    "evapotranspiration": ("Ei", "Es", "T", "ET"),
+    "recharge and runoff": ("r_soil", "r_gw", "q_surf", "q_base", "q_total"),
+    "fractions": ("r_soil_frac", "r_gw_frac", "q_surf_frac"),
+    "snow": ("snow_acc", "snow_melt"),
+}
+
+
+def plot_equifinality(table: xr.Dataset):
+    """Fig. 8: stacked bars of the phase, bias and variance terms, one panel per group.
+
+    Each panel has its own linear scale (values differ by orders of magnitude between
+    groups); variables outside :data:`EQUIFINALITY_GROUPS` go to a last panel.
+    """
+    plt = _plt()
+    names = [str(v) for v in table["variable"].values]
+    groups = {g: [v for v in vs if v in names] for g, vs in EQUIFINALITY_GROUPS.items()}
+    grouped = {v for vs in groups.values() for v in vs}
+    groups["other"] = [v for v in names if v not in grouped]
+    groups = {g: vs for g, vs in groups.items() if vs}
+    cols = min(3, len(groups))
+    rows = int(np.ceil(len(groups) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.3 * rows), squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    colors = {"phase": "#4c72b0", "bias": "#dd8452", "variance": "#55a868"}
+    panels = zip("abcdefg", groups.items(), strict=False)
+    for ax, (letter, (group, variables)) in zip(axes.flat, panels, strict=False):
+        sub = table.sel(variable=variables)
+        bottom = np.zeros(len(variables))
+        for term, color in colors.items():
+            v = np.nan_to_num(sub[term].values)
+            ax.bar(variables, v, bottom=bottom, color=color, label=f"{term} term", width=0.7)
+            bottom += v
+        ax.set_title(f"({letter}) {group}", fontsize=9)
+        ax.tick_params(axis="x", rotation=60, labelsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("equifinality index [–]\n(pair MSE / pair mean variance)", fontsize=8)
+    axes.flat[0].legend(fontsize=7)
+    pairs = table.attrs.get("pairs")
+    fig.suptitle("Equifinality across members" + (f", mean over {pairs} pairs" if pairs
+                                                    else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_state_spread(spread: xr.Dataset):
+    """Fig. 7: (a) anomaly bands, (b) range of means, (c) SM mean vs TWS mean per member."""
+    plt = _plt()
+    import matplotlib.dates as mdates
+
+    states = [str(s) for s in spread["state"].values]
+    fig = plt.figure(figsize=(13, 3.0 + 1.6 * len(states)))
+    grid = fig.add_gridspec(len(states), 3, width_ratios=[3.0, 1.2, 1.4])
+    time = spread["time"].values
+    for i, s in enumerate(states):
+        ax = fig.add_subplot(grid[i, 0])
+        a = spread["anomaly"].sel(state=s)
+        ax.fill_between(time, a.min("member"), a.max("member"), color="#4c72b0", lw=0.8,
+                        alpha=0.6)
+        ax.set_ylabel(f"{STATE_LABELS.get(s, s)} anomaly [mm]", fontsize=8)
+        locator = mdates.AutoDateLocator(maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        if i == 0:
+            ax.set_title("(a) anomalies (state − mean); band = range across members",
+                         fontsize=9)
+        if i < len(states) - 1:
+            ax.tick_params(labelbottom=False)
+    ax = fig.add_subplot(grid[:, 1])
+    mean = spread["mean"]
+    x = np.arange(len(states))
+    mid, lo, hi = mean.mean("member").values, mean.min("member").values, mean.max(
+        "member").values
+    ax.errorbar(x, mid, yerr=[mid - lo, hi - mid], fmt="o", color="k", capsize=6)
+    ax.set_xticks(x, [STATE_LABELS.get(s, s) for s in states])
+    ax.set_ylabel("time mean of the state [mm]")
+    ax.set_title("(b) mean over members,\nmin / max", fontsize=9)
+    ax = fig.add_subplot(grid[:, 2])
+    if {"sm", "tws"} <= set(states):
+        sm, tws = mean.sel(state="sm").values, mean.sel(state="tws").values
+        gw = mean.sel(state="gw").values if "gw" in states else None
+        pts = ax.scatter(sm, tws, c=gw, cmap="viridis", s=30, edgecolor="k", lw=0.5)
+        if gw is not None:
+            fig.colorbar(pts, ax=ax, label="GW mean [mm]")
+        slope = spread.attrs.get("sm_tws_slope")
+        if slope is not None and np.isfinite(slope):
+            xs = np.linspace(sm.min(), sm.max(), 2)
+            ax.plot(xs, spread.attrs["sm_tws_intercept"] + slope * xs, color="0.3")
+            ax.set_title(f"(c) per member: r = {spread.attrs['sm_tws_r']:.2f}", fontsize=9)
+        ax.set_xlabel("SM mean [mm]")
+        ax.set_ylabel("TWS mean [mm]")
+    else:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig

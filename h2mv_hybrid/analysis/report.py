@@ -1,0 +1,149 @@
+"""``h2mv analyze``: every analysis of an ensemble store, as tables, maps and figures.
+
+Writes into one directory (built under a temporary name and renamed into place):
+
+- ``performance.csv``: constraint × component × metric, min / mean / max over members
+  (Fig. 5); ``equifinality.csv``: variable × phase / bias / variance / total (Fig. 8);
+  ``state_spread.csv``: each state's time mean per member (Fig. 7b, c);
+- ``analysis.zarr``: the same as xarray objects, with the emergent-pattern maps
+  (group ``patterns``), the mean seasonal cycles (``msc``) and the state anomalies
+  (``spread``);
+- ``figures/*.png``: performance, msc, equifinality, state_spread, patterns,
+  tws_decomposition, sm_max, folds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import xarray as xr
+
+from h2mv_hybrid.analysis import plots
+from h2mv_hybrid.analysis.ensemble import (
+    ensemble_equifinality,
+    ensemble_msc,
+    ensemble_patterns,
+    ensemble_performance,
+    ensemble_spread,
+    member_range,
+    open_ensemble,
+    predicted_cells,
+)
+
+
+def performance_table(perf: xr.Dataset) -> pd.DataFrame:
+    """Long table: constraint, component, metric, min, mean, max (over members)."""
+    stats = member_range(perf)
+    rows = []
+    for metric in perf.data_vars:
+        df = stats[metric].to_dataframe().reset_index()
+        df = df.pivot_table(index=["constraint", "component"], columns="stat",
+                            values=metric, sort=False).reset_index()
+        df.insert(2, "metric", metric)
+        rows.append(df[["constraint", "component", "metric", "min", "mean", "max"]])
+    return pd.concat(rows, ignore_index=True)
+
+
+def analyze_ensemble(ensemble: str | os.PathLike, store: str | os.PathLike | None = None
+                     ) -> dict[str, xr.Dataset]:
+    """Every analysis of an ensemble store, as xarray objects (no files written).
+
+    Returns:
+        ``performance`` (metric × constraint × component × member), ``msc``,
+        ``patterns`` (maps), ``equifinality`` (variable), ``spread`` (Fig. 7).
+    """
+    ens, source = open_ensemble(ensemble, store)
+    e, s = predicted_cells(ens, source)
+    return {
+        "performance": ensemble_performance(e, s),
+        "msc": ensemble_msc(e, s),
+        "patterns": ensemble_patterns(e, s, ens),
+        "equifinality": ensemble_equifinality(e),
+        "spread": ensemble_spread(e),
+        "folds": ens[["fold"]] if "fold" in ens else xr.Dataset(),
+    }
+
+
+def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
+    performance_table(results["performance"]).to_csv(tmp / "performance.csv", index=False,
+                                                      float_format="%.4g")
+    eq = results["equifinality"]
+    eq[["phase", "bias", "variance", "total"]].to_dataframe().to_csv(
+        tmp / "equifinality.csv", float_format="%.4g")
+    spread = results["spread"]
+    means = spread["mean"].to_pandas().T
+    means.columns = [f"{c}_mean_mm" for c in means.columns]
+    means.to_csv(tmp / "state_spread.csv", float_format="%.4g")
+    zarr_path = tmp / "analysis.zarr"
+    for i, name in enumerate(("performance", "equifinality", "patterns", "msc", "spread")):
+        ds = results[name].copy()
+        # variable-length strings: fixed-width unicode has no zarr v3 specification
+        ds = ds.assign_coords({k: ds[k].astype(object) for k in ds.coords
+                               if ds[k].dtype.kind == "U"})
+        ds.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, (int, float, str))}
+        ds.to_zarr(zarr_path, group=name, mode="w" if i == 0 else "a", consolidated=False)
+    if not figures:
+        return
+    fig_dir = tmp / "figures"
+    maps = results["patterns"]
+    plots.save(plots.plot_performance(results["performance"]), fig_dir / "performance.png")
+    plots.save(plots.plot_msc(results["msc"]), fig_dir / "msc.png")
+    plots.save(plots.plot_equifinality(eq), fig_dir / "equifinality.png")
+    plots.save(plots.plot_state_spread(spread), fig_dir / "state_spread.png")
+    plots.save(plots.plot_patterns(maps, ["evaporative_fraction", "runoff_coefficient",
+                                          "transpiration_fraction", "baseflow_index"]),
+               fig_dir / "patterns.png")
+    plots.save(plots.plot_tws_decomposition(
+        maps[[k for k in maps.data_vars if str(k).startswith("tws_share_")]]),
+        fig_dir / "tws_decomposition.png")
+    plots.save(plots.plot_patterns(maps, ["sm_max", "sm_max_spread"]), fig_dir / "sm_max.png")
+    if "fold" in results["folds"] and {"lat", "lon"} <= set(results["folds"]["fold"].dims):
+        fold = results["folds"]["fold"].load()
+        fold = fold.where(fold > -9).assign_attrs(long_name="fold (−1: test)", units="–")
+        plots.save(plots.plot_map(fold, cmap="tab20", title="cross-validation folds "
+                                  "(−1 = test fold)"), fig_dir / "folds.png")
+
+
+def analyze(ensemble: str, out: str | None = None, store: str | None = None,
+            figures: bool = True, overwrite: bool = False) -> str:
+    """Write the metric and equifinality tables, the pattern maps and the figures.
+
+    Args:
+        ensemble: the ensemble store written by ``h2mv cv``.
+        out: output directory (default: ``analysis`` beside the ensemble store).
+        store: the input store (default: the one the ensemble records).
+        figures: write the PNG figures.
+        overwrite: replace an existing output directory.
+    """
+    t0 = time.perf_counter()
+    out_path = Path(out) if out is not None else Path(ensemble).parent / "analysis"
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"out: {out_path} exists; pass --overwrite true to replace it")
+    results = analyze_ensemble(ensemble, store)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial",
+                                dir=out_path.parent))
+    try:
+        _write(results, tmp, figures)
+        if out_path.exists():
+            shutil.rmtree(out_path)
+        os.replace(tmp, out_path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    table = performance_table(results["performance"])
+    wide = table[table["metric"].isin(["r", "kge"])].pivot_table(
+        index=["constraint", "metric"], columns="component", values="mean", sort=False)
+    eq = results["equifinality"][["phase", "bias", "variance", "total"]].to_dataframe()
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
+        print("performance on the test cells (median over cells, mean over members):")
+        print(wide.to_string())
+        print("\nequifinality (mean over member pairs and cells):")
+        print(eq.to_string())
+    print(f"\nanalysis: {out_path} ({time.perf_counter() - t0:.0f} s)")
+    return str(out_path)

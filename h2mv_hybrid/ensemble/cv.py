@@ -1,0 +1,290 @@
+"""``h2mv cv``: train the K members of the spatial-block cross-validation (paper §2.3.1).
+
+Member k is the experiment config with ``data.member = k``, ``data.n_folds = K`` and its
+own seeds (``seed_everything`` and ``data.seed`` offset by k); every member shares the
+test fold. Each member is an ordinary ``h2mv fit`` (LightningCLI) run in its own
+directory, ``<root>/member_<k>/``, with its checkpoints in ``checkpoints/``:
+
+- a member with ``done.json`` is finished and skipped;
+- a member with ``checkpoints/last.ckpt`` but no ``done.json`` was interrupted and
+  resumes from that checkpoint (optimizer, early stopping and spin-up cache included);
+- any other member starts from scratch.
+
+``<root>/cv.json`` records the config, its checksum, the overrides and K; a second run
+on the same root with a different config or K is refused, so one root never mixes two
+ensembles. Members are independent, so processes (one per GPU, or a SLURM job array) can
+train different ``--members`` of one root at once; see docs/ensembles.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PredictCells = Literal["test", "all", "none"]
+#: Overrides that would contradict the member set-up; ``h2mv cv`` owns them.
+OWNED = ("--data.member", "--data.n_folds", "--trainer.default_root_dir", "--ckpt_path")
+CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
+PREDICTION_WRITER = "h2mv_hybrid.model.prediction.ZarrPredictionWriter"
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a file atomically (temporary file + rename): readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically."""
+    write_text(path, json.dumps(data, indent=2, default=str))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON file written by :func:`write_json`."""
+    with open(path) as f:
+        return json.load(f)
+
+
+def _class_name(entry: Any) -> str:
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict):
+        return str(entry.get("class_path", ""))
+    return ""
+
+
+def _is(entry: Any, class_path: str) -> bool:
+    name = _class_name(entry)
+    return name == class_path or (name and class_path.endswith("." + name))
+
+
+def member_config(base: dict[str, Any], member: int, folds: int, member_dir: Path
+                  ) -> dict[str, Any]:
+    """The config of member ``member``: base config with the fold, seeds and directories set.
+
+    Loggers with a ``save_dir`` and the ``ModelCheckpoint`` callback are pointed into the
+    member's directory (a checkpoint callback saving ``last.ckpt`` is added if the config
+    has none, since resuming needs it). A ``ZarrPredictionWriter`` is dropped: the
+    ensemble writes one store for all members instead.
+    """
+    cfg = copy.deepcopy(base)
+    seed = cfg.get("seed_everything")
+    base_seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    cfg["seed_everything"] = base_seed + member
+    data = cfg.setdefault("data", {}) or {}
+    cfg["data"] = data
+    data["n_folds"], data["member"] = folds, member
+    data["seed"] = int(data.get("seed", 0) or 0) + member
+    trainer = cfg.setdefault("trainer", {}) or {}
+    cfg["trainer"] = trainer
+    trainer["default_root_dir"] = str(member_dir)
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if isinstance(logger, dict) and "save_dir" in (logger.get("init_args") or {}):
+            logger["init_args"]["save_dir"] = str(member_dir)
+    callbacks = [c for c in trainer.get("callbacks") or [] if not _is(c, PREDICTION_WRITER)]
+    ckpt = next((c for c in callbacks if _is(c, CHECKPOINT)), None)
+    if ckpt is None:
+        ckpt = {"class_path": CHECKPOINT, "init_args": {"monitor": "val_loss", "mode": "min"}}
+        callbacks.append(ckpt)
+    if isinstance(ckpt, str):  # a bare class path: give it arguments
+        callbacks[callbacks.index(ckpt)] = ckpt = {"class_path": CHECKPOINT, "init_args": {}}
+    args = ckpt.setdefault("init_args", {}) or {}
+    ckpt["init_args"] = args
+    args["dirpath"] = str(member_dir / "checkpoints")
+    args["save_last"] = True
+    trainer["callbacks"] = callbacks
+    return cfg
+
+
+@dataclass
+class MemberResult:
+    """Outcome of one member in this call: ``trained``, ``resumed`` or ``skipped``."""
+
+    member: int
+    action: str
+    directory: Path
+    seconds: float
+    best_checkpoint: str
+
+
+def _fingerprint(config_text: str, overrides: Sequence[str], folds: int) -> str:
+    h = hashlib.sha256(config_text.encode())
+    h.update(json.dumps([list(overrides), folds]).encode())
+    return h.hexdigest()
+
+
+def _check_overrides(overrides: Sequence[str]) -> None:
+    for arg in overrides:
+        key = arg.split("=", 1)[0]
+        if key in OWNED:
+            raise ValueError(
+                f"{key}: expected h2mv cv to set it (member, folds and directories are per "
+                f"member), found it among the overrides; use --members, --folds or --root"
+            )
+
+
+def cross_validate(
+    config: str | os.PathLike,
+    folds: int = 10,
+    members: Sequence[int] | None = None,
+    root: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    predict: PredictCells = "test",
+    ensemble: str | os.PathLike | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Train (or resume, or skip) the CV members, then write the ensemble prediction store.
+
+    Args:
+        config: the experiment config (``experiments/<name>.yaml``) every member starts from.
+        folds: K, the number of validation folds and members.
+        members: which members this call trains (default: all K); separate processes may
+            train disjoint members of the same root.
+        root: directory of the ensemble (default ``h2mv_outputs/cv/<config name>``).
+        overrides: extra LightningCLI arguments for every member (``--trainer.max_epochs=3``).
+        predict: after training, if every member is finished, write the ensemble store for
+            the ``test`` cells, ``all`` modelled cells, or ``none``.
+        ensemble: path of the ensemble store (default ``<root>/ensemble.zarr``).
+        device: device of the ensemble prediction (``auto``: CUDA if available).
+
+    Returns:
+        ``root``, ``members`` (a :class:`MemberResult` per member of this call) and
+        ``ensemble`` (the store's path, or None when it was not written).
+    """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from h2mv_hybrid.lightning_cli import run
+
+    config = Path(config)
+    if not config.is_file():
+        raise FileNotFoundError(f"config: expected an experiment YAML file, found nothing at "
+                                f"{config}")
+    if folds < 2:
+        raise ValueError(f"folds: expected at least 2, found {folds}")
+    members = list(range(folds)) if members is None else sorted(set(int(m) for m in members))
+    bad = [m for m in members if not 0 <= m < folds]
+    if bad:
+        raise ValueError(f"members: expected 0 … {folds - 1} for {folds} folds, found {bad}")
+    if predict not in ("test", "all", "none"):
+        raise ValueError(f"predict: expected test, all or none, found {predict!r}")
+    overrides = list(overrides)
+    _check_overrides(overrides)
+    text = config.read_text()
+    base = yaml.safe_load(text) or {}
+    root = Path(root) if root is not None else Path("h2mv_outputs/cv") / config.stem
+    manifest = {"config": str(config.resolve()), "config_text": text, "overrides": overrides,
+                "folds": folds, "fingerprint": _fingerprint(text, overrides, folds)}
+    existing = root / "cv.json"
+    if existing.exists():
+        old = read_json(existing)
+        if old.get("fingerprint") != manifest["fingerprint"]:
+            raise ValueError(
+                f"root: {root} holds a CV of {old.get('config')} with {old.get('folds')} folds "
+                f"and overrides {old.get('overrides')}; found {config} with {folds} folds and "
+                f"overrides {overrides}. Use another --root (one root holds one ensemble)"
+            )
+    else:
+        write_json(existing, manifest)
+
+    results = []
+    for k in members:
+        mdir = root / f"member_{k}"
+        done = mdir / "done.json"
+        if done.exists():
+            info = read_json(done)
+            print(f"member {k}: finished earlier ({info['best_checkpoint']}); skipped")
+            results.append(MemberResult(k, "skipped", mdir, 0.0, info["best_checkpoint"]))
+            continue
+        last = mdir / "checkpoints" / "last.ckpt"
+        cfg_path = mdir / "config.yaml"
+        mdir.mkdir(parents=True, exist_ok=True)
+        # atomic: under DDP every rank runs this loop and writes the same file
+        write_text(cfg_path, yaml.safe_dump(member_config(base, k, folds, mdir),
+                                            sort_keys=False))
+        args = ["fit", "--config", str(cfg_path), *overrides]
+        action = "trained"
+        if last.exists():
+            args += ["--ckpt_path", str(last)]
+            action = "resumed"
+        what = f"resuming from {last}" if action == "resumed" else "training"
+        print(f"member {k} of {folds}: {what} in {mdir}")
+        t0 = time.perf_counter()
+        cli = run(args)
+        seconds = time.perf_counter() - t0
+        trainer = cli.trainer
+        if trainer.interrupted or trainer.state.status.value != "finished":
+            raise RuntimeError(f"member {k}: fit ended as {trainer.state.status.value}; "
+                               f"rerun h2mv cv to resume it from {last}")
+        ckpt = trainer.checkpoint_callback
+        best = (ckpt.best_model_path if ckpt is not None else "") or str(last)
+        info = {
+            "member": k, "folds": folds, "best_checkpoint": best, "last_checkpoint": str(last),
+            "epochs": trainer.current_epoch, "seconds": seconds, "action": action,
+            "val": {key: float(v) for key, v in trainer.callback_metrics.items()
+                    if key.startswith("val_")},
+        }
+        if trainer.is_global_zero:
+            write_json(done, info)
+        results.append(MemberResult(k, action, mdir, seconds, best))
+
+    out = None
+    finished = all((root / f"member_{k}" / "done.json").exists() for k in range(folds))
+    if rank_zero_only.rank != 0:
+        pass  # the other ranks of a multi-device fit leave the ensemble store to rank 0
+    elif predict != "none" and finished:
+        from h2mv_hybrid.ensemble.store import predict_ensemble
+
+        out = predict_ensemble(root, ensemble, cells=predict, device=device)
+    elif predict != "none":
+        waiting = [k for k in range(folds)
+                   if not (root / f"member_{k}" / "done.json").exists()]
+        print(f"ensemble store not written yet: members {waiting} are not finished")
+    return {"root": root, "members": results, "ensemble": out}
+
+
+def cv(argv: Sequence[str]) -> None:
+    """The ``h2mv cv`` command; arguments it does not know go to every member's fit."""
+    parser = argparse.ArgumentParser(
+        prog="h2mv cv",
+        description="Train the K members of the spatial-block cross-validation, then write "
+                    "their predictions into one ensemble store. Unknown arguments "
+                    "(--trainer.max_epochs=3, --model.init_args.lr=0.01 …) go to every "
+                    "member's fit.",
+    )
+    parser.add_argument("--config", required=True, help="experiment YAML (experiments/…)")
+    parser.add_argument("--folds", type=int, default=10, help="K: folds and members (10)")
+    parser.add_argument("--members", type=int, nargs="+", default=None,
+                        help="members to train in this call (default: all)")
+    parser.add_argument("--root", default=None,
+                        help="ensemble directory (default h2mv_outputs/cv/<config name>)")
+    parser.add_argument("--predict", choices=("test", "all", "none"), default="test",
+                        help="cells of the ensemble store: test cells, all modelled cells, "
+                             "or none (default: test)")
+    parser.add_argument("--ensemble", default=None,
+                        help="ensemble store path (default <root>/ensemble.zarr)")
+    parser.add_argument("--device", default="auto",
+                        help="device of the ensemble prediction (auto, cpu, cuda, cuda:1 …)")
+    args, rest = parser.parse_known_args(list(argv))
+    result = cross_validate(args.config, args.folds, args.members, args.root, rest,
+                            args.predict, args.ensemble, args.device)
+    lines = ["", f"cross-validation: {result['root']}"]
+    for m in result["members"]:
+        lines.append(f"  member {m.member}: {m.action:<8} {m.seconds:7.1f} s  {m.best_checkpoint}")
+    if result["ensemble"] is not None:
+        lines.append(f"ensemble store: {result['ensemble']}")
+    print("\n".join(lines))
