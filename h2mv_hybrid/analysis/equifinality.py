@@ -32,7 +32,8 @@ def equifinality(x: xr.DataArray, dim: str = "time", member: str = "member") -> 
 
     Returns:
         Dataset with ``phase``, ``bias``, ``variance`` and their sum ``total``, averaged
-        over the pairs, keeping every other dimension. NaN entries are ignored pairwise.
+        over the pairs, keeping every other dimension. NaN entries are ignored pairwise;
+        a pair of two constant estimates (v_p = 0) gives NaN terms, left out of the mean.
     """
     for name in (member, dim):
         if name not in x.dims:
@@ -48,6 +49,7 @@ def equifinality(x: xr.DataArray, dim: str = "time", member: str = "member") -> 
         sa, sb = a.std(dim), b.std(dim)
         r = ((a - a.mean(dim)) * (b - b.mean(dim))).mean(dim) / (sa * sb)
         v = (sa**2 + sb**2) / 2
+        v = v.where(v > 0)  # two constant estimates: the index is undefined, not infinite
         terms["phase"].append(2 * sa * sb * (1 - r) / v)
         terms["bias"].append((a.mean(dim) - b.mean(dim)) ** 2 / v)
         terms["variance"].append((sa - sb) ** 2 / v)

@@ -262,7 +262,8 @@ def plot_equifinality(table: xr.Dataset):
         sub = table.sel(variable=variables)
         bottom = np.zeros(len(variables))
         for term, color in colors.items():
-            v = np.nan_to_num(sub[term].values)
+            v = sub[term].values
+            v = np.where(np.isfinite(v), v, 0.0)  # undefined terms (no variance) drawn as 0
             ax.bar(variables, v, bottom=bottom, color=color, label=f"{term} term", width=0.7)
             bottom += v
         ax.set_title(f"({letter}) {group}", fontsize=9)

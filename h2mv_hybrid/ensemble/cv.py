@@ -186,7 +186,7 @@ def cross_validate(
     _check_overrides(overrides)
     text = config.read_text()
     base = yaml.safe_load(text) or {}
-    root = Path(root) if root is not None else Path("h2mv_outputs/cv") / config.stem
+    root = (Path(root) if root is not None else Path("h2mv_outputs/cv") / config.stem).resolve()
     manifest = {"config": str(config.resolve()), "config_text": text, "overrides": overrides,
                 "folds": folds, "fingerprint": _fingerprint(text, overrides, folds)}
     existing = root / "cv.json"

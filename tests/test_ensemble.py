@@ -1,0 +1,299 @@
+"""h2mv cv (members trained, skipped, resumed) and the restartable ensemble store."""
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import yaml
+
+from h2mv_hybrid import cli
+from h2mv_hybrid.data.datamodule import H2MVDataModule
+from h2mv_hybrid.data.synth import TwinConfig, synthesize, write_store
+from h2mv_hybrid.ensemble import cross_validate, member_config, metadata_checksum
+from h2mv_hybrid.ensemble import store as ensemble_store
+from h2mv_hybrid.ensemble.store import load_member, predict_ensemble, sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
+FOLDS = 3
+
+
+def overrides(store, *extra):
+    return ["--data.store", store, "--data.batch_size", "8", "--data.num_workers", "0",
+            "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1", "--data.train_start", "2002-01-01",
+            "--data.train_end", "2003-12-31", "--trainer.enable_progress_bar", "false", *extra]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cv") / "twin.zarr"
+    write_store(*synthesize(TwinConfig(res=8.0, years="2001-2006", seed=1)), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cv(store, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cv") / "run"
+    result = cross_validate(QUICKSTART, FOLDS, root=root, overrides=overrides(store),
+                            device="cpu")
+    return root, result
+
+
+# -- the member configs --------------------------------------------------------------------
+
+def test_member_config_sets_fold_seeds_and_directories(tmp_path):
+    base = yaml.safe_load(QUICKSTART.read_text())
+    before = copy.deepcopy(base)
+    cfg = member_config(base, 3, 10, tmp_path / "member_3")
+    assert base == before  # the base config is not modified
+    assert cfg["seed_everything"] == base["seed_everything"] + 3
+    assert cfg["data"]["member"] == 3 and cfg["data"]["n_folds"] == 10
+    assert cfg["data"]["seed"] == 3
+    assert cfg["trainer"]["default_root_dir"] == str(tmp_path / "member_3")
+    assert {lg["init_args"]["save_dir"] for lg in cfg["trainer"]["logger"]} == {
+        str(tmp_path / "member_3")}
+    classes = [c["class_path"] for c in cfg["trainer"]["callbacks"]]
+    assert not any("ZarrPredictionWriter" in c for c in classes)  # one ensemble store instead
+    ckpt = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint"))
+    assert ckpt["init_args"]["dirpath"] == str(tmp_path / "member_3" / "checkpoints")
+    assert ckpt["init_args"]["save_last"] is True
+    assert ckpt["init_args"]["monitor"] == "val_loss"  # the config's own settings are kept
+
+
+def test_member_config_adds_a_checkpoint_when_the_config_has_none(tmp_path):
+    cfg = member_config({"trainer": {"callbacks": ["ModelCheckpoint"]}}, 1, 4, tmp_path)
+    (ckpt,) = cfg["trainer"]["callbacks"]
+    assert ckpt["init_args"]["save_last"] and ckpt["init_args"]["dirpath"].endswith("checkpoints")
+    cfg = member_config({}, 1, 4, tmp_path)
+    (ckpt,) = cfg["trainer"]["callbacks"]
+    assert ckpt["class_path"] == "lightning.pytorch.callbacks.ModelCheckpoint"
+    assert cfg["seed_everything"] == 1 and cfg["data"]["seed"] == 1
+
+
+# -- training, skipping, resuming ----------------------------------------------------------
+
+def test_every_member_trained_with_its_own_fold(cv):
+    root, result = cv
+    assert [m.action for m in result["members"]] == ["trained"] * FOLDS
+    for k in range(FOLDS):
+        done = json.loads((root / f"member_{k}" / "done.json").read_text())
+        assert done["member"] == k and done["epochs"] == 2
+        assert Path(done["best_checkpoint"]).exists()
+        cfg = yaml.safe_load((root / f"member_{k}" / "config.yaml").read_text())
+        assert cfg["data"]["member"] == k and cfg["seed_everything"] == k
+        hp = torch.load(done["best_checkpoint"], weights_only=True)["datamodule_hyper_parameters"]
+        assert hp["member"] == k and hp["n_folds"] == FOLDS
+    # different folds and seeds give different members
+    w = [torch.load(root / f"member_{k}/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+         for k in range(FOLDS)]
+    assert any(not torch.equal(w[0][n], w[1][n]) for n in w[0])
+
+
+def test_rerun_skips_finished_members_and_keeps_the_store(cv, store, capsys):
+    root, _ = cv
+    stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*.ckpt")}
+    ens_stamp = (root / "ensemble.zarr" / "zarr.json").stat().st_mtime_ns
+    cli.main(["cv", "--config", str(QUICKSTART), "--folds", str(FOLDS), "--root", str(root),
+              "--device", "cpu", *overrides(store)])
+    out = capsys.readouterr().out
+    assert out.count("finished earlier") == FOLDS and "up to date" in out
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.ckpt")} == stamps
+    assert (root / "ensemble.zarr" / "zarr.json").stat().st_mtime_ns == ens_stamp
+
+
+def test_a_root_holds_one_ensemble(cv, store):
+    root, _ = cv
+    with pytest.raises(ValueError, match="holds a CV of"):
+        cross_validate(QUICKSTART, 4, root=root, overrides=overrides(store))
+    with pytest.raises(ValueError, match="holds a CV of"):
+        cross_validate(QUICKSTART, FOLDS, root=root,
+                       overrides=overrides(store, "--model.init_args.lr", "0.1"))
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"overrides": ["--data.member", "2"]}, "--data.member: expected h2mv cv to set it"),
+    ({"members": [3]}, r"members: expected 0 … 2"),
+    ({"folds": 1}, "folds: expected at least 2"),
+    ({"predict": "grid"}, "predict: expected test, all or none"),
+])
+def test_bad_cv_arguments_are_named(bad, match, tmp_path):
+    args = {"config": QUICKSTART, "folds": FOLDS, "root": tmp_path, **bad}
+    with pytest.raises(ValueError, match=match):
+        cross_validate(**args)
+    assert not (tmp_path / "cv.json").exists()  # refused before anything was written
+
+
+def test_an_interrupted_member_resumes_from_its_last_checkpoint(cv, store, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "helpers"))
+    extra = overrides(store, "--trainer.callbacks+=interrupt.InterruptAtEpochStart")
+    monkeypatch.setenv("H2MV_TEST_INTERRUPT_EPOCH", "1")
+    with pytest.raises(SystemExit):  # Lightning's graceful Ctrl+C exits with status 1
+        cross_validate(QUICKSTART, FOLDS, members=[0], root=tmp_path, overrides=extra,
+                       predict="none")
+    member = tmp_path / "member_0"
+    assert (member / "checkpoints" / "last.ckpt").exists()
+    assert not (member / "done.json").exists()
+    assert torch.load(member / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 0
+    monkeypatch.delenv("H2MV_TEST_INTERRUPT_EPOCH")
+    result = cross_validate(QUICKSTART, FOLDS, members=[0], root=tmp_path, overrides=extra,
+                            predict="test")
+    assert [m.action for m in result["members"]] == ["resumed"]
+    assert result["ensemble"] is None  # members 1 and 2 are not trained yet
+    # the resumed member ends where the uninterrupted member 0 of the same CV ended
+    resumed = torch.load(member / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    reference = torch.load(cv[0] / "member_0/checkpoints/last.ckpt",
+                           weights_only=True)["state_dict"]
+    for name, value in reference.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+# -- the ensemble store ----------------------------------------------------------------------
+
+def test_ensemble_store_layout_and_provenance(cv, store):
+    root, result = cv
+    ens = xr.open_zarr(result["ensemble"], consolidated=False)
+    assert ens["ET"].dims == ("member", "time", "lat", "lon")
+    assert ens.sizes["member"] == FOLDS and ens["ET"].attrs["units"] == "mm day-1"
+    assert str(ens["time"].values[0])[:10] == "2002-01-01"
+    test = (ens["fold"] == -1).values
+    predicted = np.isfinite(ens["sm_max"].values)
+    assert (predicted == test[None]).all()  # exactly the test cells, for every member
+    assert "progress" not in ens and not Path(str(result["ensemble"]) + ".partial").exists()
+    attrs = ens.attrs
+    assert attrs["config"] == QUICKSTART.read_text()
+    assert json.loads(attrs["config_overrides"]) == overrides(store)
+    assert attrs["h2mv_hybrid_version"] and attrs["git_commit"]
+    assert attrs["input_store_metadata_sha256"] == metadata_checksum(store)
+    members = json.loads(attrs["member_checkpoints"])
+    assert [m["member"] for m in members] == list(range(FOLDS))
+    for m in members:
+        assert m["sha256"] == sha256_file(m["checkpoint"])
+    assert np.isfinite(ens["beta_snow"].values).all()
+
+
+def test_ensemble_values_are_each_members_prediction(cv, store):
+    root, result = cv
+    ens = xr.open_zarr(result["ensemble"], consolidated=False)
+    k = 1
+    ckpt = json.loads((root / f"member_{k}" / "done.json").read_text())["best_checkpoint"]
+    module = load_member(ckpt, torch.device("cpu"))
+    hp = torch.load(ckpt, weights_only=True)["datamodule_hyper_parameters"]
+    dm = H2MVDataModule(**{key: v for key, v in hp.items() if not key.startswith("_")})
+    data = dm.batches("test")
+    batch = data[np.arange(len(data))]
+    with torch.no_grad():
+        out = module(batch, "predict")
+    lat, lon = batch["lat"].numpy(), batch["lon"].numpy()
+    for name in ("ET", "tws", "q_base"):
+        stored = ens[name].sel(member=k).values  # time, lat, lon
+        rows = np.searchsorted(ens["lat"].values, lat)
+        cols = np.searchsorted(ens["lon"].values, lon)
+        np.testing.assert_allclose(stored[:, rows, cols], out.daily[name].numpy().T,
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ens["sm_max"].sel(member=k).values[rows, cols],
+                               out.sm_max.numpy(), rtol=1e-6)
+
+
+def test_interrupted_prediction_resumes_where_it_stopped(cv, tmp_path, monkeypatch):
+    root, result = cv
+    out = tmp_path / "ensemble.zarr"
+    real_write = ensemble_store.EnsembleWriter._write_tile
+    calls = {"write": 0, "predict": 0}
+
+    def failing_write(self, group, member, t, pred):
+        if calls["write"] == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        calls["write"] += 1
+        real_write(self, group, member, t, pred)
+
+    monkeypatch.setattr(ensemble_store.EnsembleWriter, "_write_tile", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        predict_ensemble(root, out, device="cpu")
+    partial = Path(str(out) + ".partial")
+    assert partial.exists() and not out.exists()  # never a half-written store under `out`
+    assert int(xr.open_zarr(partial, consolidated=False)["progress"].sum()) == 2
+
+    # another cell selection does not continue someone else's partial store
+    with pytest.raises(ValueError, match="interrupted prediction of other"):
+        predict_ensemble(root, out, cells="all", device="cpu")
+
+    monkeypatch.setattr(ensemble_store.EnsembleWriter, "_write_tile", real_write)
+    real_predict = ensemble_store.EnsembleWriter._predict_tile
+
+    def counting_predict(self, *args):
+        calls["predict"] += 1
+        return real_predict(self, *args)
+
+    monkeypatch.setattr(ensemble_store.EnsembleWriter, "_predict_tile", counting_predict)
+    predict_ensemble(root, out, device="cpu")
+    assert not partial.exists() and out.exists()
+    full = xr.open_zarr(result["ensemble"], consolidated=False)
+    resumed = xr.open_zarr(out, consolidated=False)
+    total = FOLDS * len(ensemble_store.EnsembleWriter(root, out, "test", True).tiles)
+    assert calls["predict"] == total - 2  # the two written tiles were not predicted again
+    assert resumed.sizes["member"] == FOLDS and "progress" not in resumed
+    for name in ("ET", "sm", "gw", "sm_max", "alpha_T"):
+        xr.testing.assert_allclose(resumed[name].load(), full[name].load())
+
+
+def test_an_existing_store_of_other_predictions_is_not_overwritten(cv, tmp_path):
+    root, _ = cv
+    out = tmp_path / "other.zarr"
+    shutil.copytree(root / "ensemble.zarr", out)
+    predict_ensemble(root, out, device="cpu")  # same provenance: up to date, untouched
+    attrs = json.loads((out / "zarr.json").read_text())
+    attrs["attributes"]["provenance_key"] = "something else"
+    (out / "zarr.json").write_text(json.dumps(attrs))
+    with pytest.raises(FileExistsError, match="holds other predictions"):
+        predict_ensemble(root, out, device="cpu")
+
+
+def test_prediction_needs_every_member(cv, tmp_path):
+    root, _ = cv
+    partial_root = tmp_path / "root"
+    shutil.copytree(root, partial_root, ignore=shutil.ignore_patterns("*.zarr"))
+    os.remove(partial_root / "member_2" / "done.json")
+    with pytest.raises(FileNotFoundError, match="member 2: expected a finished member"):
+        predict_ensemble(partial_root, device="cpu")
+
+
+# -- h2mv analyze ------------------------------------------------------------------------------
+
+def test_analyze_writes_tables_maps_and_figures(cv, tmp_path, capsys):
+    _, result = cv
+    out = tmp_path / "analysis"
+    cli.main(["analyze", "--ensemble", str(result["ensemble"]), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "performance on the test cells" in printed and "equifinality" in printed
+    import pandas as pd
+
+    perf = pd.read_csv(out / "performance.csv")
+    assert len(perf) == 5 * 3 * 6  # constraints × components × metrics
+    assert set(perf["component"]) == {"monthly", "msc", "iav"}
+    assert (perf["min"] <= perf["mean"] + 1e-9).all() and (perf["mean"] <= perf["max"] + 1e-9).all()
+    r = perf[(perf["metric"] == "r") & (perf["component"] == "monthly")].set_index("constraint")
+    assert r.loc["et", "mean"] > 0.5  # trained members track ET (2 short epochs)
+    eq = pd.read_csv(out / "equifinality.csv").set_index("variable")
+    assert {"sm_max", "tws_anomaly", "T", "q_base", "snow_melt"} <= set(eq.index)
+    np.testing.assert_allclose(eq["total"], eq[["phase", "bias", "variance"]].sum(axis=1),
+                               rtol=1e-3)
+    spread = pd.read_csv(out / "state_spread.csv")
+    assert len(spread) == FOLDS and "sm_mean_mm" in spread
+    maps = xr.open_zarr(out / "analysis.zarr", group="patterns", consolidated=False)
+    assert maps["evaporative_fraction"].dims == ("lat", "lon")
+    shares = sum(maps[f"tws_share_{k}"] for k in ("swe", "sm", "gw"))
+    np.testing.assert_allclose(shares.values[np.isfinite(shares.values)], 1.0, rtol=1e-5)
+    for name in ("performance", "msc", "equifinality", "state_spread", "patterns",
+                 "tws_decomposition", "sm_max", "folds"):
+        png = out / "figures" / f"{name}.png"
+        assert png.stat().st_size > 10_000, name
+    with pytest.raises(SystemExit, match="exists"):
+        cli.main(["analyze", "--ensemble", str(result["ensemble"]), "--out", str(out)])

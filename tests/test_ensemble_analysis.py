@@ -1,0 +1,206 @@
+"""Ensemble analyses on small hand-made ensembles, and their figures."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from h2mv_hybrid.analysis import plots
+from h2mv_hybrid.analysis.ensemble import (
+    constraint_series,
+    ensemble_equifinality,
+    ensemble_msc,
+    ensemble_patterns,
+    ensemble_performance,
+    member_range,
+    predicted_cells,
+)
+from h2mv_hybrid.analysis.spread import area_mean, state_spread
+from h2mv_hybrid.model.losses import Constraint
+
+TIME = pd.date_range("2002-01-01", "2003-12-31", freq="D")
+MONTHS = pd.date_range("2002-01-01", "2003-12-01", freq="MS")
+
+
+def series(shape_members=2, cells=3, seed=0):
+    rng = np.random.default_rng(seed)
+    day = np.arange(len(TIME))
+    base = 50 + 20 * np.sin(2 * np.pi * day / 365.25)
+    return base[None, :, None] + rng.normal(0, 1, (shape_members, len(TIME), cells))
+
+
+def test_state_spread_by_hand():
+    x = series(1)[0]  # time, cell
+    offsets = np.array([0.0, 3.0, 7.0])
+    sm = xr.DataArray(x[None] + offsets[:, None, None], dims=("member", "time", "cell"),
+                      coords={"time": TIME})
+    tws = 2 * sm + 5  # TWS mean = 2 · SM mean + 5 across members
+    out = state_spread({"sm": sm, "tws": tws})
+    np.testing.assert_allclose(out["anomaly_range"].sel(state="sm"), 0, atol=1e-9)
+    means = out["mean"].sel(state="sm").values
+    np.testing.assert_allclose(means - means[0], offsets, atol=1e-9)
+    np.testing.assert_allclose(out["anomaly"].sel(state="sm").mean("time"), 0, atol=1e-9)
+    assert out.attrs["sm_tws_slope"] == pytest.approx(2.0)
+    assert out.attrs["sm_tws_intercept"] == pytest.approx(5.0)
+    assert out.attrs["sm_tws_r"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="'member'"):
+        state_spread({"sm": sm.isel(member=0)})
+
+
+def test_area_mean_weights_by_cos_lat():
+    x = xr.DataArray([1.0, 3.0, np.nan], dims="cell",
+                     coords={"lat": ("cell", [0.0, 60.0, 30.0])})
+    # weights 1 and 0.5; the NaN cell drops out
+    assert float(area_mean(x, ["cell"])) == pytest.approx((1 * 1 + 3 * 0.5) / 1.5)
+    y = xr.DataArray([1.0, 3.0], dims="cell")
+    assert float(area_mean(y, ["cell"])) == 2.0
+
+
+def small_stores(members=2, noise=0.0):
+    """An ensemble and an input store on 2 × 2 grid cells, one of them not predicted."""
+    lat, lon = [10.0, 50.0], [0.0, 20.0]
+    rng = np.random.default_rng(1)
+    shape = (members, len(TIME), 2, 2)
+    day = np.arange(len(TIME))[None, :, None, None]
+    et = 2 + np.sin(2 * np.pi * day / 365.25) + noise * rng.normal(size=shape)
+    et = np.broadcast_to(et, shape).copy()
+    et[:, :, 1, 1] = np.nan  # not predicted
+    ens = xr.Dataset(
+        {
+            "ET": (("member", "time", "lat", "lon"), et, {"units": "mm day-1"}),
+            "T": (("member", "time", "lat", "lon"), 0.5 * et),
+            "q_total": (("member", "time", "lat", "lon"), 0.25 * et),
+            "q_base": (("member", "time", "lat", "lon"), 0.1 * et),
+            "swe": (("member", "time", "lat", "lon"), 0 * et),
+            "sm": (("member", "time", "lat", "lon"), 10 * et),
+            "gw": (("member", "time", "lat", "lon"), 10 * et + 5),
+            "tws": (("member", "time", "lat", "lon"), 20 * et + 5),
+            "sm_max": (("member", "lat", "lon"),
+                       np.where(np.isnan(et[:, 0]), np.nan, 100.0 + np.arange(members)[:, None, None])),
+        },
+        coords={"member": np.arange(members), "time": TIME, "lat": lat, "lon": lon},
+    )
+    obs_et = ens["ET"].isel(member=0).resample(time="MS").mean().values
+    store = xr.Dataset(
+        {
+            "et": (("month", "lat", "lon"), obs_et),
+            "rn": (("time", "lat", "lon"), np.full((len(TIME), 2, 2), 100.0)),
+            "prec": (("time", "lat", "lon"), np.full((len(TIME), 2, 2), 4.0)),
+        },
+        coords={"month": MONTHS, "time": TIME, "lat": lat, "lon": lon},
+    )
+    return ens, store
+
+
+def test_predicted_cells_and_perfect_members_score_perfectly():
+    ens, store = small_stores()
+    e, s = predicted_cells(ens, store)
+    assert e.sizes["cell"] == 3 and s.sizes["cell"] == 3
+    np.testing.assert_array_equal(e["lat"].values, s["lat"].values)
+    perf = ensemble_performance(e, s, [Constraint("et", "ET", "monthly")])
+    assert perf["r"].dims == ("constraint", "component", "member")
+    np.testing.assert_allclose(perf["r"].sel(component=["monthly", "msc"]), 1.0, atol=1e-6)
+    np.testing.assert_allclose(perf["rmse"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(perf["kge"].sel(component="monthly"), 1.0, atol=1e-6)
+    stats = member_range(perf)
+    assert list(stats["stat"].values) == ["min", "mean", "max"]
+    msc = ensemble_msc(e, s, [Constraint("et", "ET", "monthly")])
+    np.testing.assert_allclose(msc["et_pred"].isel(member=0), msc["et_obs"], rtol=1e-6)
+
+
+def test_constraint_series_anomaly_and_saturation():
+    ens, store = small_stores()
+    e, s = predicted_cells(ens, store)
+    s = s.assign(tws=s["et"] * 20 + 100)  # a product offset by 95 mm from the model's TWS
+    pred, obs = constraint_series(e, s, Constraint("tws", "tws", "monthly", anomaly=True))
+    np.testing.assert_allclose(pred.isel(member=0), obs, atol=1e-6)  # offsets cancel
+    np.testing.assert_allclose(obs.mean("time"), 0, atol=1e-9)
+    swe_obs = xr.full_like(e["ET"].isel(member=0), 250.0)
+    s2 = s.assign(swe=swe_obs.drop_vars("member"))
+    e2 = e.assign(swe=e["ET"] * 0 + 300.0)  # both above a 200 mm saturation: a match
+    pred, obs = constraint_series(e2, s2, Constraint("swe", "swe", "daily", saturation=200.0))
+    np.testing.assert_allclose(pred.isel(member=0), obs)
+    with pytest.raises(ValueError, match="expected output 'fapar'"):
+        constraint_series(e, s, Constraint("fapar", "fapar", "monthly"))
+
+
+def test_patterns_by_hand():
+    ens, store = small_stores()
+    e, s = predicted_cells(ens, store)
+    maps = ensemble_patterns(e, s, ens)
+    assert maps["runoff_coefficient"].dims == ("lat", "lon")
+    assert np.isnan(maps["runoff_coefficient"].sel(lat=50.0, lon=20.0))  # not predicted
+    rn_mm = 100 * 0.0864 / 2.45
+    mean_et = float(ens["ET"].isel(member=0, lat=0, lon=0).mean())
+    assert float(maps["evaporative_fraction"].sel(lat=10.0, lon=0.0)) == pytest.approx(
+        mean_et / rn_mm, rel=1e-5)
+    assert float(maps["runoff_coefficient"].sel(lat=10.0, lon=0.0)) == pytest.approx(
+        0.25 * mean_et / 4.0, rel=1e-5)
+    assert float(maps["transpiration_fraction"].sel(lat=10.0, lon=0.0)) == pytest.approx(0.5)
+    assert float(maps["baseflow_index"].sel(lat=10.0, lon=0.0)) == pytest.approx(0.4)
+    # sm and gw vary alike, swe not at all: Getirana shares 0.5, 0.5, 0
+    assert float(maps["tws_share_sm"].sel(lat=10.0, lon=0.0)) == pytest.approx(0.5)
+    assert float(maps["tws_share_swe"].sel(lat=10.0, lon=0.0)) == pytest.approx(0.0)
+    assert float(maps["sm_max"].sel(lat=10.0, lon=0.0)) == pytest.approx(100.5)  # mean of 100, 101
+    assert float(maps["sm_max_spread"].sel(lat=10.0, lon=0.0)) == pytest.approx(1.0)
+
+
+def test_ensemble_equifinality_identical_and_offset_members():
+    ens, store = small_stores()
+    e, _ = predicted_cells(ens, store)
+    eq = ensemble_equifinality(e, ["ET", "sm_max", "tws_anomaly"])
+    np.testing.assert_allclose(eq["total"].sel(variable="ET"), 0, atol=1e-12)
+    # sm_max 100 vs 101 at every cell: no spatial variance, so the index is undefined
+    assert np.isnan(float(eq["total"].sel(variable="sm_max")))
+    shifted = e.assign(tws=e["tws"] + xr.DataArray([0.0, 30.0], dims="member"))
+    eq = ensemble_equifinality(shifted, ["tws", "tws_anomaly"])
+    assert float(eq["bias"].sel(variable="tws")) > 0
+    np.testing.assert_allclose(eq["total"].sel(variable="tws_anomaly"), 0, atol=1e-9)
+    with pytest.raises(ValueError, match="expected 'fapar'"):
+        ensemble_equifinality(e, ["fapar"])
+
+
+# -- figures -----------------------------------------------------------------------------
+
+def labels(fig):
+    out = []
+    for ax in fig.axes:
+        out += [ax.get_xlabel(), ax.get_ylabel(), ax.get_title()]
+    return " | ".join(out)
+
+
+def test_map_has_geographic_axes_and_a_colour_bar_with_units():
+    da = xr.DataArray(np.arange(12.0).reshape(3, 4), dims=("lat", "lon"),
+                      coords={"lat": [-30.0, 0.0, 30.0], "lon": [-90.0, 0.0, 90.0, 180.0]},
+                      name="sm_max", attrs={"units": "mm", "long_name": "SM_max"})
+    fig = plots.plot_map(da)
+    text = labels(fig)
+    assert "longitude (°E)" in text and "latitude (°N)" in text and "SM_max [mm]" in text
+    with pytest.raises(ValueError, match="expected lat and lon"):
+        plots.plot_map(da.rename(lat="y"))
+    plots._plt().close("all")
+
+
+def test_every_analysis_has_a_figure(tmp_path):
+    ens, store = small_stores(members=3, noise=0.1)
+    e, s = predicted_cells(ens, store)
+    perf = ensemble_performance(e, s, [Constraint("et", "ET", "monthly")])
+    fig = plots.plot_performance(perf)
+    assert len(fig.axes) == len(perf.data_vars)  # one row per metric, one column
+    assert "Pearson r" in labels(fig)
+    fig = plots.plot_msc(ensemble_msc(e, s, [Constraint("et", "ET", "monthly")]))
+    assert "ET [mm day-1]" in labels(fig) and "month" in labels(fig)
+    eq = ensemble_equifinality(e, ["sm_max", "sm", "ET", "T", "q_base", "q_total"])
+    fig = plots.plot_equifinality(eq)
+    assert "(a) SM_max" in labels(fig) and "equifinality index" in labels(fig)
+    spread = state_spread({k: e[k] for k in ("swe", "sm", "gw", "tws")})
+    fig = plots.plot_state_spread(spread)
+    assert "SM mean [mm]" in labels(fig) and "TWS mean [mm]" in labels(fig)
+    maps = ensemble_patterns(e, s, ens)
+    fig = plots.plot_patterns(maps)
+    assert "runoff coefficient Q/P [–]" in labels(fig)
+    fig = plots.plot_tws_decomposition(maps[["tws_share_swe", "tws_share_sm", "tws_share_gw"]])
+    assert "share of SM in TWS variability" in labels(fig)
+    path = plots.save(fig, tmp_path / "fig" / "tws.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert not list((tmp_path / "fig").glob(".*"))  # no temporary file left
