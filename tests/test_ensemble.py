@@ -297,3 +297,24 @@ def test_analyze_writes_tables_maps_and_figures(cv, tmp_path, capsys):
         assert png.stat().st_size > 10_000, name
     with pytest.raises(SystemExit, match="exists"):
         cli.main(["analyze", "--ensemble", str(result["ensemble"]), "--out", str(out)])
+
+
+def test_members_over_two_ddp_processes(store, tmp_path):
+    """Lightning's own DDP (gloo on CPU) under h2mv cv: every rank walks the same members,
+    rank 0 alone writes the markers and the ensemble store."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("h2mv")
+    cmd = [str(script), "cv", "--config", str(QUICKSTART), "--folds", "2", "--root",
+           str(tmp_path / "run"), "--device", "cpu",
+           *overrides(store, "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                      "--trainer.accelerator", "cpu")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for k in (0, 1):
+        done = json.loads((tmp_path / "run" / f"member_{k}" / "done.json").read_text())
+        assert done["world_size"] == 2 and done["epochs"] == 2
+    ens = xr.open_zarr(tmp_path / "run" / "ensemble.zarr", consolidated=False)
+    assert ens.sizes["member"] == 2
+    assert not list((tmp_path / "run").glob("*.partial"))

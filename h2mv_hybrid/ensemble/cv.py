@@ -25,6 +25,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,7 +225,11 @@ def cross_validate(
         what = f"resuming from {last}" if action == "resumed" else "training"
         print(f"member {k} of {folds}: {what} in {mdir}")
         t0 = time.perf_counter()
-        cli = run(args)
+        with warnings.catch_warnings():
+            # sys.argv stays the cv command on purpose: Lightning's DDP launcher starts the
+            # other ranks with it, and they must walk the same members.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            cli = run(args)
         seconds = time.perf_counter() - t0
         trainer = cli.trainer
         if trainer.interrupted or trainer.state.status.value != "finished":
@@ -235,6 +240,7 @@ def cross_validate(
         info = {
             "member": k, "folds": folds, "best_checkpoint": best, "last_checkpoint": str(last),
             "epochs": trainer.current_epoch, "seconds": seconds, "action": action,
+            "world_size": trainer.world_size,
             "val": {key: float(v) for key, v in trainer.callback_metrics.items()
                     if key.startswith("val_")},
         }
