@@ -42,6 +42,8 @@ def test_metrics_by_hand():
     assert float(sdr(pred, obs)) == pytest.approx(np.sqrt(1.25 / 2.1875))
     want_kge = 1 - np.sqrt((r - 1) ** 2 + (np.sqrt(1.25 / 2.1875) - 1) ** 2 + (2.5 / 2.75 - 1) ** 2)
     assert float(kge(pred, obs)) == pytest.approx(want_kge)
+    want_kge_anomaly = 1 - np.sqrt((r - 1) ** 2 + (np.sqrt(1.25 / 2.1875) - 1) ** 2)
+    assert float(kge(pred, obs, bias_term=False)) == pytest.approx(want_kge_anomaly)
     for fn, perfect in ((pearson_r, 1), (rmse, 0), (bias, 0), (nse, 1), (sdr, 1), (kge, 1)):
         assert float(fn(obs, obs)) == pytest.approx(perfect)
 
@@ -78,6 +80,15 @@ def test_performance_table_has_every_metric_and_component():
     assert float(table["r"].sel(component="msc").min()) > 0.95
     perfect = performance(obs, obs)
     np.testing.assert_allclose(perfect["kge"].values, 1.0)
+    # the IAV's KGE (mean ≈ 0) and, for anomalies, every KGE leave out the bias ratio
+    iav_p, iav_o = iav(pred), iav(obs)
+    np.testing.assert_allclose(table["kge"].sel(component="iav"),
+                               kge(iav_p, iav_o, bias_term=False), rtol=1e-12)
+    shifted = performance(pred + 5, obs, anomaly=True)
+    np.testing.assert_allclose(shifted["kge"].sel(component="monthly"),
+                               kge(pred, obs, bias_term=False), rtol=1e-12)
+    assert (performance(pred + 5, obs)["kge"].sel(component="monthly") <
+            shifted["kge"].sel(component="monthly")).all()
 
 
 def ensemble(*members, dim="time"):

@@ -189,7 +189,8 @@ def test_every_analysis_has_a_figure(tmp_path):
     assert len(fig.axes) == len(perf.data_vars)  # one row per metric, one column
     assert "Pearson r" in labels(fig)
     fig = plots.plot_msc(ensemble_msc(e, s, [Constraint("et", "ET", "monthly")]))
-    assert "ET [mm day-1]" in labels(fig) and "month" in labels(fig)
+    assert "ET [mm day⁻¹]" in labels(fig) and "month" in labels(fig)
+    assert plots.pretty_units("W m-2") == "W m⁻²" and plots.pretty_units("1") == "–"
     eq = ensemble_equifinality(e, ["sm_max", "sm", "ET", "T", "q_base", "q_total"])
     fig = plots.plot_equifinality(eq)
     assert "(a) SM_max" in labels(fig) and "equifinality index" in labels(fig)
@@ -201,6 +202,10 @@ def test_every_analysis_has_a_figure(tmp_path):
     assert "runoff coefficient Q/P [–]" in labels(fig)
     fig = plots.plot_tws_decomposition(maps[["tws_share_swe", "tws_share_sm", "tws_share_gw"]])
     assert "share of SM in TWS variability" in labels(fig)
+    fold = xr.DataArray([[-1, 0], [1, -9]], dims=("lat", "lon"),
+                        coords={"lat": [10.0, 50.0], "lon": [0.0, 20.0]})
+    fig = plots.plot_folds(fold)
+    assert [t.get_text() for t in fig.axes[-1].get_yticklabels()] == ["test", "0", "1"]
     path = plots.save(fig, tmp_path / "fig" / "tws.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert not list((tmp_path / "fig").glob(".*"))  # no temporary file left

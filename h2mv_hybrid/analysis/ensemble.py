@@ -5,8 +5,9 @@ fold, or every modelled cell). :func:`predicted_cells` gathers those cells from 
 stores into one ``cell`` dimension (in the same order), and the functions below compute:
 
 - :func:`ensemble_performance`: Fig. 5: every metric per constraint, for the monthly
-  values, MSC and IAV, computed per cell over time and summarized by the median over the
-  cells, for every member (:func:`member_range` gives min / mean / max over members);
+  values (daily targets averaged over their observed days), MSC and IAV, computed per
+  cell over time and summarized by the median over the cells, for every member
+  (:func:`member_range` gives min / mean / max over members);
 - :func:`ensemble_msc`: mean seasonal cycles of prediction (per member) and observation,
   averaged over the cells where both exist;
 - :func:`ensemble_patterns`: §3.2 maps averaged over members: evaporative fraction,
@@ -125,14 +126,22 @@ def ensemble_performance(ens: xr.Dataset, store: xr.Dataset,
         constraints: which outputs are compared with which targets.
 
     Returns:
-        Dataset with one variable per metric, dims (constraint, component, member).
+        Dataset with one variable per metric, dims (constraint, component, member). Every
+        component is of monthly values: daily targets are averaged over the observed days
+        of each month first.
     """
     parts = []
     for c in constraints:
         pred, obs = constraint_series(ens, store, c)
-        parts.append(performance(pred, obs).median("cell"))
+        if SPECS[c.target].time != "month":
+            # daily targets (SWE) are scored on monthly means of the jointly observed days,
+            # so that every constraint's "monthly" component means the same thing
+            pred = pred.where(np.isfinite(obs)).resample(time="MS").mean()
+            obs = obs.resample(time="MS").mean()
+        parts.append(performance(pred, obs, anomaly=c.anomaly).median("cell"))
     names = [c.target for c in constraints]
-    out = xr.concat(parts, dim=xr.DataArray(names, dims="constraint", name="constraint"))
+    out = xr.concat(parts, dim=xr.DataArray(names, dims="constraint", name="constraint"),
+                    combine_attrs="drop_conflicts")
     out.attrs["aggregation"] = "per-cell metric over time, median over the predicted cells"
     return out
 

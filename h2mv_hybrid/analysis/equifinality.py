@@ -47,7 +47,8 @@ def equifinality(x: xr.DataArray, dim: str = "time", member: str = "member") -> 
         both = np.isfinite(a) & np.isfinite(b)
         a, b = a.where(both), b.where(both)
         sa, sb = a.std(dim), b.std(dim)
-        r = ((a - a.mean(dim)) * (b - b.mean(dim))).mean(dim) / (sa * sb)
+        # |r| ≤ 1 exactly: rounding can push identical series to 1 + 1e-16, a negative phase
+        r = (((a - a.mean(dim)) * (b - b.mean(dim))).mean(dim) / (sa * sb)).clip(-1, 1)
         v = (sa**2 + sb**2) / 2
         v = v.where(v > 0)  # two constant estimates: the index is undefined, not infinite
         terms["phase"].append(2 * sa * sb * (1 - r) / v)

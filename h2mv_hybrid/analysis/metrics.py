@@ -63,11 +63,18 @@ def nse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArra
         _enough(p, dim))
 
 
-def kge(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
-    """Kling–Gupta efficiency over ``dim`` (Gupta et al. 2009, eq. 9; 1 is perfect)."""
+def kge(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time",
+        bias_term: bool = True) -> xr.DataArray:
+    """Kling–Gupta efficiency over ``dim`` (Gupta et al. 2009, eq. 9; 1 is perfect).
+
+    ``bias_term=False`` leaves out (μ_pred/μ_obs − 1)², for series whose mean is removed
+    by construction (anomalies, IAV): there μ_obs ≈ 0 and the ratio is meaningless.
+    """
     p, o = _paired(pred, obs)
     r = pearson_r(p, o, dim)
     alpha = p.std(dim) / o.std(dim)
+    if not bias_term:
+        return 1 - np.sqrt((r - 1) ** 2 + (alpha - 1) ** 2)
     beta = p.mean(dim) / o.mean(dim)
     return 1 - np.sqrt((r - 1) ** 2 + (alpha - 1) ** 2 + (beta - 1) ** 2)
 
@@ -88,7 +95,8 @@ def iav(x: xr.DataArray, dim: str = "time") -> xr.DataArray:
     return (x.groupby(f"{dim}.month") - msc(x, dim)).drop_vars("month")
 
 
-def performance(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.Dataset:
+def performance(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time",
+                anomaly: bool = False) -> xr.Dataset:
     """Every metric for monthly values, the mean seasonal cycle and the interannual variability.
 
     Args:
@@ -96,6 +104,8 @@ def performance(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.
             member …) are kept.
         obs: observations on the same coordinates; NaN where missing.
         dim: the monthly time dimension.
+        anomaly: the series are anomalies (their means removed, as for TWS): KGE leaves
+            out its bias ratio for every component; the IAV's KGE always does.
 
     Returns:
         A Dataset with one variable per metric name, each with a new ``component``
@@ -107,6 +117,16 @@ def performance(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.
              "iav": (iav(p, dim), iav(o, dim), dim)}
     out = {}
     for name, fn in METRICS.items():
-        out[name] = xr.concat([fn(a, b, d) for a, b, d in parts.values()],
-                              dim=xr.DataArray(list(parts), dims="component", name="component"))
-    return xr.Dataset(out)
+        values = []
+        for component, (a, b, d) in parts.items():
+            if name == "kge" and (anomaly or component == "iav"):
+                values.append(kge(a, b, d, bias_term=False))
+            else:
+                values.append(fn(a, b, d))
+        out[name] = xr.concat(values, dim=xr.DataArray(list(parts), dims="component",
+                                                       name="component"))
+    result = xr.Dataset(out)
+    result["kge"].attrs["note"] = (
+        "without the bias ratio for the IAV" + (" and every component (anomalies)"
+                                                 if anomaly else ""))
+    return result

@@ -56,10 +56,23 @@ def _plt():
     return plt
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def pretty_units(units: str) -> str:
+    """CF units as a reader writes them: ``mm day-1`` → ``mm day⁻¹``, ``1`` → ``–``."""
+    if units in ("1", ""):
+        return "–" if units == "1" else ""
+    words = []
+    for word in str(units).split():
+        base = word.rstrip("-0123456789")
+        words.append(base + word[len(base):].translate(_SUPERSCRIPT))
+    return " ".join(words)
+
+
 def _label(da: xr.DataArray) -> str:
     name = da.attrs.get("long_name", da.name or "")
-    units = da.attrs.get("units", "")
-    units = "–" if units == "1" else units
+    units = pretty_units(da.attrs.get("units", ""))
     return f"{name} [{units}]" if units else str(name)
 
 
@@ -76,7 +89,7 @@ def save(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
 
 
 def plot_map(da: xr.DataArray, ax=None, cmap: str | None = None, vmin: float | None = None,
-             vmax: float | None = None, title: str | None = None):
+             vmax: float | None = None, title: str | None = None, label: str | None = None):
     """A lat/lon map of one field with a labelled colour bar (``long_name [units]``).
 
     Args:
@@ -87,6 +100,7 @@ def plot_map(da: xr.DataArray, ax=None, cmap: str | None = None, vmin: float | N
             percentile).
         vmax: upper end (default from :data:`MAP_STYLE`, else the 98th percentile).
         title: panel title (default: the field's ``long_name``).
+        label: colour-bar label (default: ``long_name [units]``).
     """
     plt = _plt()
     if not {"lat", "lon"} <= set(da.dims):
@@ -120,8 +134,30 @@ def plot_map(da: xr.DataArray, ax=None, cmap: str | None = None, vmin: float | N
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
     ax.set_title(title if title is not None else da.attrs.get("long_name", str(da.name)))
-    ax.figure.colorbar(mesh, ax=ax, label=_label(da), shrink=0.8, pad=0.02)
+    ax.figure.colorbar(mesh, ax=ax, label=label if label is not None else _label(da),
+                       shrink=0.8, pad=0.02)
     return ax.figure
+
+
+def plot_folds(fold: xr.DataArray):
+    """The spatial-block folds: the test fold black, each validation fold its own colour."""
+    plt = _plt()
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    values = fold.where(fold >= -1)
+    k = int(values.max()) + 1
+    palette = plt.get_cmap("tab20" if k > 10 else "tab10")
+    cmap = ListedColormap(["black", *[palette(i) for i in range(k)]])
+    norm = BoundaryNorm(np.arange(-1.5, k), cmap.N)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    plot_map(values.rename("fold"), ax=ax, cmap=cmap, vmin=None, vmax=None,
+             title=f"spatial-block folds: test (black) and {k} validation folds",
+             label="fold")
+    mesh = ax.collections[0]
+    mesh.set_norm(norm)
+    bar = fig.axes[-1]
+    bar.set_yticks(np.arange(-1, k), ["test", *[str(i) for i in range(k)]])
+    return fig
 
 
 def plot_patterns(maps: xr.Dataset, names: Sequence[str] | None = None):
@@ -148,9 +184,9 @@ def plot_tws_decomposition(shares: xr.Dataset):
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         da = shares[name]
+        store = str(name).removeprefix("tws_share_").upper()
         plot_map(da, ax=ax, cmap=MAP_STYLE.get(str(name), ("viridis",))[0], vmin=0, vmax=1,
-                 title=f"share of {str(name).removeprefix('tws_share_').upper()} in TWS "
-                       f"variability")
+                 title=f"share of {store} in TWS variability", label="C_rel [–] (eq. 14)")
     return fig
 
 
@@ -220,7 +256,7 @@ def plot_msc(msc: xr.Dataset, targets: Sequence[str] | None = None):
         name, unit = LABELS.get(t, (t, pred.attrs.get("units", "")))
         ax.set_title(name)
         ax.set_xlabel("month")
-        ax.set_ylabel(f"{name} [{pred.attrs.get('units') or unit}]")
+        ax.set_ylabel(f"{name} [{pretty_units(pred.attrs.get('units') or unit)}]")
         ax.set_xticks([1, 4, 7, 10], ["Jan", "Apr", "Jul", "Oct"])
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Mean seasonal cycle over the test cells", fontsize=10)

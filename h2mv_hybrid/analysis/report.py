@@ -103,10 +103,7 @@ def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
         fig_dir / "tws_decomposition.png")
     plots.save(plots.plot_patterns(maps, ["sm_max", "sm_max_spread"]), fig_dir / "sm_max.png")
     if "fold" in results["folds"] and {"lat", "lon"} <= set(results["folds"]["fold"].dims):
-        fold = results["folds"]["fold"].load()
-        fold = fold.where(fold > -9).assign_attrs(long_name="fold (−1: test)", units="–")
-        plots.save(plots.plot_map(fold, cmap="tab20", title="cross-validation folds "
-                                  "(−1 = test fold)"), fig_dir / "folds.png")
+        plots.save(plots.plot_folds(results["folds"]["fold"].load()), fig_dir / "folds.png")
 
 
 def analyze(ensemble: str, out: str | None = None, store: str | None = None,
