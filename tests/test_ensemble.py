@@ -318,3 +318,33 @@ def test_members_over_two_ddp_processes(store, tmp_path):
     ens = xr.open_zarr(tmp_path / "run" / "ensemble.zarr", consolidated=False)
     assert ens.sizes["member"] == 2
     assert not list((tmp_path / "run").glob("*.partial"))
+
+
+def test_point_layout_ensemble_and_analysis(store, tmp_path):
+    """A point store (cells along one dim): members, ensemble store and figures."""
+    from h2mv_hybrid.analysis.report import analyze
+    from h2mv_hybrid.data.synth import open_store
+
+    ds = open_store(store).load()
+    land = ds["mask"].stack(cell=("lat", "lon"))
+    pts = ds.stack(cell=("lat", "lon")).isel(cell=np.flatnonzero(land.values))
+    pts = pts.reset_index("cell")
+    pts = pts.assign_coords(lat=("cell", pts["lat"].values), lon=("cell", pts["lon"].values))
+    pts = pts.transpose(*[d for d in ("time", "month", "feature", "cell") if d in pts.dims])
+    for v in pts.data_vars:
+        pts[v].encoding = {}
+    points = tmp_path / "points.zarr"
+    write_store(pts, None, points)
+    extra = overrides(str(points))
+    extra[extra.index("--trainer.max_epochs") + 1] = "1"
+    result = cross_validate(QUICKSTART, 2, root=tmp_path / "run", overrides=extra,
+                            device="cpu")
+    ens = xr.open_zarr(result["ensemble"], consolidated=False)
+    assert ens["ET"].dims == ("member", "time", "cell")
+    test = (ens["fold"] == -1).values
+    assert (np.isfinite(ens["sm_max"].values) == test[None]).all()
+    out = analyze(str(result["ensemble"]), str(tmp_path / "analysis"))
+    maps = xr.open_zarr(Path(out) / "analysis.zarr", group="patterns", consolidated=False)
+    assert maps["runoff_coefficient"].dims == ("cell",)
+    assert (Path(out) / "figures" / "patterns.png").stat().st_size > 10_000
+    assert (Path(out) / "figures" / "folds.png").stat().st_size > 10_000

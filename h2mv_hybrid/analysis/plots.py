@@ -93,7 +93,9 @@ def plot_map(da: xr.DataArray, ax=None, cmap: str | None = None, vmin: float | N
     """A lat/lon map of one field with a labelled colour bar (``long_name [units]``).
 
     Args:
-        da: field with ``lat`` and ``lon`` dims (degrees north / east); NaN is blank.
+        da: field with ``lat`` and ``lon`` dims (degrees north / east), or a point layout
+            (a ``cell`` dim with ``lat`` / ``lon`` coordinates, drawn as markers); NaN is
+            blank.
         ax: axes to draw on (default: a new figure).
         cmap: colour map (default from :data:`MAP_STYLE`, else viridis).
         vmin: lower end of the colour range (default from :data:`MAP_STYLE`, else the 2nd
@@ -103,13 +105,15 @@ def plot_map(da: xr.DataArray, ax=None, cmap: str | None = None, vmin: float | N
         label: colour-bar label (default: ``long_name [units]``).
     """
     plt = _plt()
-    if not {"lat", "lon"} <= set(da.dims):
-        raise ValueError(f"{da.name}: expected lat and lon dims, found {da.dims}")
+    points = "cell" in da.dims and {"lat", "lon"} <= set(da.coords)
+    if not points and not {"lat", "lon"} <= set(da.dims):
+        raise ValueError(f"{da.name}: expected lat and lon dims (a grid) or a cell dim with "
+                         f"lat and lon coordinates (points), found {da.dims}")
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4))
     style = MAP_STYLE.get(str(da.name), ("viridis", None, None))
     cmap = cmap or style[0]
-    values = da.transpose("lat", "lon").values
+    values = da.values if points else da.transpose("lat", "lon").values
     finite = values[np.isfinite(values)]
     if vmin is None:
         vmin = style[1] if style[1] is not None else (
@@ -117,19 +121,27 @@ def plot_map(da: xr.DataArray, ax=None, cmap: str | None = None, vmin: float | N
     if vmax is None:
         vmax = style[2] if style[2] is not None else (
             float(np.percentile(finite, 98)) if finite.size else 1.0)
-    mesh = ax.pcolormesh(da["lon"].values, da["lat"].values, values, cmap=cmap, vmin=vmin,
-                         vmax=vmax, shading="nearest")
     ax.set_facecolor("0.93")  # ocean and unpredicted cells: light grey, not a data colour
     lat, lon = da["lat"].values, da["lon"].values
-    half_lat = abs(lat[1] - lat[0]) / 2 if len(lat) > 1 else 0.5
-    half_lon = abs(lon[1] - lon[0]) / 2 if len(lon) > 1 else 0.5
-    ax.set_xlim(lon.min() - half_lon, lon.max() + half_lon)
-    rows = np.flatnonzero(np.isfinite(values).any(axis=1))
-    # A global grid without data south of 60° S (no Antarctica) is drawn from 60° S.
-    south = lat.min() - half_lat
-    if rows.size and lat[rows].min() > -60 > south:
-        south = -60.0
-    ax.set_ylim(south, lat.max() + half_lat)
+    if points:  # stations or catchments: one marker each
+        ok = np.isfinite(values)
+        mesh = ax.scatter(lon[ok], lat[ok], c=values[ok], cmap=cmap, vmin=vmin, vmax=vmax,
+                          s=12, marker="s", linewidths=0)
+        pad = 2.0
+        ax.set_xlim(lon.min() - pad, lon.max() + pad)
+        ax.set_ylim(lat.min() - pad, lat.max() + pad)
+    else:
+        mesh = ax.pcolormesh(lon, lat, values, cmap=cmap, vmin=vmin, vmax=vmax,
+                             shading="nearest")
+        half_lat = abs(lat[1] - lat[0]) / 2 if len(lat) > 1 else 0.5
+        half_lon = abs(lon[1] - lon[0]) / 2 if len(lon) > 1 else 0.5
+        ax.set_xlim(lon.min() - half_lon, lon.max() + half_lon)
+        rows = np.flatnonzero(np.isfinite(values).any(axis=1))
+        # A global grid without data south of 60° S (no Antarctica) is drawn from 60° S.
+        south = lat.min() - half_lat
+        if rows.size and lat[rows].min() > -60 > south:
+            south = -60.0
+        ax.set_ylim(south, lat.max() + half_lat)
     ax.set_aspect("equal")
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
