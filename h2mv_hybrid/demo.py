@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from h2mv_hybrid.atomic import atomic_file
 from h2mv_hybrid.sites import site_climates, site_coefficients, site_forcing
 from process_layers import Fluxes, h2mv, water_balance
 
@@ -58,19 +57,11 @@ def plot_series(fluxes: Fluxes, prec: torch.Tensor, names: list[str], path: Path
         ax.set_xlabel("day")
     fig.suptitle("H2MV bucket on built-in site forcing (hand-set coefficients)")
     fig.tight_layout()
-    # Write next to the target and rename, so an interrupted run leaves no partial PNG.
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=90)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
+        with atomic_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=90)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def demo(

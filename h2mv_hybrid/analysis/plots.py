@@ -17,12 +17,13 @@ it works headless (matplotlib is the ``plots`` extra).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from h2mv_hybrid.atomic import atomic_file
 
 #: Units and titles of what the maps and panels show, where the data carry none.
 LABELS = {
@@ -78,14 +79,12 @@ def _label(da: xr.DataArray) -> str:
 
 def save(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Write a figure as PNG atomically (a temporary file renamed into place) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
-    _plt().close(fig)
-    return path
+    try:
+        with atomic_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    finally:
+        _plt().close(fig)
+    return Path(path)
 
 
 def plot_map(da: xr.DataArray, ax=None, cmap: str | None = None, vmin: float | None = None,

@@ -15,8 +15,6 @@ Writes into one directory (built under a temporary name and renamed into place):
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from h2mv_hybrid.analysis.ensemble import (
     open_ensemble,
     predicted_cells,
 )
+from h2mv_hybrid.atomic import atomic_directory
 
 
 def performance_table(perf: xr.Dataset) -> pd.DataFrame:
@@ -122,17 +121,8 @@ def analyze(ensemble: str, out: str | None = None, store: str | None = None,
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"out: {out_path} exists; pass --overwrite true to replace it")
     results = analyze_ensemble(ensemble, store)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial",
-                                dir=out_path.parent))
-    try:
+    with atomic_directory(out_path) as tmp:
         _write(results, tmp, figures)
-        if out_path.exists():
-            shutil.rmtree(out_path)
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     table = performance_table(results["performance"])
     wide = table[table["metric"].isin(["r", "kge"])].pivot_table(
         index=["constraint", "metric"], columns="component", values="mean", sort=False)

@@ -16,8 +16,6 @@ ocean). All randomness comes from one ``numpy.random.Generator`` seeded by the c
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from h2mv_hybrid.atomic import atomic_directory
 from h2mv_hybrid.data.gridding import scatter
 from h2mv_hybrid.data.schema import annotate, month_starts
 from h2mv_hybrid.sites import wet_spells
@@ -369,20 +368,12 @@ def write_store(store: xr.Dataset, truth: xr.Dataset | None, out: str | os.PathL
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"out: {out} exists; pass overwrite=True (--overwrite) to replace")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         # Unconsolidated: consolidated metadata is not part of the zarr v3 specification.
         store.to_zarr(tmp, mode="w", encoding=chunking(store), consolidated=False)
         if truth is not None:
             truth.to_zarr(tmp, group="truth", mode="a", encoding=chunking(truth),
                           consolidated=False)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

@@ -23,7 +23,6 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from h2mv_hybrid.atomic import atomic_file
 
 PredictCells = Literal["test", "all", "none"]
 #: Overrides that would contradict the member set-up; ``h2mv cv`` owns them.
@@ -42,11 +43,8 @@ PREDICTION_WRITER = "h2mv_hybrid.model.prediction.ZarrPredictionWriter"
 
 def write_text(path: Path, text: str) -> None:
     """Write a file atomically (temporary file + rename): readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -88,14 +88,12 @@ def load_member(checkpoint: str | os.PathLike, device: torch.device) -> L.Lightn
     """A member's LightningModule from its checkpoint, whatever its class."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     class_path = ckpt.get("hyper_parameters", {}).get("_class_path")
-    if class_path:  # LightningCLI checkpoints name their class; import it before loading
-        importlib.import_module(class_path.rsplit(".", 1)[0])
-        module = L.LightningModule.load_from_checkpoint(checkpoint, map_location=device)
-    else:
-        from h2mv_hybrid.model.module import H2MVHybrid
-
-        module = H2MVHybrid.load_from_checkpoint(checkpoint, map_location=device)
-    return module.eval()
+    if not class_path:
+        raise ValueError(f"checkpoint {checkpoint}: expected a checkpoint of h2mv fit that "
+                         f"names its model class (_class_path), found none")
+    # Lightning loads only classes already imported (its guard against arbitrary code).
+    importlib.import_module(class_path.rsplit(".", 1)[0])
+    return L.LightningModule.load_from_checkpoint(checkpoint, map_location=device).eval()
 
 
 def _datamodule_settings(checkpoint: str) -> dict[str, Any]:
