@@ -209,3 +209,18 @@ def test_every_analysis_has_a_figure(tmp_path):
     path = plots.save(fig, tmp_path / "fig" / "tws.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert not list((tmp_path / "fig").glob(".*"))  # no temporary file left
+
+
+def test_analyze_names_a_missing_or_wrong_ensemble(tmp_path):
+    from h2mv_hybrid import cli
+    from h2mv_hybrid.analysis.ensemble import open_ensemble
+
+    with pytest.raises(SystemExit, match="ensemble: expected a zarr store at"):
+        cli.main(["analyze", "--ensemble", str(tmp_path / "nope.zarr")])
+    ens, _ = small_stores()
+    ens.isel(member=0, drop=True).to_zarr(tmp_path / "one.zarr", consolidated=False)
+    with pytest.raises(ValueError, match="expected a 'member' dimension"):
+        open_ensemble(tmp_path / "one.zarr")
+    ens.to_zarr(tmp_path / "ens.zarr", consolidated=False)
+    with pytest.raises(ValueError, match="records no input store"):
+        open_ensemble(tmp_path / "ens.zarr")
