@@ -45,6 +45,10 @@ SPECIAL: dict[str, tuple[str, str]] = {
         "h2mv_hybrid.ensemble.cv:cv",
         "train the K cross-validation members, then write the ensemble prediction store",
     ),
+    "compare": (
+        "h2mv_hybrid.ensemble.compare:compare_command",
+        "train the variants of a comparison spec through the CV, print their score table",
+    ),
 }
 
 

@@ -28,7 +28,7 @@ def points_path(tmp_path_factory, store_path):
     land = ds["mask"].stack(cell=("lat", "lon"))
     pts = ds.stack(cell=("lat", "lon")).isel(cell=np.flatnonzero(land.values)).reset_index("cell")
     pts = pts.assign_coords(lat=("cell", pts["lat"].values), lon=("cell", pts["lon"].values))
-    pts = pts.transpose(*[d for d in ("time", "month", "feature", "cell") if d in pts.dims])
+    pts = pts.transpose(*[d for d in ("time", "month", "layer", "feature", "cell") if d in pts.dims])
     for v in pts.data_vars:
         pts[v].encoding = {}
     path = tmp_path_factory.mktemp("pts") / "points.zarr"

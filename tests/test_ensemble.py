@@ -330,7 +330,7 @@ def test_point_layout_ensemble_and_analysis(store, tmp_path):
     pts = ds.stack(cell=("lat", "lon")).isel(cell=np.flatnonzero(land.values))
     pts = pts.reset_index("cell")
     pts = pts.assign_coords(lat=("cell", pts["lat"].values), lon=("cell", pts["lon"].values))
-    pts = pts.transpose(*[d for d in ("time", "month", "feature", "cell") if d in pts.dims])
+    pts = pts.transpose(*[d for d in ("time", "month", "layer", "feature", "cell") if d in pts.dims])
     for v in pts.data_vars:
         pts[v].encoding = {}
     points = tmp_path / "points.zarr"

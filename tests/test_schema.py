@@ -38,7 +38,7 @@ def small_store(points: bool = False, n_days: int = 70) -> xr.Dataset:
     if points:
         ds = ds.stack(cell=("lat", "lon")).reset_index("cell")
         ds = ds.assign_coords(lat=("cell", ds["lat"].values), lon=("cell", ds["lon"].values))
-        ds = ds.transpose(*[d for d in ("time", "month", "feature", "cell") if d in ds.dims])
+        ds = ds.transpose(*[d for d in ("time", "month", "layer", "feature", "cell") if d in ds.dims])
     return ds
 
 

@@ -72,15 +72,21 @@ def predicted_cells(ens: xr.Dataset, store: xr.Dataset) -> tuple[xr.Dataset, xr.
     """Both stores reduced to the predicted cells along one ``cell`` dimension.
 
     Grid stores are stacked (lat, lon) → cell, with ``lat`` and ``lon`` kept as plain
-    coordinates of each cell; the cells kept are those where member 0 has an SM_max. The
+    coordinates of each cell; the cells kept are those where member 0 has an SM_max (or,
+    for heads without one, a first-day value of its first daily output). The
     two results share the cell coordinate, so they align exactly.
     """
     if "cell" not in ens.dims:
         ens = ens.stack(cell=("lat", "lon")).reset_index("cell")
         store = store.stack(cell=("lat", "lon")).reset_index("cell")
-    keep = np.flatnonzero(np.isfinite(ens["sm_max"].isel(member=0).values))
+    if "sm_max" in ens:
+        probe, what = ens["sm_max"].isel(member=0), "sm_max"
+    else:  # heads without SM_max: the first daily output on the first day
+        what = next(k for k, v in ens.data_vars.items() if v.dims[:2] == ("member", "time"))
+        probe = ens[what].isel(member=0, time=0)
+    keep = np.flatnonzero(np.isfinite(probe.values))
     if len(keep) == 0:
-        raise ValueError("ensemble: expected predicted cells (finite sm_max), found none")
+        raise ValueError(f"ensemble: expected predicted cells (finite {what}), found none")
     return ens.isel(cell=keep), store.isel(cell=keep)
 
 

@@ -15,6 +15,9 @@ and each tile's part is read as one bounding box of whole series. Each batch is 
 - ``static`` [cells, features] in the store's units (the model normalizes with ``stats``);
 - one entry per constraint over the period only, on its own axis: monthly ones
   [cells, months], daily ones [cells, period days]; NaN where unobserved;
+- one entry per requested input (``inputs``: extra meteorology, layered soil moisture,
+  daily land-surface fields) over the same days as ``forcing``: [cells, days] or
+  [cells, days, layers];
 - ``month_of_day`` [period days]: the month index of each day of the period;
 - ``spinup_days`` (0-d): how many leading days of ``forcing`` are spin-up;
 - ``lat``, ``lon``, ``cell_index`` [cells]: where the cells are (flat index into the
@@ -66,6 +69,11 @@ class Normalization:
     features: list[str]
     target_mean: dict[str, float] = field(default_factory=dict)
     target_std: dict[str, float] = field(default_factory=dict)
+    #: per requested input: mean and std over training cells and period (one per layer)
+    input_mean: dict[str, list[float]] = field(default_factory=dict)
+    input_std: dict[str, list[float]] = field(default_factory=dict)
+    #: thickness of each soil layer of ``sm_layers``, mm (empty without it)
+    layer_thickness_mm: list[float] = field(default_factory=list)
 
 
 # Checkpoints keep the statistics in their hyperparameters; allow them under torch.load's
@@ -180,12 +188,14 @@ class CellBatches(Dataset):
     """Map-style dataset whose items are whole batches: ``dataset[positions]``."""
 
     def __init__(self, ds: xr.Dataset, rows: np.ndarray, cols: np.ndarray | None,
-                 window: Window, constraints: Sequence[str], tile: tuple[int, ...]):
+                 window: Window, constraints: Sequence[str], tile: tuple[int, ...],
+                 inputs: Sequence[str] = ()):
         self.ds = ds
         self.rows, self.cols = rows, cols
         self.window = window
         self.constraints = tuple(constraints)
         self.tile = tile
+        self.inputs = tuple(inputs)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -237,6 +247,9 @@ class CellBatches(Dataset):
         if daily:
             batch.update({k: as_t(v) for k, v in self._block(
                 daily, slice(w.start_day, w.end_day), "time", r, c).items()})
+        if self.inputs:
+            batch.update({k: as_t(v) for k, v in self._block(
+                self.inputs, slice(w.first_day, w.end_day), "time", r, c).items()})
         if c is None:
             lat = self.ds["lat"].values[r]
             lon = self.ds["lon"].values[r]
@@ -256,6 +269,10 @@ class H2MVDataModule(L.LightningDataModule):
         store: path of the zarr store (or anything ``xarray.open_zarr`` opens).
         targets: constraint variables served with every batch (must be in the store);
             default: every constraint the store holds.
+        inputs: optional daily variables served with every batch over the forcing's days
+            (spin-up included), e.g. the PHY-LSTM heads' extra meteorology (``sw_down``,
+            ``lw_down``, ``q_air``, ``psurf``, ``wind``), ``sm_layers`` and the daily
+            land-surface fields (``et_daily``, ``q_surf_daily``, ``swe_daily``).
         n_folds: K, the number of validation folds (ensemble members).
         member: which fold this run validates on (0 … K−1); the test fold is shared.
         block_deg: size of the spatial blocks of the folds, degrees.
@@ -282,6 +299,7 @@ class H2MVDataModule(L.LightningDataModule):
         self,
         store: str,
         targets: list[str] | None = None,
+        inputs: list[str] | None = None,
         n_folds: int = 10,
         member: int = 0,
         block_deg: float = 10.0,
@@ -313,6 +331,7 @@ class H2MVDataModule(L.LightningDataModule):
             raise ValueError(f"spinup_years: expected ≥ 0, found {spinup_years}")
         self.store_path = store
         self.requested_constraints = targets
+        self.inputs = tuple(inputs or ())
         self.n_folds, self.member = n_folds, member
         self.block_deg, self.fold_seed = block_deg, fold_seed
         self.periods = {
@@ -345,7 +364,7 @@ class H2MVDataModule(L.LightningDataModule):
     def info(self) -> StoreInfo:
         """Schema check of the store, run before anything is served."""
         return check_store(self.dataset, constraints=self.requested_constraints,
-                           check_values=self.check_values)
+                           inputs=self.inputs, check_values=self.check_values)
 
     @property
     def constraints(self) -> tuple[str, ...]:
@@ -407,9 +426,23 @@ class H2MVDataModule(L.LightningDataModule):
             if k == "tws":
                 x = x - x.mean(axis)  # the loss compares anomalies
             lazy[k] = (x.mean(), x.std())
+        for k in self.inputs:
+            x = ds[k].isel(time=slice(w.start_day, w.end_day)).where(where)
+            per = [d for d in x.dims if d != "layer"]
+            lazy[f"input:{k}"] = (x.mean(per), x.std(per))
         (computed,) = dask.compute(lazy)
         v = {k: (np.asarray(m.values, float), np.asarray(s.values, float)) for k, (m, s) in
              computed.items()}
+        for k in self.inputs:
+            mean, std = v[f"input:{k}"]
+            if not (np.isfinite(std).all() and (std > 0).all()):
+                raise StoreError(
+                    f"{k}: expected values varying over training cells in the training "
+                    f"period, found {'none' if not np.isfinite(std).all() else 'a constant'}"
+                )
+        thickness = []
+        if "sm_layers" in self.inputs:
+            thickness = (1000.0 * (ds["depth_bottom"] - ds["depth_top"])).values.tolist()
         for k in self.constraints:
             if not np.isfinite(v[k][1]) or v[k][1] <= 0:
                 raise StoreError(
@@ -424,6 +457,9 @@ class H2MVDataModule(L.LightningDataModule):
             features=[str(f) for f in ds["feature"].values],
             target_mean={k: float(v[k][0]) for k in self.constraints},
             target_std={k: float(v[k][1]) for k in self.constraints},
+            input_mean={k: np.atleast_1d(v[f"input:{k}"][0]).tolist() for k in self.inputs},
+            input_std={k: np.atleast_1d(v[f"input:{k}"][1]).tolist() for k in self.inputs},
+            layer_thickness_mm=[float(x) for x in thickness],
         )
 
     # -- Lightning hooks -----------------------------------------------------------------
@@ -442,7 +478,7 @@ class H2MVDataModule(L.LightningDataModule):
         rows = idx[:, 0]
         cols = idx[:, 1] if idx.shape[1] == 2 else None
         return CellBatches(self.reader, rows, cols, self.window(stage), self.constraints,
-                           store_tile(self.dataset))
+                           store_tile(self.dataset), self.inputs)
 
     def _tiles(self, data: CellBatches) -> list[np.ndarray]:
         key = tile_keys(data.rows, data.cols, data.tile)

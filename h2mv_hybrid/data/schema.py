@@ -51,6 +51,9 @@ class VariableSpec:
     valid_range: tuple[float, float] | None = None
     extra_dims: tuple[str, ...] = ()
     hints: tuple[Hint, ...] = field(default=())
+    #: optional variables only: may it have NaN on modelled cells? (inputs of a model
+    #: may not; targets and loss terms may, those days are left out)
+    gaps: bool = False
 
     def dims(self, spatial: tuple[str, ...]) -> tuple[str, ...]:
         """Dims of this variable in a layout with the given spatial dims."""
@@ -103,7 +106,7 @@ VARIABLES: tuple[VariableSpec, ...] = (
                  (0.0, 1e5)),
     # Optional inputs of the other model heads (their issues fill them in the generator).
     VariableSpec("sm_layers", "optional", "time", "m3 m-3", "volumetric soil moisture by layer",
-                 ("m3/m3", "m**3 m**-3"), (0.0, 1.0), extra_dims=("layer",)),
+                 ("m3/m3", "m**3 m**-3"), (0.0, 1.0), extra_dims=("layer",), gaps=True),
     VariableSpec("sw_down", "optional", "time", "W m-2", "downward shortwave radiation",
                  _W_M2, (0.0, 600.0)),
     VariableSpec("lw_down", "optional", "time", "W m-2", "downward longwave radiation",
@@ -116,6 +119,16 @@ VARIABLES: tuple[VariableSpec, ...] = (
                  (0.0, 60.0)),
     VariableSpec("pet", "optional", "time", "mm day-1", "potential evapotranspiration",
                  _PER_DAY, (-5.0, 30.0)),
+    # Daily land-surface fields (as a reanalysis gives them) for physics-guided losses.
+    VariableSpec("et_daily", "optional", "time", "mm day-1",
+                 "evapotranspiration (daily, land-surface model)", _PER_DAY, (-10.0, 50.0),
+                 gaps=True),
+    VariableSpec("q_surf_daily", "optional", "time", "mm day-1",
+                 "surface runoff (daily, land-surface model)", _PER_DAY, (0.0, 2000.0),
+                 gaps=True),
+    VariableSpec("swe_daily", "optional", "time", "mm",
+                 "snow water equivalent (daily, land-surface model)", _MM, (0.0, 1e5),
+                 gaps=True),
 )
 SPECS: dict[str, VariableSpec] = {v.name: v for v in VARIABLES}
 FORCING_NAMES: tuple[str, ...] = tuple(v.name for v in VARIABLES if v.role == "forcing")
@@ -247,10 +260,30 @@ def _first_cell(bad: xr.DataArray) -> str:
     return ", ".join(labels)
 
 
+def _check_layers(ds: xr.Dataset) -> None:
+    """``sm_layers`` needs the depth bounds of its layers (m) to turn θ into mm."""
+    for name in ("depth_top", "depth_bottom"):
+        if name not in ds.coords or ds[name].dims != ("layer",):
+            raise StoreError(
+                f"{name}: expected a coordinate along 'layer' (m) for sm_layers, found "
+                f"{'dims ' + str(ds[name].dims) if name in ds.coords else 'none'}"
+            )
+        if ds[name].attrs.get("units") != "m":
+            raise StoreError(f"{name}: expected units 'm', found "
+                             f"{ds[name].attrs.get('units')!r}")
+    top, bottom = ds["depth_top"].values, ds["depth_bottom"].values
+    if not ((bottom > top).all() and (np.diff(top) > 0).all() and (top >= 0).all()):
+        raise StoreError(
+            f"depth_top, depth_bottom: expected layers from the surface down, each with "
+            f"bottom > top ≥ 0 m, found tops {top.tolist()} and bottoms {bottom.tolist()}"
+        )
+
+
 def check_store(
     ds: xr.Dataset,
     *,
     constraints: Iterable[str] | None = None,
+    inputs: Iterable[str] | None = None,
     check_values: bool = True,
 ) -> StoreInfo:
     """Check a store against the schema before anything is trained on it.
@@ -259,8 +292,11 @@ def check_store(
         ds: the store, opened lazily (``xr.open_zarr``) or in memory.
         constraints: constraint variables that must be present (default: none required;
             the constraints found are reported).
-        check_values: also scan the data for implausible values and NaN forcing on
-            modelled cells (one streaming dask pass).
+        inputs: optional daily variables that must be present (the extra inputs and
+            loss terms of a model head, see :data:`VARIABLES`).
+        check_values: also scan the used data (forcing, the constraints, the inputs) for
+            implausible values, and forcing and gap-free inputs for NaN on modelled cells
+            (one streaming dask pass).
 
     Raises:
         StoreError: naming the variable, the expected and the found.
@@ -274,11 +310,20 @@ def check_store(
             raise StoreError(
                 f"constraints: expected names among {', '.join(CONSTRAINT_NAMES)}, found {name!r}"
             )
-    missing = [n for n in required + wanted if n not in ds.data_vars]
+    extra = list(inputs or [])
+    for name in extra:
+        if name not in SPECS or SPECS[name].role != "optional" or SPECS[name].time != "time":
+            valid = [v.name for v in VARIABLES if v.role == "optional" and v.time == "time"]
+            raise StoreError(f"inputs: expected names among {', '.join(valid)}, found {name!r}")
+    missing = [n for n in required + wanted + extra if n not in ds.data_vars]
     if missing:
+        hint = ""
+        if ds.attrs.get("source") == "h2mv_hybrid.data.synth":
+            hint = ("; this twin was written by an older version: write it again with "
+                    "h2mv synth --overwrite (or delete it to let the DataModule recreate it)")
         raise StoreError(
             f"{', '.join(missing)}: expected in the store (required: {', '.join(required)}), "
-            f"found variables {', '.join(map(str, ds.data_vars)) or 'none'}"
+            f"found variables {', '.join(map(str, ds.data_vars)) or 'none'}{hint}"
         )
     present = [SPECS[n] for n in ds.data_vars if n in SPECS]
     if any(s.time == "month" for s in present) and "month" not in ds.coords:
@@ -287,6 +332,8 @@ def check_store(
         )
     for spec in present:
         _check_attrs_and_dims(ds, spec, spatial)
+    if "sm_layers" in ds.data_vars:
+        _check_layers(ds)
     if "feature" not in ds.coords:
         raise StoreError("static: expected a 'feature' coordinate naming each feature, found none")
 
@@ -299,9 +346,14 @@ def check_store(
         raise StoreError("mask: expected at least one modelled (True) cell, found none")
 
     if check_values:
-        _value_checks(ds, present, mask)
-        for name in FORCING_NAMES:
-            bad = (ds[name].isnull().any("time") & mask).load()
+        served = wanted if constraints is not None else [
+            s.name for s in present if s.role == "constraint"]
+        used = {*FORCING_NAMES, *extra, *served}
+        _value_checks(ds, [s for s in present if s.name in used], mask)
+        complete = [*FORCING_NAMES, *(n for n in extra if not SPECS[n].gaps)]
+        for name in complete:
+            null = ds[name].isnull()
+            bad = (null.any([d for d in null.dims if d not in spatial]) & mask).load()
             if bool(bad.any()):
                 raise StoreError(
                     f"{name}: expected complete forcing on modelled cells, found NaN at "

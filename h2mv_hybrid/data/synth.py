@@ -30,6 +30,7 @@ from h2mv_hybrid.data.gridding import scatter
 from h2mv_hybrid.data.schema import annotate, month_starts
 from h2mv_hybrid.sites import wet_spells
 from process_layers import FLUX_METADATA, FLUX_NAMES, h2mv
+from process_layers import soil_layers as layers
 from process_layers.constants import ZERO_CELSIUS_IN_KELVIN
 from process_layers.parameters import ALPHA_NAMES, BY_NAME
 
@@ -189,6 +190,71 @@ def _climate(rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray, elevati
     return rn, prec, tair_c + ZERO_CELSIUS_IN_KELVIN
 
 
+#: Stefan–Boltzmann constant, W m⁻² K⁻⁴.
+STEFAN_BOLTZMANN = 5.670374419e-8
+#: Emissivity of the land surface, –.
+SURFACE_EMISSIVITY = 0.97
+#: Sea-level pressure (Pa) and the scale height of the atmosphere (km), for psurf.
+SEA_LEVEL_PRESSURE = 101325.0
+SCALE_HEIGHT_KM = 8.434
+
+
+def saturation_specific_humidity(tair: np.ndarray, psurf: np.ndarray) -> np.ndarray:
+    """q_sat (kg kg⁻¹) from air temperature (K) and pressure (Pa): Bolton (1980) e_sat."""
+    t_c = tair - ZERO_CELSIUS_IN_KELVIN
+    e_sat = 611.2 * np.exp(17.67 * t_c / (t_c + 243.5))
+    return 0.622 * e_sat / (psurf - 0.378 * e_sat)
+
+
+def _extra_forcing(rng: np.random.Generator, lat: np.ndarray, rn: np.ndarray,
+                   prec: np.ndarray, tair: np.ndarray, elevation_km: np.ndarray,
+                   albedo: np.ndarray, aridity: np.ndarray) -> dict[str, np.ndarray]:
+    """The other meteorology of the PHY-LSTM heads, consistent with rn and tair [cells, time].
+
+    Radiation closes the surface energy budget exactly:
+    rn = (1 − albedo) · sw_down + lw_down − ε σ T⁴, with an atmospheric emissivity that
+    rises on wet (cloudy) days; humidity follows temperature through saturation and a
+    relative humidity set by aridity and rain; pressure follows elevation (scale height
+    8.4 km); wind is an AR(1) gamma-like series, windier at mid-latitudes.
+    """
+    n, t = rn.shape
+    wet = prec > 0
+    lw_up = SURFACE_EMISSIVITY * STEFAN_BOLTZMANN * tair**4
+    emissivity = 0.72 + 0.12 * wet + 0.02 * rng.standard_normal((n, t))
+    lw_down = emissivity * STEFAN_BOLTZMANN * tair**4
+    sw_down = np.clip((rn - lw_down + lw_up) / (1.0 - albedo[:, None]), 0.0, 550.0)
+    lw_down = rn + lw_up - (1.0 - albedo[:, None]) * sw_down  # closes the budget exactly
+    weather = np.empty((n, t))
+    weather[:, 0] = rng.standard_normal(n)
+    for i in range(1, t):
+        weather[:, i] = 0.8 * weather[:, i - 1] + 0.6 * rng.standard_normal(n)
+    psurf = SEA_LEVEL_PRESSURE * np.exp(-elevation_km[:, None] / SCALE_HEIGHT_KM) \
+        + 400.0 * weather
+    rh = np.clip(0.35 + 0.45 * (1.0 - aridity[:, None]) + 0.15 * wet
+                 + 0.05 * rng.standard_normal((n, t)), 0.05, 1.0)
+    q_air = rh * saturation_specific_humidity(tair, psurf)
+    storm_tracks = np.exp(-0.5 * ((np.abs(lat[:, None]) - 50.0) / 15.0) ** 2)
+    wind = np.clip(2.0 + 2.5 * storm_tracks + 1.2 * weather, 0.1, None)
+    return {"sw_down": sw_down, "lw_down": lw_down, "q_air": q_air, "psurf": psurf,
+            "wind": wind}
+
+
+def layer_coords() -> dict[str, tuple[str, np.ndarray, dict[str, str]]]:
+    """The ``layer`` axis of ``sm_layers``: index and depth bounds (m) of each layer."""
+    top, bottom = (np.array(b) for b in zip(*layers.LAYER_BOUNDS_M, strict=True))
+    return {
+        "layer": ("layer", np.arange(1, len(top) + 1), {"long_name": "soil layer"}),
+        "depth_top": ("layer", top, {"units": "m", "long_name": "depth of the layer top"}),
+        "depth_bottom": ("layer", bottom,
+                         {"units": "m", "long_name": "depth of the layer bottom"}),
+    }
+
+
+def residual_water_content(clay: np.ndarray) -> np.ndarray:
+    """θ_r (m³ m⁻³) of the twin's soils: 0.01 + 0.15 · clay fraction."""
+    return 0.01 + 0.15 * clay
+
+
 def _monthly(x: np.ndarray, time: pd.DatetimeIndex) -> np.ndarray:
     """Monthly means along the last axis of [cells, time] → [cells, months]."""
     codes = np.asarray((time.year - time.year[0]) * 12 + time.month - time.month[0])
@@ -247,12 +313,28 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
     beta_t = {k: torch.tensor(v) for k, v in TRUE_BETA.items()}
     year = slice(0, 365)
     states = None
+    # The soil layers run on the bucket's own fluxes, in float64 so that they sum to the
+    # bucket's SM to float32 precision over the whole period.
+    sm_max64 = torch.as_tensor(sm_max, dtype=torch.float64)
+    soil = torch.zeros(len(cells), len(layers.LAYER_BOUNDS_M), dtype=torch.float64)
+
+    def run_layers(f: h2mv.Fluxes, start: torch.Tensor) -> torch.Tensor:
+        return layers.simulate_layers(f.Es.double(), f.T.double(), f.r_soil.double(),
+                                      sm_max64, start)
+
     for _ in range(cfg.spinup_years):
         f = h2mv.simulate({k: v[:, year] for k, v in forcing.items()},
                           {k: v[:, year] for k, v in alpha_t.items()}, static_t, beta_t, states)
         states = f.final_states()
+        soil = run_layers(f, soil)[:, -1]
     initial = states if states is not None else h2mv.initial_states(len(cells))
     fluxes = h2mv.simulate(forcing, alpha_t, static_t, beta_t, initial)
+    soil_mm = run_layers(fluxes, soil)  # [cells, time, layer]
+    theta = layers.volumetric(
+        soil_mm, torch.as_tensor(residual_water_content(static[FEATURES.index("clay")]))
+    ).numpy()
+    extra = _extra_forcing(rng, clat, rn, prec, tair, np.clip(elev, 0, None),
+                           static[FEATURES.index("albedo")], aridity)
 
     # Observation operators.
     flux = {k: fluxes[k].numpy().astype(np.float64) for k in ("ET", "q_total", "tws", "swe")}
@@ -277,7 +359,7 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
         return scatter(x, cells, mask.shape, (TILE, TILE))
 
     spatial = ("lat", "lon")
-    order = ("time", "month", "feature", "lat", "lon")
+    order = ("time", "month", "layer", "feature", "lat", "lon")
     # Variable-length strings: zarr v3 has no specification for fixed-length unicode.
     features = np.array(FEATURES, dtype=object)
     coords = {"time": time, "month": months, "lat": lat, "lon": lon, "feature": features}
@@ -294,7 +376,14 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
                   grid(_observe(obs_rng, fapar_m, cfg.noise, cfg.gap_fraction, 0.0, 1.0))),
         "tws": ((*spatial, "month"), grid(tws_obs)),
         "swe": ((*spatial, "time"), grid(swe_obs)),
+        # What the PHY-LSTM heads read (ERA5-Land-like: complete daily model fields).
+        **{k: ((*spatial, "time"), grid(v)) for k, v in extra.items()},
+        "sm_layers": ((*spatial, "time", "layer"), grid(theta.astype(np.float32))),
+        "et_daily": ((*spatial, "time"), grid(fluxes["ET"].numpy())),
+        "q_surf_daily": ((*spatial, "time"), grid(fluxes["q_surf"].numpy())),
+        "swe_daily": ((*spatial, "time"), grid(fluxes["swe"].numpy())),
     }
+    coords.update(layer_coords())
     store = xr.Dataset(data, coords=coords).transpose(*order, missing_dims="ignore")
     for name in store.data_vars:
         annotate(store[name], name)

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from tqdm.auto import tqdm
 from h2mv_hybrid import __version__
 from h2mv_hybrid.data.datamodule import CellBatches, H2MVDataModule, store_tile, tile_keys
 from h2mv_hybrid.ensemble.cv import read_json
-from process_layers import FLUX_METADATA
+from h2mv_hybrid.model.prediction import output_metadata
 from process_layers.parameters import BY_NAME
 
 METADATA_FILES = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
@@ -114,11 +115,17 @@ def _device(device: str) -> torch.device:
 class EnsembleWriter:
     """Writes the members' predictions tile by tile into ``<out>.partial`` (see module doc)."""
 
-    def __init__(self, root: Path, out: Path, cells: str, overwrite: bool):
+    def __init__(self, root: Path, out: Path, cells: str, overwrite: bool,
+                 members: Sequence[int] | None = None):
         manifest = read_json(root / "cv.json")
-        self.folds = int(manifest["folds"])
+        folds = int(manifest["folds"])
+        self.ids = list(range(folds)) if members is None else sorted({int(m) for m in members})
+        bad = [m for m in self.ids if not 0 <= m < folds]
+        if bad or not self.ids:
+            raise ValueError(f"members: expected some of 0 … {folds - 1}, found {bad or 'none'}")
+        self.folds = len(self.ids)  # members in the store
         self.members = []
-        for k in range(self.folds):
+        for k in self.ids:
             done = root / f"member_{k}" / "done.json"
             if not done.exists():
                 raise FileNotFoundError(
@@ -154,13 +161,14 @@ class EnsembleWriter:
         self.window = self.dm.window("predict")
         self.time = ds["time"].values[self.window.start_day:self.window.end_day]
         self.data = CellBatches(self.dm.reader, self.rows, self.cols, self.window, (),
-                                self.tile)
+                                self.tile, self.dm.inputs)
         self.provenance = self._provenance(manifest)
 
     def _provenance(self, manifest: dict[str, Any]) -> dict[str, Any]:
         store = Path(self.dm.store_path)
         members = [{"member": k, "checkpoint": str(Path(c).resolve()),
-                    "sha256": sha256_file(c)} for k, c in enumerate(self.members)]
+                    "sha256": sha256_file(c)} for k, c in zip(self.ids, self.members,
+                                                               strict=True)]
         identity = {
             "config_text": manifest["config_text"], "overrides": manifest["overrides"],
             "members": [m["sha256"] for m in members], "cells": self.cells,
@@ -176,6 +184,7 @@ class EnsembleWriter:
             "config": manifest["config_text"],
             "config_overrides": json.dumps(manifest["overrides"]),
             "n_members": self.folds,
+            "n_folds": int(manifest["folds"]),
             "member_checkpoints": json.dumps(members),
             "input_store": str(store.resolve()),
             "input_store_metadata_sha256": identity["input_store_metadata_sha256"],
@@ -195,23 +204,22 @@ class EnsembleWriter:
         empty = lambda s, c: dask.array.full(s, np.nan, chunks=c, dtype=np.float32)  # noqa: E731
         data, enc = {}, {}
         for name in first["daily"]:
-            unit, long_name, eq = FLUX_METADATA.get(name, ("1", name, ""))
-            if name == "fapar":
-                unit, long_name, eq = "1", "fraction of absorbed PAR", "A5"
+            unit, long_name, eq = output_metadata(name, first)
             data[name] = xr.DataArray(empty((k, n_t, *shape), chunks), dims=dims, attrs={
                 "units": unit, "long_name": long_name, "equation": eq})
             enc[name] = {"chunks": chunks}
-        for name in first["alpha"]:
+        for name in first.get("alpha", {}):
             coef = BY_NAME[("alpha", name)]
             data[f"alpha_{name}"] = xr.DataArray(empty((k, n_t, *shape), chunks), dims=dims,
                                                  attrs={"units": coef.unit,
                                                         "long_name": f"learned {coef.symbol}"})
             enc[f"alpha_{name}"] = {"chunks": chunks}
-        data["sm_max"] = xr.DataArray(empty((k, *shape), (1, *self.tile)),
-                                      dims=("member", *self.spatial),
-                                      attrs={"units": "mm", "long_name": "learned SM_max"})
-        enc["sm_max"] = {"chunks": (1, *self.tile)}
-        for name in first["beta"]:
+        if "sm_max" in first:
+            data["sm_max"] = xr.DataArray(empty((k, *shape), (1, *self.tile)),
+                                          dims=("member", *self.spatial),
+                                          attrs={"units": "mm", "long_name": "learned SM_max"})
+            enc["sm_max"] = {"chunks": (1, *self.tile)}
+        for name in first.get("beta", {}):
             coef = BY_NAME[("beta", name)]
             data[f"beta_{name}"] = xr.DataArray(np.full(k, np.nan, np.float32), dims="member",
                                                 attrs={"units": coef.unit,
@@ -220,7 +228,7 @@ class EnsembleWriter:
         data["progress"] = xr.DataArray(np.zeros((k, len(self.tiles)), np.int8),
                                         dims=("member", "tile"),
                                         attrs={"long_name": "tiles written (1) per member"})
-        coords = {"member": np.arange(k), "time": self.time,
+        coords = {"member": np.array(self.ids), "time": self.time,
                   **{c: ds[c] for c in ("lat", "lon")}}
         skeleton = xr.Dataset(data, coords=coords, attrs=self.provenance)
         skeleton["member"].attrs["long_name"] = "cross-validation member (its validation fold)"
@@ -273,10 +281,11 @@ class EnsembleWriter:
 
         for name, values in pred["daily"].items():
             group[name][(member, slice(None), *region)] = place(values)
-        for name, values in pred["alpha"].items():
+        for name, values in pred.get("alpha", {}).items():
             group[f"alpha_{name}"][(member, slice(None), *region)] = place(values)
-        group["sm_max"][(member, *region)] = place(pred["sm_max"])
-        for name, value in pred["beta"].items():
+        if "sm_max" in pred:
+            group["sm_max"][(member, *region)] = place(pred["sm_max"])
+        for name, value in pred.get("beta", {}).items():
             group[f"beta_{name}"][member] = np.float32(value)
         group["progress"][member, t] = 1
 
@@ -322,8 +331,8 @@ class EnsembleWriter:
 
 
 def predict_ensemble(root: str | os.PathLike, out: str | os.PathLike | None = None,
-                     cells: str = "test", device: str = "auto", overwrite: bool = False
-                     ) -> Path:
+                     cells: str = "test", device: str = "auto", overwrite: bool = False,
+                     members: Sequence[int] | None = None) -> Path:
     """Write (or finish writing) the ensemble store of a finished CV.
 
     Args:
@@ -334,10 +343,12 @@ def predict_ensemble(root: str | os.PathLike, out: str | os.PathLike | None = No
         device: where the members run (``auto``: CUDA if available).
         overwrite: replace a complete store at ``out`` that holds other predictions (one
             with the same provenance is left as it is).
+        members: the members in the store (default: all K; each must be finished). The
+            ``member`` coordinate keeps their numbers (their validation folds).
 
     Returns:
         The path of the complete store.
     """
     root = Path(root)
     out = Path(out) if out is not None else root / "ensemble.zarr"
-    return EnsembleWriter(root, out, cells, overwrite).run(device)
+    return EnsembleWriter(root, out, cells, overwrite, members).run(device)

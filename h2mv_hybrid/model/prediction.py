@@ -1,10 +1,11 @@
 """Write ``h2mv predict`` results to a zarr store, atomically.
 
-Every daily output (all fluxes and storages of the bucket, fAPAR), every α, SM_max and β
-of the predicted cells, on the input store's layout (time, lat, lon or time, cell), with
-``units`` and ``long_name``; cells that were not predicted are NaN. The store is written
-under a temporary name and renamed into place, so an interrupted run leaves no
-half-written store under the final name.
+Every daily output of the model's ``predict_step`` (for the hybrid: all fluxes and
+storages of the bucket, fAPAR, every α, SM_max and β; for the LSTM heads: the forecast
+soil moisture) of the predicted cells, on the input store's layout (time, lat, lon or
+time, cell), with ``units`` and ``long_name``; cells that were not predicted are NaN.
+The store is written under a temporary name and renamed into place, so an interrupted
+run leaves no half-written store under the final name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ from h2mv_hybrid.data.gridding import scatter
 from h2mv_hybrid.data.synth import TILE, write_store
 from process_layers import FLUX_METADATA
 from process_layers.parameters import BY_NAME
+
+
+def output_metadata(name: str, prediction: dict) -> tuple[str, str, str]:
+    """(units, long_name, equation) of a daily output: the head's own, else the bucket's."""
+    own = prediction.get("metadata", {})
+    if name in own:
+        return tuple(own[name])
+    if name == "fapar":
+        return "1", "fraction of absorbed PAR", "A5"
+    return FLUX_METADATA.get(name, ("1", name, ""))
 
 
 class ZarrPredictionWriter(BasePredictionWriter):
@@ -52,22 +63,22 @@ class ZarrPredictionWriter(BasePredictionWriter):
         order = ("time", *spatial)
         data = {}
         for name in batches[0]["daily"]:
-            unit, long_name, eq = FLUX_METADATA.get(name, ("1", "fAPAR", "A5"))
+            unit, long_name, eq = output_metadata(name, batches[0])
             data[name] = xr.DataArray(
                 scatter(cat("daily", name), index, shape, tile), dims=(*spatial, "time"),
                 attrs={"units": unit, "long_name": long_name, "equation": eq},
             ).transpose(*order)
-        for name in batches[0]["alpha"]:
+        for name in batches[0].get("alpha", {}):
             coef = BY_NAME[("alpha", name)]
             data[f"alpha_{name}"] = xr.DataArray(
                 scatter(cat("alpha", name), index, shape, tile), dims=(*spatial, "time"),
                 attrs={"units": coef.unit, "long_name": f"learned {coef.symbol}"},
             ).transpose(*order)
-        sm_max = torch.cat([b["sm_max"] for b in batches]).numpy()
-        data["sm_max"] = xr.DataArray(scatter(sm_max, index, shape, tile), dims=spatial,
-                                      attrs={"units": "mm", "long_name": "learned SM_max"})
-        beta = batches[0]["beta"]
-        for name, value in beta.items():
+        if "sm_max" in batches[0]:
+            sm_max = torch.cat([b["sm_max"] for b in batches]).numpy()
+            data["sm_max"] = xr.DataArray(scatter(sm_max, index, shape, tile), dims=spatial,
+                                          attrs={"units": "mm", "long_name": "learned SM_max"})
+        for name, value in batches[0].get("beta", {}).items():
             coef = BY_NAME[("beta", name)]
             data[f"beta_{name}"] = xr.DataArray(np.float32(value), attrs={
                 "units": coef.unit, "long_name": f"learned {coef.symbol}"})

@@ -1,0 +1,193 @@
+"""``h2mv compare``: train several model variants through the CV and tabulate their scores.
+
+A comparison spec (YAML, in ``experiments/``) names the variants, each an experiment
+config plus optional overrides, and the CV set-up they share::
+
+    root: h2mv_outputs/phy_lstm/comparison   # one CV root per variant below it
+    folds: 10                                 # K of the spatial-block CV
+    members: [0, 1, 2]                        # the members trained (default: all K)
+    overrides: []                             # LightningCLI arguments for every variant
+    variants:
+      - {name: LSTM, config: experiments/phy_lstm/lstm.yaml}
+      - {name: PHY-LSTM 1:9, config: experiments/phy_lstm/phy_lstm.yaml,
+         overrides: [--model.init_args.w_data=0.1, --model.init_args.w_phy=0.9]}
+
+Each variant is an ordinary ``h2mv cv`` root (``<root>/<variant>``): its members are
+trained, resumed or skipped as there, and its ensemble store holds the chosen members'
+forecasts on the shared test cells. The scores (:mod:`h2mv_hybrid.analysis.soil_moisture`)
+of every variant go into ``<root>/comparison.csv`` (overall) and ``<root>/by_zone.csv``
+(by climate zone), written atomically, and the table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from h2mv_hybrid.atomic import atomic_file
+
+SPEC_KEYS = ("root", "folds", "members", "overrides", "variants", "layer")
+VARIANT_KEYS = ("name", "config", "overrides")
+#: Columns of the printed table: (column, header, format).
+TABLE = (("R", "R", "{:.3f}"), ("RMSE", "RMSE", "{:.4f}"), ("R2", "R²", "{:.3f}"),
+         ("KGE", "KGE", "{:.3f}"), ("inconsistency", "incons. ΔW", "{:.1%}"),
+         ("inconsistency_deep", "incons. ΔWs", "{:.1%}"),
+         ("inconsistency_level", "sign(ΔW)", "{:.1%}"))
+
+
+@dataclass
+class Variant:
+    """One row of the comparison: an experiment config and its overrides."""
+
+    name: str
+    config: Path
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        """Directory name of the variant's CV root."""
+        return re.sub(r"[^A-Za-z0-9]+", "_", self.name).strip("_").lower()
+
+
+@dataclass
+class Spec:
+    """A parsed comparison spec (see the module docstring)."""
+
+    root: Path
+    folds: int
+    members: list[int] | None
+    overrides: list[str]
+    variants: list[Variant]
+    layer: int = 1
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: expected a list of strings, found {value!r}")
+    return list(value)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and check a comparison spec; errors name the key, the expected and the found."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"spec: expected a comparison YAML file, found nothing at {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: expected keys among {', '.join(SPEC_KEYS)}, found "
+                         f"{', '.join(unknown)}")
+    variants = raw.get("variants")
+    if not isinstance(variants, list) or not variants:
+        raise ValueError(f"{path}: variants: expected a non-empty list, found {variants!r}")
+    parsed = []
+    for i, v in enumerate(variants):
+        if not isinstance(v, dict) or not {"name", "config"} <= set(v) or set(v) - set(
+                VARIANT_KEYS):
+            raise ValueError(f"{path}: variants[{i}]: expected keys name, config (and "
+                             f"overrides), found {v!r}")
+        config = Path(v["config"])
+        if not config.is_file():
+            raise FileNotFoundError(f"variants[{i}] ({v['name']}): config {config} not found")
+        parsed.append(Variant(str(v["name"]), config, _strings(v.get("overrides"),
+                                                              f"variants[{i}].overrides")))
+    slugs = [v.slug for v in parsed]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError(f"{path}: variants: expected distinct names, found {slugs}")
+    members = raw.get("members")
+    if members is not None and not (isinstance(members, list)
+                                    and all(isinstance(m, int) for m in members)):
+        raise ValueError(f"{path}: members: expected a list of member numbers, found "
+                         f"{members!r}")
+    return Spec(root=Path(raw.get("root", f"h2mv_outputs/compare/{path.stem}")),
+                folds=int(raw.get("folds", 10)), members=members,
+                overrides=_strings(raw.get("overrides"), "overrides"), variants=parsed,
+                layer=int(raw.get("layer", 1)))
+
+
+def format_table(overall: pd.DataFrame) -> str:
+    """The comparison table as fixed-width text, one row per variant."""
+    width = max(len("variant"), *(len(str(v)) for v in overall["variant"]))
+    head = f"{'variant':<{width}}" + "".join(f" {h:>11}" for _, h, _ in TABLE)
+    lines = [head, "-" * len(head)]
+    for _, row in overall.iterrows():
+        cells = "".join(f" {fmt.format(row[c]):>11}" for c, _, fmt in TABLE)
+        lines.append(f"{row['variant']:<{width}}{cells}")
+    ref = overall.iloc[0]
+    lines.append(f"{'observed':<{width}}" + f" {'':>11}" * 4 + "".join(
+        f" {ref['observed_' + c]:>11.1%}" for c, _, _ in TABLE if c.startswith("incons")))
+    return "\n".join(lines)
+
+
+def compare(spec: str | Path, overrides: Sequence[str] = (), device: str = "auto"
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train (or resume, or skip) every variant's CV members, forecast, score, tabulate.
+
+    Args:
+        spec: the comparison YAML.
+        overrides: extra LightningCLI arguments for every variant (after the spec's own).
+        device: device of the ensemble forecasts.
+
+    Returns:
+        ``(overall, by_zone)`` tables, also written to ``<root>/comparison.csv`` and
+        ``<root>/by_zone.csv``.
+    """
+    from h2mv_hybrid.analysis.ensemble import open_ensemble
+    from h2mv_hybrid.analysis.soil_moisture import soil_moisture_scores, summarize
+    from h2mv_hybrid.ensemble.cv import cross_validate
+    from h2mv_hybrid.ensemble.store import predict_ensemble
+
+    s = load_spec(spec)
+    overall, zones = [], []
+    for v in s.variants:
+        vroot = s.root / v.slug
+        print(f"\n=== {v.name}: {v.config} {' '.join(v.overrides)} → {vroot}")
+        cross_validate(v.config, s.folds, s.members, vroot,
+                       [*s.overrides, *v.overrides, *overrides], predict="none")
+        store = predict_ensemble(vroot, cells="test", device=device, members=s.members)
+        ens, inputs = open_ensemble(store)
+        scores = soil_moisture_scores(ens, inputs, layer=s.layer)
+        one, by_zone = summarize(scores)
+        one.insert(0, "variant", v.name)
+        by_zone.insert(0, "variant", v.name)
+        overall.append(one)
+        zones.append(by_zone)
+    overall_df = pd.concat(overall, ignore_index=True)
+    zone_df = pd.concat(zones, ignore_index=True)
+    s.root.mkdir(parents=True, exist_ok=True)
+    for name, df in (("comparison.csv", overall_df), ("by_zone.csv", zone_df)):
+        with atomic_file(s.root / name) as tmp:
+            df.to_csv(tmp, index=False, float_format="%.6g")
+    members = overall_df["members"].iloc[0]
+    print(f"\ntest cells ({overall_df['cells'].iloc[0]}), median over cells, mean over "
+          f"{members} member(s); inconsistency: share of days whose forecast change "
+          f"disagrees in sign with the change of ΔW (eq. 19: ΔW of eq. 10, ΔWs of eq. 11) "
+          f"or with ΔW itself (sign(ΔW)); observed = the target's own")
+    print(format_table(overall_df))
+    print(f"\ntables: {s.root / 'comparison.csv'}, {s.root / 'by_zone.csv'}")
+    return overall_df, zone_df
+
+
+def compare_command(argv: Sequence[str]) -> None:
+    """The ``h2mv compare`` command; unknown arguments go to every variant's fits."""
+    parser = argparse.ArgumentParser(
+        prog="h2mv compare",
+        description="Train the variants of a comparison spec through the spatial-block CV, "
+                    "forecast the test cells and print their scores (R, RMSE, R², KGE, "
+                    "physical inconsistency). Unknown arguments (--trainer.max_epochs=3 …) "
+                    "go to every variant's fits.",
+    )
+    parser.add_argument("--spec", required=True, help="comparison YAML (experiments/…)")
+    parser.add_argument("--device", default="auto",
+                        help="device of the forecasts (auto, cpu, cuda …)")
+    args, rest = parser.parse_known_args(list(argv))
+    compare(args.spec, rest, args.device)
