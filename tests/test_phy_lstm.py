@@ -353,3 +353,14 @@ def test_compare_runs_the_three_way_table(store, tmp_path, monkeypatch, capsys):
     cli.main(["compare", "--spec", str(spec)])
     assert (root / "lstm" / "member_1" / "done.json").stat().st_mtime == mtime
     assert "up to date" in capsys.readouterr().out
+
+
+def test_twin_eq10_is_the_soil_change_plus_recharge(twin):
+    """On the twin, ΔW (eq. 10) = ΔSM + r_gw + the snowfall β_snow scales away (A1)."""
+    store, truth = twin
+    dw = (store["prec"] - store["et_daily"] - store["q_surf_daily"]
+          - store["swe_daily"].diff("time"))
+    undercatch = store["prec"] - truth["rainfall"] - truth["snow_acc"]  # (1 − β) P on snow days
+    assert float(undercatch.max()) > 1.0  # the twin has snow days
+    closure = dw - truth["sm"].diff("time") - truth["r_gw"] - undercatch
+    assert float(np.nanmax(np.abs(closure.values))) < 1e-3  # mm day⁻¹, float32 stores
