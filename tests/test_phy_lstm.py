@@ -348,6 +348,18 @@ def test_compare_runs_the_three_way_table(store, tmp_path, monkeypatch, capsys):
     assert list(ens["member"].values) == [1] and "sm_layer1" in ens
     assert ens["sm_layer1"].attrs["units"] == "m3 m-3"
     assert ens.sizes["time"] == 365
+    # h2mv predict writes the head's forecast through the same prediction writer
+    member = root / "lstm" / "member_1"
+    out = tmp_path / "pred.zarr"
+    cli.main(["predict", "--config", str(member / "config.yaml"),
+              "--ckpt_path", str(next((member / "checkpoints").glob("best*.ckpt"))),
+              "--trainer.callbacks+=h2mv_hybrid.model.prediction.ZarrPredictionWriter",
+              f"--trainer.callbacks.output={out}"])
+    pred = xr.open_zarr(out, consolidated=False)
+    assert pred["sm_layer1"].attrs["units"] == "m3 m-3" and pred.sizes["time"] == 365
+    assert int(pred["sm_layer1"].isel(time=0).notnull().sum()) == int(
+        H2MVDataModule(store=store, n_folds=3).cells("predict").sum())
+    capsys.readouterr()
     # a rerun trains nothing and leaves the stores as they are
     mtime = (root / "lstm" / "member_1" / "done.json").stat().st_mtime
     cli.main(["compare", "--spec", str(spec)])
