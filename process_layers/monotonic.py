@@ -56,6 +56,23 @@ def surface_water_change_deep(dw: Tensor, deep_storage: Tensor) -> Tensor:
     return dw - _diff(deep_storage)
 
 
+def deep_storage(theta: Tensor, thickness: Tensor, layer: int = 1) -> Tensor:
+    """Water held by the layers below layer ``layer``: Σ_{k > layer} θ_k · d_k (mm).
+
+    It enters eq. 11 through its day-to-day change only, in which the residual water
+    content θ_r cancels, so θ itself is used.
+
+    Args:
+        theta: volumetric soil moisture, m³ m⁻³ [..., layers].
+        thickness: layer thicknesses d_k, mm [layers].
+        layer: the forecast (surface) layer, 1-based; the deep layers are those below it.
+
+    Returns:
+        mm [...].
+    """
+    return (theta[..., layer:] * thickness[layer:]).sum(-1)
+
+
 def expected_direction(dw: Tensor, mode: str = "change") -> Tensor:
     """The expected sign of the soil-moisture change, eq. 12: sign(ΔW_t − ΔW_{t−1}).
 

@@ -59,3 +59,10 @@ def test_inconsistency_eq19():
     bad, counted = monotonic.inconsistency(pred, direction)
     # day 1 rise/+ ok; day 2 fall/+ bad; day 3 fall/− ok; day 4 no direction; day 5 no change
     assert bad.tolist() == [1] and counted.tolist() == [3]
+
+
+def test_deep_storage_sums_the_layers_below():
+    theta = torch.tensor([[[0.1, 0.2, 0.3]]], dtype=torch.float64)  # [cells, time, layers]
+    d = torch.tensor([70.0, 210.0, 720.0], dtype=torch.float64)
+    assert monotonic.deep_storage(theta, d).tolist() == [[pytest.approx(0.2 * 210 + 0.3 * 720)]]
+    assert monotonic.deep_storage(theta, d, layer=2).tolist() == [[pytest.approx(216.0)]]

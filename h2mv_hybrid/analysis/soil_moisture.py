@@ -51,11 +51,13 @@ def water_directions(store: xr.Dataset, time: pd.DatetimeIndex, layer: int = 1
     as_t = lambda a: torch.as_tensor(np.asarray(a.transpose("cell", "time").values,  # noqa: E731
                                                 np.float64))
     theta = s["sm_layers"].load()
-    thickness = 1000.0 * (s["depth_bottom"] - s["depth_top"])
+    thickness = torch.as_tensor(1000.0 * (s["depth_bottom"] - s["depth_top"]).values)
     dw = monotonic.surface_water_change(as_t(s["prec"]), as_t(s["et_daily"]),
                                         as_t(s["q_surf_daily"]), as_t(s["swe_daily"]))
-    deep = (theta * thickness).isel(layer=slice(layer, None)).sum("layer")
-    dws = monotonic.surface_water_change_deep(dw, as_t(deep))
+    deep = monotonic.deep_storage(
+        torch.as_tensor(theta.transpose("cell", "time", "layer").values, dtype=torch.float64),
+        thickness, layer)
+    dws = monotonic.surface_water_change_deep(dw, deep)
     sm = theta.isel(layer=layer - 1).drop_vars(["layer", "depth_top", "depth_bottom"],
                                                errors="ignore")
 
@@ -84,7 +86,7 @@ def _inconsistency(pred: xr.DataArray, direction: xr.DataArray) -> xr.DataArray:
 
 
 def soil_moisture_scores(ens: xr.Dataset, store: xr.Dataset, output: str | None = None,
-                         layer: int = 1) -> xr.Dataset:
+                         layer: int = 1, zones: xr.DataArray | None = None) -> xr.Dataset:
     """Scores per member and cell of one forecast soil-moisture output.
 
     Args:
@@ -92,6 +94,8 @@ def soil_moisture_scores(ens: xr.Dataset, store: xr.Dataset, output: str | None 
         store: its input store.
         output: the forecast variable (default: the only ``sm_layer*`` variable).
         layer: the layer it forecasts.
+        zones: :func:`~h2mv_hybrid.analysis.climate.climate_zones` of ``store``, when
+            already computed (it reads the whole store's temperature and precipitation).
 
     Returns:
         Dataset of :data:`SCORES` (member, cell), ``observed_inconsistency`` and
@@ -103,7 +107,7 @@ def soil_moisture_scores(ens: xr.Dataset, store: xr.Dataset, output: str | None 
             raise ValueError(f"output: expected one sm_layer* variable in the ensemble store, "
                              f"found {found or 'none'}")
         output = str(found[0])
-    zones = climate_zones(store)
+    zones = climate_zones(store) if zones is None else zones
     ens, cells = predicted_cells(ens, store.assign(zone=zones))
     pred = ens[output].load()
     obs, direction, direction_deep, level = water_directions(cells, pred.indexes["time"],

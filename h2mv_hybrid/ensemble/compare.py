@@ -141,6 +141,7 @@ def compare(spec: str | Path, overrides: Sequence[str] = (), device: str = "auto
         ``(overall, by_zone)`` tables, also written to ``<root>/comparison.csv`` and
         ``<root>/by_zone.csv``.
     """
+    from h2mv_hybrid.analysis.climate import climate_zones
     from h2mv_hybrid.analysis.ensemble import open_ensemble
     from h2mv_hybrid.analysis.soil_moisture import soil_moisture_scores, summarize
     from h2mv_hybrid.ensemble.cv import cross_validate
@@ -148,6 +149,7 @@ def compare(spec: str | Path, overrides: Sequence[str] = (), device: str = "auto
 
     s = load_spec(spec)
     overall, zones = [], []
+    store_zones = {}  # input store → its climate zones (variants usually share one store)
     for v in s.variants:
         vroot = s.root / v.slug
         print(f"\n=== {v.name}: {v.config} {' '.join(v.overrides)} → {vroot}")
@@ -155,7 +157,10 @@ def compare(spec: str | Path, overrides: Sequence[str] = (), device: str = "auto
                        [*s.overrides, *v.overrides, *overrides], predict="none")
         store = predict_ensemble(vroot, cells="test", device=device, members=s.members)
         ens, inputs = open_ensemble(store)
-        scores = soil_moisture_scores(ens, inputs, layer=s.layer)
+        key = ens.attrs.get("input_store")
+        if key not in store_zones:
+            store_zones[key] = climate_zones(inputs)
+        scores = soil_moisture_scores(ens, inputs, layer=s.layer, zones=store_zones[key])
         one, by_zone = summarize(scores)
         one.insert(0, "variant", v.name)
         by_zone.insert(0, "variant", v.name)

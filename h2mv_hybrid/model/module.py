@@ -229,6 +229,18 @@ class H2MVHybrid(L.LightningModule):
             "beta": {k: float(v) for k, v in out.beta.items()},
         }
 
+    def report_lines(self, metrics: dict[str, float]) -> list[str]:
+        """The end-of-fit summary (:class:`~h2mv_hybrid.model.report.FitReport`)."""
+        targets = sorted({k[4:-2] for k in metrics if k.endswith("_r")})
+        lines = ["validation scores (monthly, or daily for daily constraints):",
+                 f"  {'constraint':<10} {'pearson r':>10} {'loss (z²)':>10}"]
+        for t in targets:
+            lines.append(f"  {t:<10} {metrics.get(f'val_{t}_r', float('nan')):>10.3f} "
+                         f"{metrics.get(f'val_{t}_loss', float('nan')):>10.3f}")
+        if "val_loss" in metrics:
+            lines.append(f"  {'total':<10} {'':>10} {metrics['val_loss']:>10.3f}")
+        return lines
+
     def _world_size(self) -> int:
         return 1 if self._trainer is None else self._trainer.world_size
 

@@ -13,18 +13,11 @@ class FitReport(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:  # noqa: D102
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if k.startswith("val_")}
-        targets = sorted({k[4:-2] for k in metrics if k.endswith("_r")})
-        if hasattr(pl_module, "report_lines"):  # heads with their own scores
+        if hasattr(pl_module, "report_lines"):  # each head knows its own scores
             lines = ["", *pl_module.report_lines(metrics)]
-            targets = []
         else:
-            lines = ["", "validation scores (monthly, or daily for daily constraints):",
-                     f"  {'constraint':<10} {'pearson r':>10} {'loss (z²)':>10}"]
-        for t in targets:
-            lines.append(f"  {t:<10} {metrics.get(f'val_{t}_r', float('nan')):>10.3f} "
-                         f"{metrics.get(f'val_{t}_loss', float('nan')):>10.3f}")
-        if "val_loss" in metrics and targets:
-            lines.append(f"  {'total':<10} {'':>10} {metrics['val_loss']:>10.3f}")
+            lines = ["", "validation scores:", *(f"  {k:<24} {v:>10.4g}"
+                                                 for k, v in sorted(metrics.items()))]
         ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
         lines.append("")
         if ckpt is not None and ckpt.dirpath:

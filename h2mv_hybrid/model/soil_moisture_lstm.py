@@ -26,7 +26,7 @@ from typing import Literal
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric, SumMetric
+from torchmetrics import MeanSquaredError, Metric
 
 from h2mv_hybrid.data.datamodule import Normalization
 from h2mv_hybrid.data.schema import FORCING_NAMES
@@ -159,8 +159,7 @@ class SoilMoistureLSTM(L.LightningModule):
         self.head = nn.Linear(hidden, 1)
         self.r = nn.ModuleDict({s: NanPearson() for s in ("val", "test")})
         self.inconsistent = nn.ModuleDict({s: Share() for s in ("val", "test")})
-        self.rmse_sum = nn.ModuleDict({s: SumMetric() for s in ("val", "test")})
-        self.rmse_n = nn.ModuleDict({s: SumMetric() for s in ("val", "test")})
+        self.rmse = nn.ModuleDict({s: MeanSquaredError(squared=False) for s in ("val", "test")})
 
     # -- inputs ------------------------------------------------------------------------
     def _inputs(self, batch: dict[str, Tensor]) -> Tensor:
@@ -212,9 +211,8 @@ class SoilMoistureLSTM(L.LightningModule):
         dw = monotonic.surface_water_change(prec, batch["et_daily"], batch["q_surf_daily"],
                                             batch["swe_daily"])
         if self.hparams.physics == "deep":
-            layer = self.hparams.layer
-            theta = batch["sm_layers"][..., layer:]
-            deep = (theta * self.thickness[layer:]).sum(-1)  # θ_r cancels in the change
+            deep = monotonic.deep_storage(batch["sm_layers"], self.thickness,
+                                          self.hparams.layer)
             dw = monotonic.surface_water_change_deep(dw, deep)
         return dw
 
@@ -279,8 +277,9 @@ class SoilMoistureLSTM(L.LightningModule):
         self.log(f"{stage}_sm_r", self.r[stage], on_epoch=True, on_step=False,
                  batch_size=pred.shape[0])
         ok = ~torch.isnan(obs)
-        self.rmse_sum[stage].update(torch.where(ok, pred.detach() - obs, 0.0).pow(2).sum())
-        self.rmse_n[stage].update(ok.sum().float())
+        self.rmse[stage].update(pred.detach()[ok], obs[ok])
+        self.log(f"{stage}_sm_rmse", self.rmse[stage], on_epoch=True, on_step=False,
+                 batch_size=pred.shape[0])
         if all(k in batch for k in BALANCE_INPUTS):
             dw = monotonic.surface_water_change(prec, batch["et_daily"],
                                                 batch["q_surf_daily"], batch["swe_daily"])
@@ -289,18 +288,6 @@ class SoilMoistureLSTM(L.LightningModule):
             self.inconsistent[stage].update(bad, counted)
             self.log(f"{stage}_inconsistency", self.inconsistent[stage], on_epoch=True,
                      on_step=False, batch_size=pred.shape[0])
-
-    def _log_rmse(self, stage: str) -> None:
-        total, n = self.rmse_sum[stage].compute(), self.rmse_n[stage].compute()
-        self.log(f"{stage}_sm_rmse", torch.sqrt(total / n.clamp(min=1)))
-        self.rmse_sum[stage].reset()
-        self.rmse_n[stage].reset()
-
-    def on_validation_epoch_end(self) -> None:  # noqa: D102
-        self._log_rmse("val")
-
-    def on_test_epoch_end(self) -> None:  # noqa: D102
-        self._log_rmse("test")
 
     def training_step(self, batch, batch_idx):  # noqa: D102
         return self._shared_step(batch, "train")
