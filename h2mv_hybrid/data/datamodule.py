@@ -21,7 +21,12 @@ and each tile's part is read as one bounding box of whole series. Each batch is 
 - ``month_of_day`` [period days]: the month index of each day of the period;
 - ``spinup_days`` (0-d): how many leading days of ``forcing`` are spin-up;
 - ``lat``, ``lon``, ``cell_index`` [cells]: where the cells are (flat index into the
-  store's spatial layout, for writing predictions back).
+  store's spatial layout, for writing predictions back);
+- with ``patch`` k > 1 (grid stores): ``<name>_patch`` for every name of ``patch_inputs``,
+  the k × k neighbourhood centred on each cell ([cells, days, k, k] for daily variables,
+  [cells, days, layers, k, k] for ``sm_layers``, [cells, features, k, k] for ``static``),
+  NaN beyond the grid's edges and on unmodelled cells, and ``patch_valid`` [cells, k, k]
+  (1 where the neighbour is a modelled cell).
 """
 
 from __future__ import annotations
@@ -189,13 +194,16 @@ class CellBatches(Dataset):
 
     def __init__(self, ds: xr.Dataset, rows: np.ndarray, cols: np.ndarray | None,
                  window: Window, constraints: Sequence[str], tile: tuple[int, ...],
-                 inputs: Sequence[str] = ()):
+                 inputs: Sequence[str] = (), patch: int = 1,
+                 patch_inputs: Sequence[str] = ()):
         self.ds = ds
         self.rows, self.cols = rows, cols
         self.window = window
         self.constraints = tuple(constraints)
         self.tile = tile
         self.inputs = tuple(inputs)
+        self.patch = patch
+        self.patch_inputs = tuple(patch_inputs) if patch > 1 else ()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -221,6 +229,35 @@ class CellBatches(Dataset):
                 a = block[name].values
                 a = a[..., rr - rr.min()] if cc is None else a[..., rr - rr.min(), cc - cc.min()]
                 parts[name].append(np.moveaxis(a, -1, 0))  # [cells, ...]
+            order.append(i)
+        back = np.argsort(np.concatenate(order))
+        return {n: np.concatenate(p)[back] for n, p in parts.items()}
+
+    def _patches(self, names: Sequence[str], time_slice: slice | None, r: np.ndarray,
+                 c: np.ndarray) -> dict[str, np.ndarray]:
+        """The k × k neighbourhood of every cell: one padded bounding box per chunk tile."""
+        k, h = self.patch, self.patch // 2
+        n_lat, n_lon = self.ds.sizes["lat"], self.ds.sizes["lon"]
+        keys = tile_keys(r, c, self.tile)
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        order = []
+        offsets = np.arange(k)
+        for key in np.unique(keys):
+            i = np.flatnonzero(keys == key)
+            rr, cc = r[i], c[i]
+            r0, r1 = int(rr.min()) - h, int(rr.max()) + h + 1  # wanted box, may overhang
+            c0, c1 = int(cc.min()) - h, int(cc.max()) + h + 1
+            sel = {"lat": slice(max(r0, 0), min(r1, n_lat)),
+                   "lon": slice(max(c0, 0), min(c1, n_lon))}
+            pad = ((max(-r0, 0), max(r1 - n_lat, 0)), (max(-c0, 0), max(c1 - n_lon, 0)))
+            rows = (rr - h - r0)[:, None, None] + offsets[None, :, None]  # [cells, k, 1]
+            cols = (cc - h - c0)[:, None, None] + offsets[None, None, :]  # [cells, 1, k]
+            for name in names:
+                var = self.ds[name].isel(sel if name in ("static", "mask") else
+                                         {**sel, "time": time_slice})
+                a = var.values.astype(np.float32)
+                a = np.pad(a, ((0, 0),) * (a.ndim - 2) + pad, constant_values=np.nan)
+                parts[name].append(np.moveaxis(a[..., rows, cols], -3, 0))  # [cells, ..., k, k]
             order.append(i)
         back = np.argsort(np.concatenate(order))
         return {n: np.concatenate(p)[back] for n, p in parts.items()}
@@ -259,6 +296,13 @@ class CellBatches(Dataset):
             lon = self.ds["lon"].values[c]
             index = r * self.ds.sizes["lon"] + c
         batch.update(lat=as_t(lat), lon=as_t(lon), cell_index=torch.as_tensor(index))
+        if self.patch_inputs:
+            daily = [n for n in self.patch_inputs if n != "static"]
+            names = [*daily, "mask", *(["static"] if "static" in self.patch_inputs else [])]
+            patches = self._patches(names, slice(w.first_day, w.end_day), r, c)
+            mask = patches.pop("mask")
+            batch["patch_valid"] = as_t(np.nan_to_num(mask, nan=0.0))
+            batch.update({f"{n}_patch": as_t(v) for n, v in patches.items()})
         return batch
 
 
@@ -273,6 +317,15 @@ class H2MVDataModule(L.LightningDataModule):
             (spin-up included), e.g. the PHY-LSTM heads' extra meteorology (``sw_down``,
             ``lw_down``, ``q_air``, ``psurf``, ``wind``), ``sm_layers`` and the daily
             land-surface fields (``et_daily``, ``q_surf_daily``, ``swe_daily``).
+        train_fraction: share of the training cells trained on (data-scarcity
+            experiments): a random subset drawn with ``fold_seed`` and ``member``; the
+            normalization statistics come from that subset. Validation and test cells
+            are unchanged.
+        patch: k, the side of the square neighbourhood served around each cell (odd;
+            1: none). Grid stores only.
+        patch_inputs: variables served as k × k patches (``<name>_patch``): forcing or
+            input variables, or ``static``; every name must also be a forcing, an
+            input or ``static``.
         n_folds: K, the number of validation folds (ensemble members).
         member: which fold this run validates on (0 … K−1); the test fold is shared.
         block_deg: size of the spatial blocks of the folds, degrees.
@@ -300,6 +353,9 @@ class H2MVDataModule(L.LightningDataModule):
         store: str,
         targets: list[str] | None = None,
         inputs: list[str] | None = None,
+        train_fraction: float = 1.0,
+        patch: int = 1,
+        patch_inputs: list[str] | None = None,
         n_folds: int = 10,
         member: int = 0,
         block_deg: float = 10.0,
@@ -329,9 +385,20 @@ class H2MVDataModule(L.LightningDataModule):
             )
         if spinup_years < 0:
             raise ValueError(f"spinup_years: expected ≥ 0, found {spinup_years}")
+        if not 0 < train_fraction <= 1:
+            raise ValueError(f"train_fraction: expected a share in (0, 1], found "
+                             f"{train_fraction}")
+        if patch < 1 or patch % 2 == 0:
+            raise ValueError(f"patch: expected an odd number of cells ≥ 1, found {patch}")
+        if patch > 1 and not patch_inputs:
+            raise ValueError("patch_inputs: expected the variables to serve as patches "
+                             f"(patch is {patch}), found none")
         self.store_path = store
         self.requested_constraints = targets
         self.inputs = tuple(inputs or ())
+        self.train_fraction = train_fraction
+        self.patch = patch
+        self.patch_inputs = tuple(patch_inputs or ()) if patch > 1 else ()
         self.n_folds, self.member = n_folds, member
         self.block_deg, self.fold_seed = block_deg, fold_seed
         self.periods = {
@@ -363,8 +430,20 @@ class H2MVDataModule(L.LightningDataModule):
     @cached_property
     def info(self) -> StoreInfo:
         """Schema check of the store, run before anything is served."""
-        return check_store(self.dataset, constraints=self.requested_constraints,
+        info = check_store(self.dataset, constraints=self.requested_constraints,
                            inputs=self.inputs, check_values=self.check_values)
+        if self.patch > 1:
+            if self.dataset["mask"].dims != ("lat", "lon"):
+                raise StoreError(f"patch: expected a grid store (lat, lon) for {self.patch} × "
+                                 f"{self.patch} patches, found dims {self.dataset['mask'].dims}")
+            known = {*FORCING_NAMES, *self.inputs, "static"}
+            unknown = [n for n in self.patch_inputs if n not in known]
+            if unknown:
+                raise StoreError(
+                    f"patch_inputs: expected forcing variables, data.inputs or static, found "
+                    f"{', '.join(unknown)}; add them to data.inputs first"
+                )
+        return info
 
     @property
     def constraints(self) -> tuple[str, ...]:
@@ -392,7 +471,19 @@ class H2MVDataModule(L.LightningDataModule):
         if stage == "predict":
             return self.dataset["mask"].values.astype(bool)
         split = member_split(self.folds.values, self.member)
+        if stage == "train" and self.train_fraction < 1:
+            return self._subset(split.train)
         return {"train": split.train, "val": split.val, "test": split.test}[stage]
+
+    def _subset(self, train: np.ndarray) -> np.ndarray:
+        """A seeded random ``train_fraction`` of the training cells (at least one)."""
+        idx = np.flatnonzero(train.ravel())
+        rng = np.random.default_rng([self.fold_seed, self.member, 7919])
+        keep = rng.choice(idx, max(1, int(round(self.train_fraction * len(idx)))),
+                          replace=False)
+        out = np.zeros(train.size, bool)
+        out[keep] = True
+        return out.reshape(train.shape)
 
     def window(self, stage: str) -> Window:
         """The period of a stage and its spin-up, as positions on the store axes."""
@@ -478,9 +569,11 @@ class H2MVDataModule(L.LightningDataModule):
         rows = idx[:, 0]
         cols = idx[:, 1] if idx.shape[1] == 2 else None
         return CellBatches(self.reader, rows, cols, self.window(stage), self.constraints,
-                           store_tile(self.dataset), self.inputs)
+                           store_tile(self.dataset), self.inputs, self.patch,
+                           self.patch_inputs)
 
-    def _tiles(self, data: CellBatches) -> list[np.ndarray]:
+    def tiles(self, data: CellBatches) -> list[np.ndarray]:
+        """Positions of a stage's cells grouped by chunk tile (one read each)."""
         key = tile_keys(data.rows, data.cols, data.tile)
         order = np.argsort(key, kind="stable")
         bounds = np.flatnonzero(np.diff(key[order])) + 1
@@ -488,7 +581,7 @@ class H2MVDataModule(L.LightningDataModule):
 
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         data = self.batches(stage)
-        sampler = TileBatchSampler(self._tiles(data), self.batch_size, shuffle, self.seed)
+        sampler = TileBatchSampler(self.tiles(data), self.batch_size, shuffle, self.seed)
         return DataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 

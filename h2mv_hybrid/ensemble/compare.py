@@ -14,9 +14,23 @@ config plus optional overrides, and the CV set-up they share::
 
 Each variant is an ordinary ``h2mv cv`` root (``<root>/<variant>``): its members are
 trained, resumed or skipped as there, and its ensemble store holds the chosen members'
-forecasts on the shared test cells. The scores (:mod:`h2mv_hybrid.analysis.soil_moisture`)
-of every variant go into ``<root>/comparison.csv`` (overall) and ``<root>/by_zone.csv``
-(by climate zone), written atomically, and the table is printed.
+forecasts on the shared test cells. A variant with ``baseline: random_forest`` or
+``baseline: xgboost`` is a tree model (:mod:`h2mv_hybrid.ensemble.baselines`) fitted on
+the same members' training cells with the data section of its config.
+
+``scores`` picks what is scored:
+
+- ``monotonic`` (default; the PHY-LSTM heads): R, RMSE, R², KGE and the eq. 19
+  inconsistencies of the forecast layer (:mod:`h2mv_hybrid.analysis.soil_moisture`);
+- ``outputs`` (the multi-task LSTM): R, RMSE, R², KGE and the dry-day RMSE of every daily
+  output, and the water-balance closure |P − ET − R − ΔS| where a variant has every layer
+  and ET (:mod:`h2mv_hybrid.analysis.skill`);
+- ``richards`` (the CNN-LSTM): the same skill, and the share of Richards-equation
+  residuals of the estimated profile above a tolerance
+  (:mod:`h2mv_hybrid.analysis.soil_profile`).
+
+The scores of every variant go into ``<root>/comparison.csv`` (overall) and
+``<root>/by_zone.csv`` (by climate zone), written atomically, and the table is printed.
 """
 
 from __future__ import annotations
@@ -33,8 +47,14 @@ import yaml
 
 from h2mv_hybrid.atomic import atomic_file
 
-SPEC_KEYS = ("root", "folds", "members", "overrides", "variants", "layer")
-VARIANT_KEYS = ("name", "config", "overrides")
+SPEC_KEYS = ("root", "folds", "members", "overrides", "variants", "layer", "scores",
+             "richards")
+VARIANT_KEYS = ("name", "config", "overrides", "baseline")
+SCORES = ("monotonic", "outputs", "richards")
+BASELINES = ("random_forest", "xgboost")
+#: Columns of the per-output table: (column, header, format).
+OUTPUT_TABLE = (("R", "R", "{:.3f}"), ("RMSE", "RMSE", "{:.4f}"), ("R2", "R²", "{:.3f}"),
+                ("KGE", "KGE", "{:.3f}"), ("RMSE_low", "RMSE dry", "{:.4f}"))
 #: Columns of the printed table: (column, header, format).
 TABLE = (("R", "R", "{:.3f}"), ("RMSE", "RMSE", "{:.4f}"), ("R2", "R²", "{:.3f}"),
          ("KGE", "KGE", "{:.3f}"), ("inconsistency", "incons. ΔW", "{:.1%}"),
@@ -49,6 +69,7 @@ class Variant:
     name: str
     config: Path
     overrides: list[str] = field(default_factory=list)
+    baseline: str | None = None
 
     @property
     def slug(self) -> str:
@@ -66,6 +87,8 @@ class Spec:
     overrides: list[str]
     variants: list[Variant]
     layer: int = 1
+    scores: str = "monotonic"
+    richards: dict[str, Any] = field(default_factory=dict)
 
 
 def _strings(value: Any, where: str) -> list[str]:
@@ -98,8 +121,13 @@ def load_spec(path: str | Path) -> Spec:
         config = Path(v["config"])
         if not config.is_file():
             raise FileNotFoundError(f"variants[{i}] ({v['name']}): config {config} not found")
+        baseline = v.get("baseline")
+        if baseline is not None and baseline not in BASELINES:
+            raise ValueError(f"{path}: variants[{i}].baseline: expected one of "
+                             f"{', '.join(BASELINES)}, found {baseline!r}")
         parsed.append(Variant(str(v["name"]), config, _strings(v.get("overrides"),
-                                                              f"variants[{i}].overrides")))
+                                                              f"variants[{i}].overrides"),
+                              baseline))
     slugs = [v.slug for v in parsed]
     if len(set(slugs)) != len(slugs):
         raise ValueError(f"{path}: variants: expected distinct names, found {slugs}")
@@ -108,10 +136,18 @@ def load_spec(path: str | Path) -> Spec:
                                     and all(isinstance(m, int) for m in members)):
         raise ValueError(f"{path}: members: expected a list of member numbers, found "
                          f"{members!r}")
+    scores = raw.get("scores", "monotonic")
+    if scores not in SCORES:
+        raise ValueError(f"{path}: scores: expected one of {', '.join(SCORES)}, found "
+                         f"{scores!r}")
+    richards = raw.get("richards") or {}
+    if not isinstance(richards, dict):
+        raise ValueError(f"{path}: richards: expected a mapping of settings, found "
+                         f"{richards!r}")
     return Spec(root=Path(raw.get("root", f"h2mv_outputs/compare/{path.stem}")),
                 folds=int(raw.get("folds", 10)), members=members,
                 overrides=_strings(raw.get("overrides"), "overrides"), variants=parsed,
-                layer=int(raw.get("layer", 1)))
+                layer=int(raw.get("layer", 1)), scores=scores, richards=richards)
 
 
 def format_table(overall: pd.DataFrame) -> str:
@@ -126,6 +162,51 @@ def format_table(overall: pd.DataFrame) -> str:
     lines.append(f"{'observed':<{width}}" + f" {'':>11}" * 4 + "".join(
         f" {ref['observed_' + c]:>11.1%}" for c, _, _ in TABLE if c.startswith("incons")))
     return "\n".join(lines)
+
+
+def format_output_table(overall: pd.DataFrame) -> str:
+    """The per-output table as fixed-width text: one row per variant and output."""
+    extra = [(c, h, f) for c, h, f in (("balance_mae", "|P−ET−R−ΔS|", "{:.3f}"),
+                                        ("inconsistency", "incons.", "{:.1%}"))
+             if c in overall]
+    columns = (*OUTPUT_TABLE, *extra)
+    width = max(len("variant"), *(len(str(v)) for v in overall["variant"]))
+    out_w = max(len("output"), *(len(str(v)) for v in overall["output"]))
+    head = f"{'variant':<{width}} {'output':<{out_w}}" + "".join(
+        f" {h:>11}" for _, h, _ in columns)
+    lines = [head, "-" * len(head)]
+    for _, row in overall.iterrows():
+        cells = "".join(f" {'':>11}" if pd.isna(row[c]) else f" {fmt.format(row[c]):>11}"
+                        for c, _, fmt in columns)
+        lines.append(f"{row['variant']:<{width}} {row['output']:<{out_w}}{cells}")
+    for c, h, fmt in extra:
+        ref = overall.get(f"observed_{c}")
+        if ref is not None and ref.notna().any():
+            lines.append(f"observed {h}: {fmt.format(float(ref.dropna().iloc[0]))}")
+    return "\n".join(lines)
+
+
+def _score(s: Spec, ens, inputs, zones) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score one variant's ensemble store the way the spec asks."""
+    if s.scores == "monotonic":
+        from h2mv_hybrid.analysis.soil_moisture import soil_moisture_scores, summarize
+
+        return summarize(soil_moisture_scores(ens, inputs, layer=s.layer, zones=zones))
+    from h2mv_hybrid.analysis.skill import balance_closure, output_scores, summarize_outputs
+
+    one, by_zone = summarize_outputs(output_scores(ens, inputs, zones))
+    if s.scores == "outputs":
+        closure = balance_closure(ens, inputs)
+        if closure.data_vars:
+            one["balance_mae"] = float(closure["prediction"].median("cell").mean())
+            one["observed_balance_mae"] = float(closure["observed"].median("cell"))
+    else:
+        from h2mv_hybrid.analysis.soil_profile import profile_inconsistency
+
+        share = profile_inconsistency(ens, inputs, **s.richards)
+        one["inconsistency"] = float(share["prediction"].median("cell").mean())
+        one["observed_inconsistency"] = float(share["observed"].median("cell"))
+    return one, by_zone
 
 
 def compare(spec: str | Path, overrides: Sequence[str] = (), device: str = "auto"
@@ -143,7 +224,6 @@ def compare(spec: str | Path, overrides: Sequence[str] = (), device: str = "auto
     """
     from h2mv_hybrid.analysis.climate import climate_zones
     from h2mv_hybrid.analysis.ensemble import open_ensemble
-    from h2mv_hybrid.analysis.soil_moisture import soil_moisture_scores, summarize
     from h2mv_hybrid.ensemble.cv import cross_validate
     from h2mv_hybrid.ensemble.store import predict_ensemble
 
@@ -152,16 +232,21 @@ def compare(spec: str | Path, overrides: Sequence[str] = (), device: str = "auto
     store_zones = {}  # input store → its climate zones (variants usually share one store)
     for v in s.variants:
         vroot = s.root / v.slug
-        print(f"\n=== {v.name}: {v.config} {' '.join(v.overrides)} → {vroot}")
-        cross_validate(v.config, s.folds, s.members, vroot,
-                       [*s.overrides, *v.overrides, *overrides], predict="none")
-        store = predict_ensemble(vroot, cells="test", device=device, members=s.members)
+        print(f"\n=== {v.name}: {v.baseline or ''} {v.config} {' '.join(v.overrides)} → "
+              f"{vroot}")
+        every = [*s.overrides, *v.overrides, *overrides]
+        if v.baseline is not None:
+            from h2mv_hybrid.ensemble.baselines import fit_baseline
+
+            store = fit_baseline(v.config, v.baseline, s.folds, s.members, vroot, every)
+        else:
+            cross_validate(v.config, s.folds, s.members, vroot, every, predict="none")
+            store = predict_ensemble(vroot, cells="test", device=device, members=s.members)
         ens, inputs = open_ensemble(store)
         key = ens.attrs.get("input_store")
         if key not in store_zones:
             store_zones[key] = climate_zones(inputs)
-        scores = soil_moisture_scores(ens, inputs, layer=s.layer, zones=store_zones[key])
-        one, by_zone = summarize(scores)
+        one, by_zone = _score(s, ens, inputs, store_zones[key])
         one.insert(0, "variant", v.name)
         by_zone.insert(0, "variant", v.name)
         overall.append(one)
@@ -173,6 +258,13 @@ def compare(spec: str | Path, overrides: Sequence[str] = (), device: str = "auto
         with atomic_file(s.root / name) as tmp:
             df.to_csv(tmp, index=False, float_format="%.6g")
     members = overall_df["members"].iloc[0]
+    if s.scores != "monotonic":
+        print(f"\ntest cells ({overall_df['cells'].iloc[0]}), median over cells, mean over "
+              f"{members} member(s); RMSE dry: RMSE on each cell's days below its 10th "
+              f"percentile")
+        print(format_output_table(overall_df))
+        print(f"\ntables: {s.root / 'comparison.csv'}, {s.root / 'by_zone.csv'}")
+        return overall_df, zone_df
     print(f"\ntest cells ({overall_df['cells'].iloc[0]}), median over cells, mean over "
           f"{members} member(s); inconsistency: share of days whose forecast change "
           f"disagrees in sign with the change of ΔW (eq. 19: ΔW of eq. 10, ΔWs of eq. 11) "

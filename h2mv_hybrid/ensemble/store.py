@@ -161,7 +161,7 @@ class EnsembleWriter:
         self.window = self.dm.window("predict")
         self.time = ds["time"].values[self.window.start_day:self.window.end_day]
         self.data = CellBatches(self.dm.reader, self.rows, self.cols, self.window, (),
-                                self.tile, self.dm.inputs)
+                                self.tile, self.dm.inputs, self.dm.patch, self.dm.patch_inputs)
         self.provenance = self._provenance(manifest)
 
     def _provenance(self, manifest: dict[str, Any]) -> dict[str, Any]:

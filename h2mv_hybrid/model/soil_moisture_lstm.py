@@ -30,14 +30,17 @@ from torchmetrics import MeanSquaredError, Metric
 
 from h2mv_hybrid.data.datamodule import Normalization
 from h2mv_hybrid.data.schema import FORCING_NAMES
+from h2mv_hybrid.model.daily_inputs import (
+    PAPER_FORCINGS,
+    DailyInputs,
+    column_stats,
+    require_inputs,
+)
 from h2mv_hybrid.model.metrics import NanPearson
 from process_layers import monotonic
 
 Physics = Literal["none", "surface", "deep"]
 Direction = Literal["change", "level"]
-#: The paper's meteorological inputs (§2.1), as schema variables.
-PAPER_FORCINGS: tuple[str, ...] = ("prec", "lw_down", "sw_down", "q_air", "psurf", "tair",
-                                   "wind")
 #: Daily land-surface fields of ΔW (eq. 10): ET, surface runoff, SWE.
 BALANCE_INPUTS: tuple[str, ...] = ("et_daily", "q_surf_daily", "swe_daily")
 #: Windows per LSTM call when a whole period is forecast (bounds the memory).
@@ -104,11 +107,6 @@ class SoilMoistureLSTM(L.LightningModule):
         weight_decay: float = 0.0,
     ):
         super().__init__()
-        if stats is None:
-            raise ValueError(
-                "stats: expected the DataModule's normalization statistics (the CLI links "
-                "data.stats to model.init_args.stats), found None"
-            )
         if physics not in ("none", "surface", "deep"):
             raise ValueError(f"physics: expected none, surface or deep, found {physics!r}")
         if direction not in ("change", "level"):
@@ -118,18 +116,12 @@ class SoilMoistureLSTM(L.LightningModule):
                              f"{samples_per_cell}")
         if w_data < 0 or w_phy < 0:
             raise ValueError(f"w_data, w_phy: expected ≥ 0, found {w_data}, {w_phy}")
-        self.save_hyperparameters()
         self.forcings = tuple(forcings or PAPER_FORCINGS)
-        needed = ["sm_layers", *(f for f in self.forcings if f not in FORCING_NAMES)]
+        needed = ["sm_layers", *self.forcings]
         if physics != "none":
             needed += list(BALANCE_INPUTS)
-        missing = [k for k in needed if k not in stats.input_mean]
-        if missing:
-            raise ValueError(
-                f"data.inputs: expected {', '.join(needed)} for this head, found "
-                f"{', '.join(stats.input_mean) or 'none'}; add {', '.join(missing)} to "
-                f"data.inputs"
-            )
+        stats = require_inputs(stats, needed)
+        self.save_hyperparameters()
         n_layers = len(stats.input_mean["sm_layers"])
         if not 1 <= layer <= n_layers:
             raise ValueError(f"layer: expected 1 … {n_layers} (layers of sm_layers), found "
@@ -137,24 +129,10 @@ class SoilMoistureLSTM(L.LightningModule):
         if physics == "deep" and n_layers < 2:
             raise ValueError("physics: 'deep' needs deep soil layers below the forecast "
                              f"layer, found {n_layers} layer(s) in sm_layers")
-        mean, std = [], []
-        for name in self.forcings:
-            if name in FORCING_NAMES:
-                i = FORCING_NAMES.index(name)
-                mean.append(stats.forcing_mean[i])
-                std.append(stats.forcing_std[i])
-            else:
-                mean.append(stats.input_mean[name][0])
-                std.append(stats.input_std[name][0])
-        self.register_buffer("x_mean", torch.tensor(mean))
-        self.register_buffer("x_std", torch.tensor(std))
-        self.register_buffer("s_mean", torch.tensor(stats.static_mean))
-        self.register_buffer("s_std", torch.tensor(stats.static_std))
+        self.inputs = DailyInputs(stats, self.forcings)
         self.register_buffer("thickness", torch.tensor(stats.layer_thickness_mm))
-        self.y_mean = float(stats.input_mean["sm_layers"][layer - 1])
-        self.y_std = float(stats.input_std["sm_layers"][layer - 1])
-        self.lstm = nn.LSTM(len(self.forcings) + len(stats.static_mean), hidden,
-                            batch_first=True)
+        self.y_mean, self.y_std = column_stats(stats, "sm_layers", layer)
+        self.lstm = nn.LSTM(self.inputs.size, hidden, batch_first=True)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, 1)
         self.r = nn.ModuleDict({s: NanPearson() for s in ("val", "test")})
@@ -162,18 +140,6 @@ class SoilMoistureLSTM(L.LightningModule):
         self.rmse = nn.ModuleDict({s: MeanSquaredError(squared=False) for s in ("val", "test")})
 
     # -- inputs ------------------------------------------------------------------------
-    def _inputs(self, batch: dict[str, Tensor]) -> Tensor:
-        """Normalized daily inputs [cells, days, forcings + static]."""
-        cols = []
-        for name in self.forcings:
-            if name in FORCING_NAMES:
-                cols.append(batch["forcing"][..., FORCING_NAMES.index(name)])
-            else:
-                cols.append(batch[name])
-        x = (torch.stack(cols, -1) - self.x_mean) / self.x_std
-        s = (batch["static"] - self.s_mean) / self.s_std
-        return torch.cat([x, s[:, None, :].expand(-1, x.shape[1], -1)], -1)
-
     def _check_window(self, batch: dict[str, Tensor]) -> int:
         days = int(batch["spinup_days"])
         if days < self.hparams.seq_len - 1:
@@ -195,7 +161,7 @@ class SoilMoistureLSTM(L.LightningModule):
     def forecast_period(self, batch: dict[str, Tensor]) -> Tensor:
         """Soil moisture (m³ m⁻³) on every day of the period [cells, period days]."""
         start = self._check_window(batch)
-        x = self._inputs(batch)
+        x = self.inputs(batch)
         n_cells, n_days = x.shape[:2]
         cells = torch.arange(n_cells, device=x.device).repeat_interleave(n_days - start)
         days = torch.arange(start, n_days, device=x.device).repeat(n_cells)
@@ -247,7 +213,7 @@ class SoilMoistureLSTM(L.LightningModule):
             k = self.hparams.samples_per_cell
             cells = torch.arange(n_cells, device=y.device).repeat_interleave(k)
             days = torch.randint(start, n_days, (n_cells * k,), device=y.device)
-            pred = self.y_mean + self.y_std * self.forecast(self._inputs(batch), cells, days)
+            pred = self.y_mean + self.y_std * self.forecast(self.inputs(batch), cells, days)
             pick = lambda a: None if a is None else a[cells, days]  # noqa: E731
             prev = y[cells, days - 1]
             loss, rmse, phy = self.losses(pred, y[cells, days], prev, pick(direction),

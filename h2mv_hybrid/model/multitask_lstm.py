@@ -1,0 +1,342 @@
+"""Multi-task LSTM for soil moisture in three layers and ET, with a learned water-balance residual.
+
+After Yan et al. (2026, Sci. Rep. 16, 13824; shared/papers/
+mtl-differentiable-water-balance-yan-2026-summary.txt): a shared LSTM core reads daily
+meteorology (rain, temperature, radiation, humidity, pressure, wind) and the static
+land-surface features; small task branches (one hidden layer each) turn its state into
+soil moisture of each layer (m³ m⁻³) and ET (mm day⁻¹). Three variants share the network
+and differ by the loss (``physics``):
+
+- ``none``: the sum of the tasks' RMSEs (each on the target scaled by its training std);
+- ``fixed``: plus w_phy · the RMSE of the water balance by a fixed formula,
+  B = P − ET − R − ΔS, with ΔS = Σ_k d_k (θ_k,t − θ_k,t−1) the predicted storage change of
+  the layers (mm day⁻¹) and R the store's runoff (``runoff``, default surface runoff);
+- ``learned``: the balance closed by a second network, B = P − ET − R − ΔS − ε, where ε
+  (mm day⁻¹: snow accumulation and melt, drainage to groundwater, interception storage …)
+  is a small LSTM fed the same inputs and trained jointly, without any target of its own.
+
+Single-task models are the same class with one task. The paper feeds a year of daily
+forcing to the LSTM; here the LSTM runs sequence-to-sequence and every scored day is
+preceded by at least ``warmup_days`` (365) days of forcing read by the same LSTM, which
+gives each output the same year of history at a fraction of the cost of one 365-day
+window per target day (the balance also needs consecutive days' predictions). Training
+draws one window of ``warmup_days + train_days`` days per batch; validation, test and
+prediction run over the spin-up and the whole period, which must therefore have a
+spin-up of at least ``warmup_days``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanSquaredError
+
+from h2mv_hybrid.data.datamodule import Normalization
+from h2mv_hybrid.model.daily_inputs import (
+    PAPER_FORCINGS,
+    DailyInputs,
+    column_stats,
+    daily_column,
+    require_inputs,
+)
+from h2mv_hybrid.model.metrics import NanPearson
+
+Physics = Literal["none", "fixed", "learned"]
+#: The paper's tasks: soil moisture of the three layers and daily ET (output names).
+TASKS: tuple[str, ...] = ("sm_layer1", "sm_layer2", "sm_layer3", "et_daily")
+_LAYER = re.compile(r"sm_layer(\d+)$")
+
+
+def task_source(task: str) -> tuple[str, int]:
+    """The store variable and layer a task forecasts: ``sm_layer2`` → (``sm_layers``, 2)."""
+    m = _LAYER.match(task)
+    return ("sm_layers", int(m.group(1))) if m else (task, 1)
+
+
+def task_target(batch: dict[str, Tensor], task: str) -> Tensor:
+    """The observed series of a task [cells, days] (NaN where unobserved)."""
+    name, layer = task_source(task)
+    x = batch[name]
+    return x[..., layer - 1] if name == "sm_layers" else x
+
+
+def storage_change(theta: Tensor, thickness: Tensor) -> Tensor:
+    """ΔS_t = Σ_k d_k (θ_k,t − θ_k,t−1), mm day⁻¹ [cells, days − 1]; θ [cells, days, layers]."""
+    return ((theta[:, 1:] - theta[:, :-1]) * thickness).sum(-1)
+
+
+def water_balance(prec: Tensor, et: Tensor, runoff: Tensor, theta: Tensor, thickness: Tensor,
+                  residual: Tensor | None = None) -> Tensor:
+    """B = P − ET − R − ΔS (− ε), mm day⁻¹ [cells, days − 1] (day 1 onwards).
+
+    Args:
+        prec: precipitation P, mm day⁻¹ [cells, days].
+        et: evapotranspiration ET, mm day⁻¹ [cells, days].
+        runoff: runoff R, mm day⁻¹ [cells, days].
+        theta: soil moisture of every layer, m³ m⁻³ [cells, days, layers].
+        thickness: layer thicknesses, mm [layers].
+        residual: ε, mm day⁻¹ [cells, days], or None for the fixed formula.
+    """
+    b = prec[:, 1:] - et[:, 1:] - runoff[:, 1:] - storage_change(theta, thickness)
+    return b if residual is None else b - residual[:, 1:]
+
+
+class MultiTaskLSTM(L.LightningModule):
+    """Shared LSTM with one branch per task; the water balance through ``physics``.
+
+    Args:
+        stats: normalization statistics of the DataModule (linked by the CLI); it must
+            serve the ``forcings`` that are not schema forcings, ``sm_layers`` for soil
+            moisture tasks, ``et_daily`` for ET and, with physics, ``runoff``.
+        tasks: outputs, among ``sm_layer<k>`` (layer k of ``sm_layers``) and daily inputs
+            such as ``et_daily``; default the paper's four. Physics needs every layer
+            and ``et_daily``.
+        physics: ``none``, ``fixed`` (P − ET − R − ΔS) or ``learned`` (− ε, a network).
+        w_phy: weight of the water-balance term.
+        task_weights: weight of each task's RMSE (default 1 each).
+        forcings: daily meteorological inputs (schema names).
+        runoff: the store's daily runoff R of the balance.
+        hidden: units of the shared LSTM.
+        head_hidden: units of each task branch's hidden layer.
+        residual_hidden: units of the residual network's LSTM (``learned``).
+        dropout: dropout on the shared LSTM's output.
+        warmup_days: days of forcing read before the first scored day (paper: a year).
+        train_days: scored days per training window.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+    """
+
+    def __init__(
+        self,
+        stats: Normalization | None = None,
+        tasks: list[str] | None = None,
+        physics: Physics = "none",
+        w_phy: float = 1.0,
+        task_weights: dict[str, float] | None = None,
+        forcings: list[str] | None = None,
+        runoff: str = "q_surf_daily",
+        hidden: int = 128,
+        head_hidden: int = 64,
+        residual_hidden: int = 32,
+        dropout: float = 0.15,
+        warmup_days: int = 365,
+        train_days: int = 365,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__()
+        tasks = list(tasks or TASKS)
+        if physics not in ("none", "fixed", "learned"):
+            raise ValueError(f"physics: expected none, fixed or learned, found {physics!r}")
+        if not tasks or len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks: expected distinct task names, found {tasks}")
+        if warmup_days < 0 or train_days < 2:
+            raise ValueError(f"warmup_days, train_days: expected ≥ 0 and ≥ 2, found "
+                             f"{warmup_days}, {train_days}")
+        if w_phy < 0:
+            raise ValueError(f"w_phy: expected ≥ 0, found {w_phy}")
+        weights = dict(task_weights or {})
+        if set(weights) - set(tasks):
+            raise ValueError(f"task_weights: expected weights of tasks {tasks}, found "
+                             f"{sorted(weights)}")
+        self.forcings = tuple(forcings or PAPER_FORCINGS)
+        needed = [*self.forcings, *(task_source(t)[0] for t in tasks)]
+        if physics != "none":
+            needed += ["sm_layers", "et_daily", runoff]
+        stats = require_inputs(stats, needed)
+        n_layers = len(stats.layer_thickness_mm)
+        for t in tasks:
+            name, layer = task_source(t)
+            if name == "sm_layers" and not 1 <= layer <= n_layers:
+                raise ValueError(f"tasks: {t} expected a layer in 1 … {n_layers}, found {layer}")
+        if physics != "none":
+            full = [f"sm_layer{k}" for k in range(1, n_layers + 1)] + ["et_daily"]
+            missing = [t for t in full if t not in tasks]
+            if missing:
+                raise ValueError(f"tasks: physics {physics!r} needs the storage of every layer "
+                                 f"and ET, expected {full}, missing {missing}")
+        self.save_hyperparameters()
+        self.tasks = tuple(tasks)
+        self.weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
+        self.inputs = DailyInputs(stats, self.forcings)
+        self.register_buffer("thickness", torch.tensor(stats.layer_thickness_mm))
+        pairs = {t: column_stats(stats, *task_source(t)) for t in self.tasks}
+        self.register_buffer("y_mean", torch.tensor([pairs[t][0] for t in self.tasks]))
+        self.register_buffer("y_std", torch.tensor([pairs[t][1] for t in self.tasks]))
+        self.p_std = column_stats(stats, "prec")[1]
+        self.lstm = nn.LSTM(self.inputs.size, hidden, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({t: nn.Sequential(nn.Linear(hidden, head_hidden), nn.ReLU(),
+                                                     nn.Linear(head_hidden, 1))
+                                    for t in self.tasks})
+        if physics == "learned":
+            self.residual_lstm = nn.LSTM(self.inputs.size, residual_hidden, batch_first=True)
+            self.residual_head = nn.Linear(residual_hidden, 1)
+        stages = ("val", "test")
+        self.r = nn.ModuleDict({f"{s}_{t}": NanPearson() for s in stages for t in self.tasks})
+        self.rmse = nn.ModuleDict({f"{s}_{t}": MeanSquaredError(squared=False)
+                                   for s in stages for t in self.tasks})
+
+    # -- the networks ------------------------------------------------------------------
+    def forward(self, batch: dict[str, Tensor], first: int = 0, last: int | None = None
+                ) -> dict[str, Tensor]:
+        """Outputs in physical units over days [first, last) of the batch, each [cells, days].
+
+        Keys: the tasks, and ``wb_residual`` (ε, mm day⁻¹) with ``physics: learned``.
+        """
+        x = self.inputs(batch)[:, first:last]
+        h, _ = self.lstm(x)
+        h = self.drop(h)
+        out = {t: self.y_mean[i] + self.y_std[i] * self.heads[t](h).squeeze(-1)
+               for i, t in enumerate(self.tasks)}
+        if self.hparams.physics == "learned":
+            r, _ = self.residual_lstm(x)
+            out["wb_residual"] = self.p_std * self.residual_head(r).squeeze(-1)
+        return out
+
+    def theta(self, out: dict[str, Tensor]) -> Tensor:
+        """Predicted soil moisture of every layer [cells, days, layers]."""
+        return torch.stack([out[f"sm_layer{k}"] for k in range(1, len(self.thickness) + 1)], -1)
+
+    # -- the loss ----------------------------------------------------------------------
+    def losses(self, out: dict[str, Tensor], batch: dict[str, Tensor], first: int,
+               last: int | None, scored: int) -> dict[str, Tensor]:
+        """Task RMSEs (scaled), the balance term and their total over the scored days.
+
+        ``out`` covers days [first, last) of the batch; the last ``scored`` days count.
+        """
+        terms = {}
+        data = 0.0
+        for i, t in enumerate(self.tasks):
+            y = task_target(batch, t)[:, first:last][:, -scored:]
+            p = out[t][:, -scored:]
+            ok = ~torch.isnan(y)
+            err = torch.where(ok, (p - torch.nan_to_num(y)) / self.y_std[i], 0.0)
+            terms[f"rmse_{t}"] = torch.sqrt((err**2).sum() / ok.sum().clamp(min=1) + 1e-12)
+            data = data + self.weights[t] * terms[f"rmse_{t}"]
+        total = data
+        if self.hparams.physics != "none":
+            b = self.balance(out, batch, first, last)[:, -(scored - 1):]
+            terms["phy"] = torch.sqrt(((b / self.p_std) ** 2).mean() + 1e-12)
+            total = total + self.hparams.w_phy * terms["phy"]
+        terms["loss"] = total
+        return terms
+
+    def balance(self, out: dict[str, Tensor], batch: dict[str, Tensor], first: int,
+                last: int | None, with_residual: bool = True) -> Tensor:
+        """The water balance of the outputs, mm day⁻¹ [cells, days − 1] (see module doc)."""
+        prec = daily_column(batch, "prec")[:, first:last]
+        runoff = batch[self.hparams.runoff][:, first:last]
+        eps = out.get("wb_residual") if with_residual else None
+        return water_balance(prec, out["et_daily"], runoff, self.theta(out), self.thickness,
+                             eps)
+
+    # -- steps -------------------------------------------------------------------------
+    def _spinup(self, batch: dict[str, Tensor]) -> int:
+        days = int(batch["spinup_days"])
+        if days < self.hparams.warmup_days:
+            raise ValueError(
+                f"data.spinup_years: expected at least {self.hparams.warmup_days} days of "
+                f"forcing before the period (warmup_days), found {days}"
+            )
+        return days
+
+    def _train_window(self, batch: dict[str, Tensor]) -> tuple[int, int, int]:
+        """A random window: (first day read, one past the last, scored days)."""
+        n_days = batch["forcing"].shape[1]
+        warm, length = self.hparams.warmup_days, self.hparams.train_days
+        lo = max(int(batch["spinup_days"]), warm)
+        if lo + 2 > n_days:
+            raise ValueError(f"data: expected more than {lo + 2} days in a training batch "
+                             f"(warm-up {warm} days), found {n_days}")
+        length = min(length, n_days - lo)
+        start = int(torch.randint(lo, n_days - length + 1, ()).item())
+        return start - warm, start + length, length
+
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        if stage == "train":
+            first, last, scored = self._train_window(batch)
+        else:
+            first, last = 0, None
+            scored = batch["forcing"].shape[1] - self._spinup(batch)
+        out = self(batch, first, last)
+        terms = self.losses(out, batch, first, last, scored)
+        n = batch["forcing"].shape[0]
+        self.log(f"{stage}_loss", terms["loss"], prog_bar=True, batch_size=n,
+                 on_step=stage == "train", on_epoch=True, sync_dist=True)
+        for k, v in terms.items():
+            if k != "loss":
+                self.log(f"{stage}_{k}", v, batch_size=n, on_epoch=True, on_step=False,
+                         sync_dist=True)
+        if stage != "train":
+            self._score(stage, out, batch, scored)
+        return terms["loss"]
+
+    def _score(self, stage: str, out: dict[str, Tensor], batch: dict[str, Tensor],
+               scored: int) -> None:
+        n = batch["forcing"].shape[0]
+        for t in self.tasks:
+            p = out[t][:, -scored:].detach()
+            y = task_target(batch, t)[:, -scored:]
+            self.r[f"{stage}_{t}"].update(p, y)
+            ok = ~torch.isnan(y)
+            self.rmse[f"{stage}_{t}"].update(p[ok], y[ok])
+            self.log(f"{stage}_{t}_r", self.r[f"{stage}_{t}"], on_epoch=True, on_step=False,
+                     batch_size=n)
+            self.log(f"{stage}_{t}_rmse", self.rmse[f"{stage}_{t}"], on_epoch=True,
+                     on_step=False, batch_size=n)
+        if self.has_balance and self.hparams.runoff in batch:
+            b = self.balance(out, batch, 0, None, with_residual=False)[:, -(scored - 1):]
+            self.log(f"{stage}_balance_mae", b.abs().mean(), on_epoch=True, on_step=False,
+                     batch_size=n, sync_dist=True)
+
+    @property
+    def has_balance(self) -> bool:
+        """Whether the tasks cover every layer and ET (their balance can be computed)."""
+        full = [f"sm_layer{k}" for k in range(1, len(self.thickness) + 1)] + ["et_daily"]
+        return all(t in self.tasks for t in full)
+
+    def training_step(self, batch, batch_idx):  # noqa: D102
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):  # noqa: D102
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):  # noqa: D102
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch, batch_idx):  # noqa: D102
+        start = self._spinup(batch)
+        out = {k: v[:, start:].detach() for k, v in self(batch).items()}
+        meta = {}
+        for t in self.tasks:
+            name, layer = task_source(t)
+            meta[t] = (("m3 m-3", f"estimated volumetric soil moisture, layer {layer}")
+                       if name == "sm_layers" else ("mm day-1", f"estimated {name}"))
+            meta[t] = (*meta[t], "Yan et al. 2026 (multi-task LSTM)")
+        if "wb_residual" in out:
+            meta["wb_residual"] = ("mm day-1", "learned water-balance residual ε",
+                                   "Yan et al. 2026 (differentiable water balance)")
+        return {"cell_index": batch["cell_index"], "daily": out, "metadata": meta}
+
+    def report_lines(self, metrics: dict[str, float]) -> list[str]:
+        """The end-of-fit summary (:class:`~h2mv_hybrid.model.report.FitReport`)."""
+        lines = [f"validation scores (multi-task LSTM, physics: {self.hparams.physics}):",
+                 f"  {'task':<12} {'r':>8} {'RMSE':>10}"]
+        for t in self.tasks:
+            r, e = metrics.get(f"val_{t}_r"), metrics.get(f"val_{t}_rmse")
+            if r is not None and e is not None:
+                lines.append(f"  {t:<12} {r:>8.3f} {e:>10.4f}")
+        if "val_balance_mae" in metrics:
+            lines.append(f"  |P − ET − R − ΔS| {metrics['val_balance_mae']:.3f} mm/day")
+        if "val_phy" in metrics:
+            lines.append(f"  balance term {metrics['val_phy']:.4f}")
+        return lines
+
+    def configure_optimizers(self):  # noqa: D102
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay)
