@@ -30,7 +30,6 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanSquaredError
@@ -43,6 +42,7 @@ from h2mv_hybrid.model.daily_inputs import (
     daily_column,
     require_inputs,
 )
+from h2mv_hybrid.model.heads import LSTMHead, sequence_window
 from h2mv_hybrid.model.metrics import NanPearson
 
 Physics = Literal["none", "fixed", "learned"]
@@ -85,7 +85,7 @@ def water_balance(prec: Tensor, et: Tensor, runoff: Tensor, theta: Tensor, thick
     return b if residual is None else b - residual[:, 1:]
 
 
-class MultiTaskLSTM(L.LightningModule):
+class MultiTaskLSTM(LSTMHead):
     """Shared LSTM with one branch per task; the water balance through ``physics``.
 
     Args:
@@ -236,33 +236,9 @@ class MultiTaskLSTM(L.LightningModule):
                              eps)
 
     # -- steps -------------------------------------------------------------------------
-    def _spinup(self, batch: dict[str, Tensor]) -> int:
-        days = int(batch["spinup_days"])
-        if days < self.hparams.warmup_days:
-            raise ValueError(
-                f"data.spinup_years: expected at least {self.hparams.warmup_days} days of "
-                f"forcing before the period (warmup_days), found {days}"
-            )
-        return days
-
-    def _train_window(self, batch: dict[str, Tensor]) -> tuple[int, int, int]:
-        """A random window: (first day read, one past the last, scored days)."""
-        n_days = batch["forcing"].shape[1]
-        warm, length = self.hparams.warmup_days, self.hparams.train_days
-        lo = max(int(batch["spinup_days"]), warm)
-        if lo + 2 > n_days:
-            raise ValueError(f"data: expected more than {lo + 2} days in a training batch "
-                             f"(warm-up {warm} days), found {n_days}")
-        length = min(length, n_days - lo)
-        start = int(torch.randint(lo, n_days - length + 1, ()).item())
-        return start - warm, start + length, length
-
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        if stage == "train":
-            first, last, scored = self._train_window(batch)
-        else:
-            first, last = 0, None
-            scored = batch["forcing"].shape[1] - self._spinup(batch)
+        first, last, scored = sequence_window(batch, stage, self.hparams.warmup_days,
+                                              self.hparams.train_days)
         out = self(batch, first, last)
         terms = self.losses(out, batch, first, last, scored)
         n = batch["forcing"].shape[0]
@@ -300,18 +276,10 @@ class MultiTaskLSTM(L.LightningModule):
         full = [f"sm_layer{k}" for k in range(1, len(self.thickness) + 1)] + ["et_daily"]
         return all(t in self.tasks for t in full)
 
-    def training_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "test")
-
     def predict_step(self, batch, batch_idx):  # noqa: D102
-        start = self._spinup(batch)
-        out = {k: v[:, start:].detach() for k, v in self(batch).items()}
+        _, _, scored = sequence_window(batch, "predict", self.hparams.warmup_days,
+                                       self.hparams.train_days)
+        out = {k: v[:, -scored:].detach() for k, v in self(batch).items()}
         meta = {}
         for t in self.tasks:
             name, layer = task_source(t)
@@ -336,7 +304,3 @@ class MultiTaskLSTM(L.LightningModule):
         if "val_phy" in metrics:
             lines.append(f"  balance term {metrics['val_phy']:.4f}")
         return lines
-
-    def configure_optimizers(self):  # noqa: D102
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)

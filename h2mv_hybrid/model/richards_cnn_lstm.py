@@ -28,13 +28,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanSquaredError
 
 from h2mv_hybrid.data.datamodule import Normalization
 from h2mv_hybrid.model.daily_inputs import DailyInputs, column_stats, require_inputs
+from h2mv_hybrid.model.heads import LSTMHead, sequence_window
 from h2mv_hybrid.model.metrics import NanPearson
 from h2mv_hybrid.model.soil_moisture_lstm import Share
 from process_layers import richards
@@ -45,7 +45,7 @@ Physics = Literal["none", "richards"]
 CNN_FORCINGS: tuple[str, ...] = ("prec", "tair", "sw_down", "lw_down", "q_air", "wind")
 
 
-class PatchCNNLSTM(L.LightningModule):
+class PatchCNNLSTM(LSTMHead):
     """CNN over k × k patches, LSTM over days, soil moisture of the deeper layers.
 
     Args:
@@ -216,21 +216,8 @@ class PatchCNNLSTM(L.LightningModule):
 
     # -- steps -------------------------------------------------------------------------
     def _window(self, batch: dict[str, Tensor], stage: str) -> tuple[int, int | None, int]:
-        n_days = batch["forcing"].shape[1]
-        spin = int(batch["spinup_days"])
-        warm = self.hparams.warmup_days
-        if stage != "train":
-            if spin < warm:
-                raise ValueError(f"data.spinup_years: expected at least {warm} days of forcing "
-                                 f"before the period (warmup_days), found {spin}")
-            return 0, None, n_days - spin
-        lo = max(spin, warm)
-        if lo + 2 > n_days:
-            raise ValueError(f"data: expected more than {lo + 2} days in a training batch, "
-                             f"found {n_days}")
-        length = min(self.hparams.train_days, n_days - lo)
-        start = int(torch.randint(lo, n_days - length + 1, ()).item())
-        return start - warm, start + length, length
+        return sequence_window(batch, stage, self.hparams.warmup_days,
+                               self.hparams.train_days)
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         first, last, scored = self._window(batch, stage)
@@ -273,15 +260,6 @@ class PatchCNNLSTM(L.LightningModule):
                      on_step=False, batch_size=n)
         return loss
 
-    def training_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "test")
-
     def predict_step(self, batch, batch_idx):  # noqa: D102
         first, last, scored = self._window(batch, "predict")
         pred = self(batch, first, last)[:, -scored:].detach()
@@ -302,7 +280,3 @@ class PatchCNNLSTM(L.LightningModule):
             lines.append(f"  Richards residual > {self.hparams.tolerance:g} mm/day: "
                          f"{metrics['val_inconsistency']:.1%}")
         return lines
-
-    def configure_optimizers(self):  # noqa: D102
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)

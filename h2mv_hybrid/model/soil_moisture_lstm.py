@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanSquaredError, Metric
@@ -36,6 +35,7 @@ from h2mv_hybrid.model.daily_inputs import (
     column_stats,
     require_inputs,
 )
+from h2mv_hybrid.model.heads import LSTMHead
 from h2mv_hybrid.model.metrics import NanPearson
 from process_layers import monotonic
 
@@ -67,7 +67,7 @@ class Share(Metric):
         return (self.num / self.den.clamp(min=1)).float()
 
 
-class SoilMoistureLSTM(L.LightningModule):
+class SoilMoistureLSTM(LSTMHead):
     """LSTM forecasting one soil layer's moisture; PHY-LSTM / PHYs-LSTM through ``physics``.
 
     Args:
@@ -255,15 +255,6 @@ class SoilMoistureLSTM(L.LightningModule):
             self.log(f"{stage}_inconsistency", self.inconsistent[stage], on_epoch=True,
                      on_step=False, batch_size=pred.shape[0])
 
-    def training_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "test")
-
     def predict_step(self, batch, batch_idx):  # noqa: D102
         name = f"sm_layer{self.hparams.layer}"
         return {
@@ -285,7 +276,3 @@ class SoilMoistureLSTM(L.LightningModule):
         lines += [f"  {label:<16} {fmt.format(metrics[key]):>10}" for label, key, fmt in rows
                   if key in metrics]
         return lines
-
-    def configure_optimizers(self):  # noqa: D102
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)
