@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "h2mv_hybrid.analysis.report:analyze",
         "metric and equifinality tables, pattern maps and figures of an ensemble store",
     ),
+    "catchments": (
+        "h2mv_hybrid.analysis.catchments:catchment_report",
+        "per-basin NSE/KGE, water balance and emergent patterns of catchment (CAMELS) fits",
+    ),
     "recovery": (
         "h2mv_hybrid.model.recovery:recovery",
         "compare a fitted model's SM_max and beta with a twin's truth",
@@ -48,6 +52,10 @@ SPECIAL: dict[str, tuple[str, str]] = {
     "compare": (
         "h2mv_hybrid.ensemble.compare:compare_command",
         "train the variants of a comparison spec through the CV, print their score table",
+    ),
+    "import": (
+        "h2mv_hybrid.importers.command:import_command",
+        "write a store from real data: camels (catchments) or netcdf (gridded products)",
     ),
 }
 

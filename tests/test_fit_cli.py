@@ -18,6 +18,23 @@ CONFIGS = sorted(p for p in (ROOT / "experiments").rglob("*.yaml")
 
 
 @pytest.fixture(scope="module")
+def camels(tmp_path_factory):
+    """A CAMELS-layout point store (6 synthetic basins, 1981–1984) for experiments/camels."""
+    from helpers.camels_folder import write_camels_folder
+
+    from h2mv_hybrid.importers.camels import import_camels
+
+    root = tmp_path_factory.mktemp("camels")
+    write_camels_folder(root / "src")
+    return import_camels(str(root / "src"), str(root / "camels.zarr"))
+
+
+#: periods of the experiments/camels configs on that store
+CAMELS_PERIODS = ["--data.train_start", "1982-01-01", "--data.train_end", "1983-06-30",
+                  "--data.test_start", "1983-07-01", "--data.test_end", "1984-12-31"]
+
+
+@pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("fit") / "twin.zarr"
     write_store(*synthesize(TwinConfig(res=8.0, years="2001-2006", seed=1)), path)
@@ -32,11 +49,13 @@ def fit_args(config, store, root, *extra):
 
 @pytest.mark.parametrize("config", CONFIGS,
                          ids=lambda p: str(p.relative_to(ROOT / "experiments").with_suffix("")))
-def test_every_config_fits_through_the_cli(config, store, tmp_path):
+def test_every_config_fits_through_the_cli(config, store, camels, tmp_path):
     # the pure-learning heads' periods (to 2010) fall outside this 2001–2006 twin
     periods = ["--data.train_end", "2004-12-31", "--data.val_start", "2005-01-01",
                "--data.val_end", "2005-12-31", "--data.test_start", "2006-01-01",
                "--data.test_end", "2006-12-31"] if config.parent.name in HEADS else []
+    if config.parent.name == "camels":  # catchment configs: a CAMELS store, its periods
+        store, periods = camels, CAMELS_PERIODS
     cli.main(fit_args(config, store, tmp_path, "--trainer.fast_dev_run", "1", *periods))
 
 

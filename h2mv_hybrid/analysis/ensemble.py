@@ -35,7 +35,7 @@ from h2mv_hybrid.analysis.patterns import (
     tws_decomposition,
 )
 from h2mv_hybrid.analysis.spread import area_mean, state_spread
-from h2mv_hybrid.data.schema import SPECS
+from h2mv_hybrid.data.schema import time_axis, with_energy
 from h2mv_hybrid.model.losses import PAPER_CONSTRAINTS, Constraint
 from process_layers.constants import LATENT_HEAT_VAPORISATION, W_M2_TO_MJ_M2_DAY
 
@@ -65,7 +65,7 @@ def open_ensemble(path: str | Path, store: str | Path | None = None
     source = store if store is not None else ens.attrs.get("input_store")
     if source is None:
         raise ValueError(f"store: {path} records no input store; pass store=")
-    return ens, xr.open_zarr(source, consolidated=False)
+    return ens, with_energy(xr.open_zarr(source, consolidated=False))
 
 
 def predicted_cells(ens: xr.Dataset, store: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
@@ -106,7 +106,7 @@ def constraint_series(ens: xr.Dataset, store: xr.Dataset, c: Constraint
         raise ValueError(f"constraint {c.target}: expected variable {c.target!r} in the "
                          f"input store, found none")
     pred = ens[c.output]
-    if SPECS[c.target].time == "month":
+    if time_axis(store, c.target) == "month":
         pred = pred.resample(time="MS").mean()
         obs = store[c.target].rename(month="time").sel(time=pred["time"])
     else:
@@ -139,7 +139,7 @@ def ensemble_performance(ens: xr.Dataset, store: xr.Dataset,
     parts = []
     for c in constraints:
         pred, obs = constraint_series(ens, store, c)
-        if SPECS[c.target].time != "month":
+        if time_axis(store, c.target) != "month":
             # daily targets (SWE) are scored on monthly means of the jointly observed days,
             # so that every constraint's "monthly" component means the same thing
             pred = pred.where(np.isfinite(obs)).resample(time="MS").mean()

@@ -47,10 +47,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from h2mv_hybrid.data.folds import fold_map, member_split
 from h2mv_hybrid.data.schema import (
     FORCING_NAMES,
-    SPECS,
     StoreError,
     StoreInfo,
     check_store,
+    time_axis,
 )
 from h2mv_hybrid.data.synth import TILE, TwinConfig, open_store, synthesize, write_store
 
@@ -276,8 +276,8 @@ class CellBatches(Dataset):
             "month_of_day": torch.as_tensor(w.month_of_day),
             "spinup_days": torch.tensor(w.spinup_days),
         }
-        monthly = [k for k in self.constraints if SPECS[k].time == "month"]
-        daily = [k for k in self.constraints if SPECS[k].time == "time"]
+        monthly = [k for k in self.constraints if time_axis(self.ds, k) == "month"]
+        daily = [k for k in self.constraints if time_axis(self.ds, k) == "time"]
         if monthly:
             batch.update({k: as_t(v) for k, v in self._block(
                 monthly, slice(w.start_month, w.end_month), "month", r, c).items()})
@@ -510,7 +510,7 @@ class H2MVDataModule(L.LightningDataModule):
         spatial = ds["mask"].dims
         lazy["static"] = (st.mean(spatial), st.std(spatial))
         for k in self.constraints:
-            axis = SPECS[k].time
+            axis = time_axis(ds, k)
             sl = (slice(w.start_month, w.end_month) if axis == "month"
                   else slice(w.start_day, w.end_day))
             x = ds[k].isel({axis: sl}).where(where)

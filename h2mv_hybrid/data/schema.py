@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from process_layers.constants import LATENT_HEAT_VAPORISATION, W_M2_TO_MJ_M2_DAY
+
 Role = Literal["forcing", "static", "mask", "constraint", "optional"]
 TimeAxis = Literal["time", "month"] | None
 GRID: tuple[str, ...] = ("lat", "lon")
@@ -54,10 +56,13 @@ class VariableSpec:
     #: optional variables only: may it have NaN on modelled cells? (inputs of a model
     #: may not; targets and loss terms may, those days are left out)
     gaps: bool = False
+    #: a second time axis the store may hold it on (runoff: monthly or daily)
+    alt_time: TimeAxis = None
 
-    def dims(self, spatial: tuple[str, ...]) -> tuple[str, ...]:
-        """Dims of this variable in a layout with the given spatial dims."""
-        lead = (self.time,) if self.time else ()
+    def dims(self, spatial: tuple[str, ...], time: TimeAxis = None) -> tuple[str, ...]:
+        """Dims of this variable in a layout with the given spatial dims (on ``time``)."""
+        time = time or self.time
+        lead = (time,) if time else ()
         return (*lead, *self.extra_dims, *spatial)
 
     def accepts(self, units: str) -> bool:
@@ -98,8 +103,10 @@ VARIABLES: tuple[VariableSpec, ...] = (
                  _MM, (-5000.0, 1e5)),
     VariableSpec("et", "constraint", "month", "mm day-1", "evapotranspiration (monthly mean)",
                  _PER_DAY, (-5.0, 30.0)),
-    VariableSpec("q", "constraint", "month", "mm day-1", "runoff (monthly mean)", _PER_DAY,
-                 (0.0, 500.0)),
+    # Runoff: monthly means (gridded products) or daily (gauges; the constraint's
+    # aggregation then chooses daily or monthly comparison).
+    VariableSpec("q", "constraint", "month", "mm day-1", "runoff (monthly mean, or daily)",
+                 _PER_DAY, (0.0, 500.0), alt_time="time"),
     VariableSpec("fapar", "constraint", "month", "1", "fAPAR (monthly mean)", _ONE,
                  (0.0, 1.0), hints=(Hint("max", ">", 1.0, "fAPAR is a fraction in [0, 1]"),)),
     VariableSpec("swe", "constraint", "time", "mm", "snow water equivalent (daily)", _MM,
@@ -133,6 +140,41 @@ VARIABLES: tuple[VariableSpec, ...] = (
 SPECS: dict[str, VariableSpec] = {v.name: v for v in VARIABLES}
 FORCING_NAMES: tuple[str, ...] = tuple(v.name for v in VARIABLES if v.role == "forcing")
 CONSTRAINT_NAMES: tuple[str, ...] = tuple(v.name for v in VARIABLES if v.role == "constraint")
+#: 1 mm day⁻¹ of evaporation as a latent heat flux, W m⁻² (λ = 2.45 MJ kg⁻¹ over one day):
+#: the inverse of the process layer's conversion of ``rn`` (process_layers.constants).
+MM_DAY_AS_W_M2: float = LATENT_HEAT_VAPORISATION / W_M2_TO_MJ_M2_DAY
+
+
+def time_axis(ds: xr.Dataset, name: str) -> TimeAxis:
+    """The time axis a store holds a variable on (``time``, ``month`` or None)."""
+    lead = ds[name].dims[0] if ds[name].dims else None
+    return lead if lead in ("time", "month") else None
+
+
+def with_energy(ds: xr.Dataset) -> xr.Dataset:
+    """The store with its energy forcing ``rn``, from ``pet`` where it has no net radiation.
+
+    The bucket's energy limit is available energy in mm day⁻¹ (the process layer converts
+    ``rn`` by λ). A store without ``rn`` but with potential evapotranspiration ``pet``
+    (mm day⁻¹; catchment data sets, or Oudin PET from temperature,
+    :func:`h2mv_hybrid.data.pet.oudin_pet`) gets ``rn`` = ``pet`` × λ / 86 400 s, its
+    latent-heat equivalent, so that the process layer sees PET as its energy limit: the
+    evaporative fraction then means ET / PET. A store with ``rn`` is returned unchanged
+    (``rn`` wins over ``pet``); so is one with neither, which the check reports.
+    """
+    if "rn" in ds.data_vars or "pet" not in ds.data_vars:
+        return ds
+    rn = ds["pet"] * MM_DAY_AS_W_M2
+    rn.attrs = {"units": "W m-2", "energy_source": "pet",
+                "long_name": "available energy: potential evapotranspiration (pet) as its "
+                             "latent-heat equivalent"}
+    return ds.assign(rn=rn)
+
+
+def energy_source(ds: xr.Dataset) -> str:
+    """``rn`` or ``pet``: which store variable the energy forcing comes from."""
+    return "rn" if "rn" in ds.data_vars and "energy_source" not in ds["rn"].attrs else (
+        "pet" if "pet" in ds.data_vars else "rn")
 
 
 @dataclass(frozen=True)
@@ -202,8 +244,10 @@ def _check_time(ds: xr.Dataset) -> None:
 def _check_attrs_and_dims(ds: xr.Dataset, spec: VariableSpec, spatial: tuple[str, ...]) -> None:
     da = ds[spec.name]
     expected = spec.dims(spatial)
-    if da.dims != expected:
-        raise StoreError(f"{spec.name}: expected dims {expected}, found {da.dims}")
+    allowed = [expected] + ([spec.dims(spatial, spec.alt_time)] if spec.alt_time else [])
+    if da.dims not in allowed:
+        raise StoreError(f"{spec.name}: expected dims {' or '.join(map(str, allowed))}, "
+                         f"found {da.dims}")
     units = da.attrs.get("units")
     if units is None:
         raise StoreError(f"{spec.name}: expected a 'units' attribute ({spec.units!r}), found none")
@@ -301,6 +345,7 @@ def check_store(
     Raises:
         StoreError: naming the variable, the expected and the found.
     """
+    ds = with_energy(ds)
     layout, spatial = spatial_layout(ds)
     _check_time(ds)
     required = [*FORCING_NAMES, "static", "mask"]
@@ -321,12 +366,16 @@ def check_store(
         if ds.attrs.get("source") == "h2mv_hybrid.data.synth":
             hint = ("; this twin was written by an older version: write it again with "
                     "h2mv synth --overwrite (or delete it to let the DataModule recreate it)")
+        if "rn" in missing:
+            hint += "; rn may be replaced by pet (potential evapotranspiration, mm day-1)"
         raise StoreError(
             f"{', '.join(missing)}: expected in the store (required: {', '.join(required)}), "
             f"found variables {', '.join(map(str, ds.data_vars)) or 'none'}{hint}"
         )
     present = [SPECS[n] for n in ds.data_vars if n in SPECS]
-    if any(s.time == "month" for s in present) and "month" not in ds.coords:
+    if "month" not in ds.coords and any(
+            time_axis(ds, s.name) == "month" or (s.time == "month" and s.alt_time is None)
+            for s in present):
         raise StoreError(
             "month: expected a 'month' coordinate for the monthly constraints, found none"
         )
@@ -349,11 +398,15 @@ def check_store(
         served = wanted if constraints is not None else [
             s.name for s in present if s.role == "constraint"]
         used = {*FORCING_NAMES, *extra, *served}
+        if energy_source(ds) == "pet":  # PET standing in for rn: checked in its own unit
+            used = (used - {"rn"}) | {"pet"}
         _value_checks(ds, [s for s in present if s.name in used], mask)
         complete = [*FORCING_NAMES, *(n for n in extra if not SPECS[n].gaps)]
         for name in complete:
             null = ds[name].isnull()
             bad = (null.any([d for d in null.dims if d not in spatial]) & mask).load()
+            if name == "rn" and energy_source(ds) == "pet":
+                name = "pet (the energy forcing)"
             if bool(bad.any()):
                 raise StoreError(
                     f"{name}: expected complete forcing on modelled cells, found NaN at "

@@ -27,7 +27,7 @@ import xarray as xr
 
 from h2mv_hybrid.atomic import atomic_directory
 from h2mv_hybrid.data.gridding import scatter
-from h2mv_hybrid.data.schema import annotate, month_starts
+from h2mv_hybrid.data.schema import annotate, month_starts, with_energy
 from h2mv_hybrid.sites import wet_spells
 from process_layers import FLUX_METADATA, FLUX_NAMES, h2mv
 from process_layers import soil_layers as layers
@@ -443,12 +443,14 @@ def open_store(path: str | os.PathLike, group: str | None = None, *, dask: bool 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"store: expected a zarr store at {path}, found nothing")
-    return xr.open_zarr(path, group=group, consolidated=False, chunks={} if dask else None)
+    ds = xr.open_zarr(path, group=group, consolidated=False, chunks={} if dask else None)
+    return ds if group else with_energy(ds)
 
 
 def write_store(store: xr.Dataset, truth: xr.Dataset | None, out: str | os.PathLike,
-                *, overwrite: bool = False) -> Path:
-    """Write a store (and its ``truth`` group) to zarr atomically.
+                *, overwrite: bool = False, groups: dict[str, xr.Dataset] | None = None
+                ) -> Path:
+    """Write a store (and its ``truth`` group, and any other ``groups``) to zarr atomically.
 
     The store is written under a temporary name beside ``out`` and renamed into place at
     the end, so an interrupted run leaves no half-written store under ``out``. An existing
@@ -460,8 +462,11 @@ def write_store(store: xr.Dataset, truth: xr.Dataset | None, out: str | os.PathL
     with atomic_directory(out) as tmp:
         # Unconsolidated: consolidated metadata is not part of the zarr v3 specification.
         store.to_zarr(tmp, mode="w", encoding=chunking(store), consolidated=False)
+        extra = dict(groups or {})
         if truth is not None:
-            truth.to_zarr(tmp, group="truth", mode="a", encoding=chunking(truth),
+            extra["truth"] = truth
+        for name, group in extra.items():
+            group.to_zarr(tmp, group=name, mode="a", encoding=chunking(group),
                           consolidated=False)
     return out
 

@@ -146,6 +146,7 @@ def cross_validate(
     predict: PredictCells = "test",
     ensemble: str | os.PathLike | None = None,
     device: str = "auto",
+    ensemble_of: Literal["all", "these"] = "all",
 ) -> dict[str, Any]:
     """Train (or resume, or skip) the CV members, then write the ensemble prediction store.
 
@@ -160,6 +161,9 @@ def cross_validate(
             the ``test`` cells, ``all`` modelled cells, or ``none``.
         ensemble: path of the ensemble store (default ``<root>/ensemble.zarr``).
         device: device of the ensemble prediction (``auto``: CUDA if available).
+        ensemble_of: the store holds ``all`` K members (written once every member is
+            finished, whichever process finishes last) or only ``these`` members of this
+            call (a partial ensemble, when compute allows only some members).
 
     Returns:
         ``root``, ``members`` (a :class:`MemberResult` per member of this call) and
@@ -246,17 +250,20 @@ def cross_validate(
             write_json(done, info)
         results.append(MemberResult(k, action, mdir, seconds, best))
 
+    if ensemble_of not in ("all", "these"):
+        raise ValueError(f"ensemble_of: expected all or these, found {ensemble_of!r}")
     out = None
-    finished = all((root / f"member_{k}" / "done.json").exists() for k in range(folds))
+    wanted = list(range(folds)) if ensemble_of == "all" else members
+    finished = all((root / f"member_{k}" / "done.json").exists() for k in wanted)
     if rank_zero_only.rank != 0:
         pass  # the other ranks of a multi-device fit leave the ensemble store to rank 0
     elif predict != "none" and finished:
         from h2mv_hybrid.ensemble.store import predict_ensemble
 
-        out = predict_ensemble(root, ensemble, cells=predict, device=device)
+        out = predict_ensemble(root, ensemble, cells=predict, device=device,
+                               members=None if ensemble_of == "all" else members)
     elif predict != "none":
-        waiting = [k for k in range(folds)
-                   if not (root / f"member_{k}" / "done.json").exists()]
+        waiting = [k for k in wanted if not (root / f"member_{k}" / "done.json").exists()]
         print(f"ensemble store not written yet: members {waiting} are not finished")
     return {"root": root, "members": results, "ensemble": out}
 
@@ -283,9 +290,12 @@ def cv(argv: Sequence[str]) -> None:
                         help="ensemble store path (default <root>/ensemble.zarr)")
     parser.add_argument("--device", default="auto",
                         help="device of the ensemble prediction (auto, cpu, cuda, cuda:1 …)")
+    parser.add_argument("--ensemble_of", choices=("all", "these"), default="all",
+                        help="members of the ensemble store: all K (written when every "
+                             "member is done) or only these --members (default: all)")
     args, rest = parser.parse_known_args(list(argv))
     result = cross_validate(args.config, args.folds, args.members, args.root, rest,
-                            args.predict, args.ensemble, args.device)
+                            args.predict, args.ensemble, args.device, args.ensemble_of)
     lines = ["", f"cross-validation: {result['root']}"]
     for m in result["members"]:
         lines.append(f"  member {m.member}: {m.action:<8} {m.seconds:7.1f} s  {m.best_checkpoint}")

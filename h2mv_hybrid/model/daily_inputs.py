@@ -29,7 +29,8 @@ def require_inputs(stats: Normalization | None, needed: Sequence[str]) -> Normal
             "stats: expected the DataModule's normalization statistics (the CLI links "
             "data.stats to model.init_args.stats), found None"
         )
-    needed = [k for k in dict.fromkeys(needed) if k not in FORCING_NAMES]
+    needed = [k for k in dict.fromkeys(needed)
+              if k not in FORCING_NAMES and k not in stats.target_mean]
     missing = [k for k in needed if k not in stats.input_mean]
     if missing:
         raise ValueError(
@@ -40,10 +41,16 @@ def require_inputs(stats: Normalization | None, needed: Sequence[str]) -> Normal
 
 
 def column_stats(stats: Normalization, name: str, layer: int = 1) -> tuple[float, float]:
-    """Training mean and standard deviation of one daily variable (a layer of a layered one)."""
+    """Training mean and standard deviation of one daily variable (a layer of a layered one).
+
+    A schema forcing, a served input, or a daily constraint (``data.targets``, such as
+    gauged runoff ``q``).
+    """
     if name in FORCING_NAMES:
         i = FORCING_NAMES.index(name)
         return float(stats.forcing_mean[i]), float(stats.forcing_std[i])
+    if name in stats.target_mean and name not in stats.input_mean:
+        return float(stats.target_mean[name]), float(stats.target_std[name])
     return float(stats.input_mean[name][layer - 1]), float(stats.input_std[name][layer - 1])
 
 

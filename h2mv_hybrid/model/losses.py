@@ -31,8 +31,9 @@ class Constraint:
         output: the model output compared with it (a process-layer flux such as ``ET``,
             ``q_total``, ``tws``, ``swe``, or ``fapar``).
         aggregation: ``daily`` (compare day by day), ``monthly`` (monthly means of the
-            daily prediction, for targets on the ``month`` axis) or ``8day`` (means over
-            consecutive 8-day blocks from the start of the period).
+            daily prediction, for targets on the ``month`` axis, or of both for a daily
+            target, over its observed days) or ``8day`` (means over consecutive 8-day
+            blocks from the start of the period).
         anomaly: compare anomalies from each cell's mean over the observed entries (TWS).
         saturation: where observation and prediction both exceed it, count a match
             (snow products saturate); None for no saturation.
@@ -80,6 +81,35 @@ def aggregate(pred: Tensor, how: Aggregation, month_of_day: Tensor) -> Tensor:
     sums = pred.new_zeros(pred.shape[0], n).index_add(1, index, pred)
     counts = torch.bincount(index, minlength=n).to(pred.dtype)
     return sums / counts
+
+
+def align(pred: Tensor, obs: Tensor, how: Aggregation, month_of_day: Tensor
+          ) -> tuple[Tensor, Tensor]:
+    """Daily prediction and an observation → both on the constraint's axis.
+
+    An observation already on that axis (monthly products) is returned as is, with the
+    prediction aggregated by :func:`aggregate`. A daily observation (gauged runoff) under
+    a coarser aggregation is averaged too, over its observed days only, and the
+    prediction over the same days, so that gaps bias neither; a step without any
+    observed day is NaN.
+
+    Args:
+        pred: daily prediction [cells, days].
+        obs: observation [cells, days] or [cells, steps], NaN where unobserved.
+        how: the constraint's aggregation.
+        month_of_day: month index of every day [days].
+    """
+    if how == "daily" or obs.shape[1] != pred.shape[1]:
+        return aggregate(pred, how, month_of_day), obs
+    ok = ~torch.isnan(obs)
+    w = ok.to(pred.dtype)
+    count = aggregate(w, how, month_of_day)
+    seen = count > 0
+    safe = torch.where(seen, count, torch.ones_like(count))
+    p = aggregate(pred * w, how, month_of_day) / safe
+    o = aggregate(torch.where(ok, obs, torch.zeros_like(obs)).to(pred.dtype), how,
+                  month_of_day) / safe
+    return p, torch.where(seen, o, torch.full_like(o, float("nan")))
 
 
 def anomalies(pred: Tensor, obs: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
@@ -166,8 +196,9 @@ class MultiConstraintLoss(nn.Module):
             if c.target not in batch:
                 raise KeyError(f"constraint {c.target}: the batch has no target {c.target!r}; "
                                f"add it to the DataModule's constraints")
-            pred = aggregate(outputs[c.output], c.aggregation, batch["month_of_day"])
-            loss, _ = constraint_loss(pred, batch[c.target].to(pred.dtype), std[c.target],
+            pred, obs = align(outputs[c.output], batch[c.target].to(outputs[c.output].dtype),
+                              c.aggregation, batch["month_of_day"])
+            loss, _ = constraint_loss(pred, obs, std[c.target],
                                       anomaly=c.anomaly, saturation=c.saturation)
             parts[c.target] = loss
             if self.weighting == "uncertainty":

@@ -20,7 +20,7 @@ from h2mv_hybrid.model.losses import (
     Constraint,
     MultiConstraintLoss,
     Weighting,
-    aggregate,
+    align,
     anomalies,
 )
 from h2mv_hybrid.model.metrics import NanPearson
@@ -198,8 +198,8 @@ class H2MVHybrid(L.LightningModule):
                      on_step=False, sync_dist=True)
         if stage in self.metrics:
             for c in self.constraints:
-                pred = aggregate(out.daily[c.output], c.aggregation, batch["month_of_day"])
-                obs = batch[c.target].to(pred.dtype)
+                pred, obs = align(out.daily[c.output], batch[c.target].to(
+                    out.daily[c.output].dtype), c.aggregation, batch["month_of_day"])
                 ok = ~torch.isnan(obs)
                 if c.anomaly:
                     pred, obs = anomalies(pred, torch.where(ok, obs, 0), ok)

@@ -58,10 +58,19 @@ def task_source(task: str) -> tuple[str, int]:
 
 
 def task_target(batch: dict[str, Tensor], task: str) -> Tensor:
-    """The observed series of a task [cells, days] (NaN where unobserved)."""
+    """The observed series of a task [cells, days] (NaN where unobserved).
+
+    Inputs cover the forcing's days; a daily constraint (gauged runoff ``q``) covers the
+    period only and is NaN-padded over the spin-up, so that every task lines up with the
+    forcing.
+    """
     name, layer = task_source(task)
     x = batch[name]
-    return x[..., layer - 1] if name == "sm_layers" else x
+    x = x[..., layer - 1] if name == "sm_layers" else x
+    lead = batch["forcing"].shape[1] - x.shape[1]
+    if lead > 0:
+        x = torch.cat([x.new_full((x.shape[0], lead), float("nan")), x], 1)
+    return x
 
 
 def storage_change(theta: Tensor, thickness: Tensor) -> Tensor:
@@ -92,8 +101,9 @@ class MultiTaskLSTM(LSTMHead):
         stats: normalization statistics of the DataModule (linked by the CLI); it must
             serve the ``forcings`` that are not schema forcings, ``sm_layers`` for soil
             moisture tasks, ``et_daily`` for ET and, with physics, ``runoff``.
-        tasks: outputs, among ``sm_layer<k>`` (layer k of ``sm_layers``) and daily inputs
-            such as ``et_daily``; default the paper's four. Physics needs every layer
+        tasks: outputs, among ``sm_layer<k>`` (layer k of ``sm_layers``), daily inputs
+            such as ``et_daily`` and daily constraints such as gauged runoff ``q``
+            (``data.targets``); default the paper's four. Physics needs every layer
             and ``et_daily``.
         physics: ``none``, ``fixed`` (P − ET − R − ΔS) or ``learned`` (− ε, a network).
         w_phy: weight of the water-balance term.
