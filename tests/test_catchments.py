@@ -91,7 +91,7 @@ def test_camels_chain_through_the_cli(tmp_path, capsys):
             "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
             "--trainer.logger", "false"]
     for name in ("hybrid", "lstm"):
-        cli.main(["cv", "--config", str(root / f"experiments/camels/{name}.yaml"), "--folds",
+        cli.main(["cv", "--config", str(root / f"experiments/camels_{name}.yaml"), "--folds",
                   "5", "--members", "0", "1", "--ensemble_of", "these", "--predict", "all", "--root",
                   str(tmp_path / name), *fast])
     out = tmp_path / "report"

@@ -19,7 +19,7 @@ CONFIGS = sorted(p for p in (ROOT / "experiments").rglob("*.yaml")
 
 @pytest.fixture(scope="module")
 def camels(tmp_path_factory):
-    """A CAMELS-layout point store (6 synthetic basins, 1981–1984) for experiments/camels."""
+    """A CAMELS-layout point store (6 synthetic basins, 1981–1984) for experiments/camels_*."""
     from helpers.camels_folder import write_camels_folder
 
     from h2mv_hybrid.importers.camels import import_camels
@@ -54,7 +54,7 @@ def test_every_config_fits_through_the_cli(config, store, camels, tmp_path):
     periods = ["--data.train_end", "2004-12-31", "--data.val_start", "2005-01-01",
                "--data.val_end", "2005-12-31", "--data.test_start", "2006-01-01",
                "--data.test_end", "2006-12-31"] if config.parent.name in HEADS else []
-    if config.parent.name == "camels":  # catchment configs: a CAMELS store, its periods
+    if config.stem.startswith("camels"):  # catchment configs: a CAMELS store, its periods
         store, periods = camels, CAMELS_PERIODS
     cli.main(fit_args(config, store, tmp_path, "--trainer.fast_dev_run", "1", *periods))
 

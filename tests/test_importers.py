@@ -62,6 +62,8 @@ def test_pet_stands_in_for_net_radiation(camels_path):
     ds = with_energy(raw)
     np.testing.assert_allclose(ds["rn"].values, raw["pet"].values * MM_DAY_AS_W_M2, rtol=1e-6)
     assert ds["rn"].attrs["energy_source"] == "pet"
+    # opened for batch reads (no dask), the derived rn stays lazy: nothing loaded whole
+    assert open_store(camels_path, dask=False)["rn"].chunks is not None
     # the process layer's conversion of rn (× 0.0864 / 2.45) gives PET back in mm day-1
     assert MM_DAY_AS_W_M2 * 0.0864 / 2.45 == pytest.approx(1.0)
     info = check_store(raw, constraints=["q"])

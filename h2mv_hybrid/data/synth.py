@@ -444,7 +444,12 @@ def open_store(path: str | os.PathLike, group: str | None = None, *, dask: bool 
     if not path.exists():
         raise FileNotFoundError(f"store: expected a zarr store at {path}, found nothing")
     ds = xr.open_zarr(path, group=group, consolidated=False, chunks={} if dask else None)
-    return ds if group else with_energy(ds)
+    if group:
+        return ds
+    if not dask and "rn" not in ds and "pet" in ds:
+        # rn derived from pet must stay lazy: a dask pet, so a batch reads only its slice
+        ds["pet"] = xr.open_zarr(path, consolidated=False, chunks={})["pet"]
+    return with_energy(ds)
 
 
 def write_store(store: xr.Dataset, truth: xr.Dataset | None, out: str | os.PathLike,
