@@ -125,12 +125,12 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
             runoff_ratio …).
     """
     prec = store["prec"].sel(time=ens["time"])
+    et, p_sum = ens["ET"].sum("time"), prec.sum("time")
     model = xr.Dataset({
-        "et_over_p": (ens["ET"].sum("time") / prec.sum("time")),
+        "et_over_p": et / p_sum,
         "runoff_ratio": runoff_coefficient(ens["q_total"], prec),
         "bfi": baseflow_index(ens["q_base"], ens["q_total"]),
-        "ef_et_over_pet": (ens["ET"].sum("time") / store["pet"].sel(time=ens["time"])
-                           .sum("time")),
+        "ef_et_over_pet": et / store["pet"].sel(time=ens["time"]).sum("time"),
         "sm_max": ens["sm_max"],
     }).mean("member").load()
     q_obs = store["q"].sel(time=ens["time"])
@@ -194,17 +194,18 @@ def _runoff(ens: xr.Dataset) -> xr.DataArray:
                      f"{', '.join(map(str, ens.data_vars))}")
 
 
-def catchment_scores(store: xr.Dataset, runs: dict[str, xr.Dataset],
-                     train: tuple[str, str]) -> tuple[xr.Dataset, pd.DataFrame]:
-    """Per-basin groups of every run and the DOY climatology, and their summary table."""
+def catchment_scores(store: xr.Dataset, runs: dict[str, xr.Dataset], clim: xr.DataArray
+                     ) -> tuple[xr.Dataset, pd.DataFrame]:
+    """Per-basin groups of every run and of the climatology, and their summary table.
+
+    ``clim`` is the DOY climatology over the runs' days (:func:`doy_climatology`).
+    """
     first = next(iter(runs.values()))
     roles = basin_roles(first)
     for name, ens in runs.items():
         if not np.array_equal(ens["fold"].values, first["fold"].values):
             raise ValueError(f"{name}: expected the same folds as the other runs, found others")
     obs = store["q"]
-    days = pd.DatetimeIndex(first["time"].values)
-    clim = doy_climatology(obs, *train, days)
     tables, groups = [], {}
     for name, ens in {**runs, "climatology": None}.items():
         pred = clim.expand_dims(member=first["member"].values) if ens is None else _runoff(ens)
@@ -319,7 +320,8 @@ def catchment_report(store: str, hybrid: str, out: str, lstm: str | None = None,
                          f"found dims {dict(first.sizes)}")
     default = _train_period(first)
     train = (train_start or default[0], train_end or default[1])
-    groups, table = catchment_scores(ds, runs, train)
+    clim = doy_climatology(ds["q"], *train, pd.DatetimeIndex(first["time"].values))
+    groups, table = catchment_scores(ds, runs, clim)
     balance = water_balance(first)
     patterns = emergent_patterns(first, ds, attrs)
     corr = pattern_correlations(patterns)
@@ -345,8 +347,6 @@ def catchment_report(store: str, hybrid: str, out: str, lstm: str | None = None,
     if figures:
         from h2mv_hybrid.analysis.plots import save
 
-        days = pd.DatetimeIndex(first["time"].values)
-        clim = doy_climatology(ds["q"], *train, days)
         score = groups["nse"].sel(model="hybrid", group="temporal").values
         order = [int(i) for i in np.argsort(np.nan_to_num(score, nan=-9))]
         picks = sorted({order[-1], order[len(order) // 2], order[max(len(order) // 5, 0)]})

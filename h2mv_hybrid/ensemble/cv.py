@@ -179,6 +179,8 @@ def cross_validate(
                                 f"{config}")
     if folds < 2:
         raise ValueError(f"folds: expected at least 2, found {folds}")
+    if ensemble_of not in ("all", "these"):  # before any member trains
+        raise ValueError(f"ensemble_of: expected all or these, found {ensemble_of!r}")
     members = list(range(folds)) if members is None else sorted(set(int(m) for m in members))
     bad = [m for m in members if not 0 <= m < folds]
     if bad:
@@ -250,8 +252,6 @@ def cross_validate(
             write_json(done, info)
         results.append(MemberResult(k, action, mdir, seconds, best))
 
-    if ensemble_of not in ("all", "these"):
-        raise ValueError(f"ensemble_of: expected all or these, found {ensemble_of!r}")
     out = None
     wanted = list(range(folds)) if ensemble_of == "all" else members
     finished = all((root / f"member_{k}" / "done.json").exists() for k in wanted)
