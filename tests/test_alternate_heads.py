@@ -10,6 +10,7 @@ import xarray as xr
 import yaml
 
 from h2mv_hybrid import cli
+from h2mv_hybrid.analysis.ensemble import predicted_cells
 from h2mv_hybrid.analysis.skill import balance_closure, output_scores, summarize_outputs
 from h2mv_hybrid.analysis.soil_profile import profile_inconsistency
 from h2mv_hybrid.data.datamodule import H2MVDataModule
@@ -315,6 +316,27 @@ def test_perfect_outputs_score_perfectly_and_close_like_the_store(store):
     shares = profile_inconsistency(ens, ds)
     np.testing.assert_allclose(shares["prediction"].isel(member=0), shares["observed"])
     assert not balance_closure(ens[["sm_layer1"]], ds).data_vars
+    assert "residual_r" not in closure
+
+
+def test_learned_residual_is_scored_against_what_the_formula_leaves_out(store):
+    ens, ds = fake_ensemble(store, ["sm_layer1", "sm_layer2", "sm_layer3", "et_daily"])
+    s = ds.sel(time=ens["time"])
+    thick = 1000.0 * (ds["depth_bottom"] - ds["depth_top"])
+    # the store's own P − ET − R − ΔS by hand, day 1 onwards; ε on day 0 is never used
+    ds_mm = (s["sm_layers"] * thick).sum("layer").diff("time", label="upper")
+    b_obs = (s["prec"] - s["et_daily"] - s["q_surf_daily"]).isel(time=slice(1, None)) - ds_mm
+    eps = b_obs.reindex(time=ens["time"], fill_value=123.0).transpose("time", ...)
+    closure = balance_closure(ens.assign(wb_residual=eps.expand_dims(member=[0])), ds)
+    assert float(closure["residual_closure"].max()) < 1e-4
+    np.testing.assert_allclose(closure["residual_r"], 1.0, atol=1e-6)
+    _, hand = predicted_cells(ens, abs(b_obs).mean("time").to_dataset(name="b"))
+    np.testing.assert_allclose(closure["observed"], hand["b"], rtol=1e-4)
+    # ε of the opposite sign doubles the gap and anti-correlates
+    closure = balance_closure(ens.assign(wb_residual=-eps.expand_dims(member=[0])), ds)
+    np.testing.assert_allclose(closure["residual_closure"].isel(member=0),
+                               2 * closure["observed"], rtol=1e-4)
+    np.testing.assert_allclose(closure["residual_r"], -1.0, atol=1e-6)
 
 
 def test_offset_outputs_score_by_hand(store):
@@ -381,10 +403,13 @@ def test_compare_tables_of_both_papers(store, tmp_path, monkeypatch, capsys):
                                      "et_daily"]
     assert table["R"].notna().all() and table["RMSE_low"].notna().all()
     assert table["balance_mae"].isna().iloc[0] and table["balance_mae"].notna().iloc[1:].all()
+    assert table["residual_r"].between(-1, 1).iloc[1:].all()
+    assert (table["residual_mae"].iloc[1:] > 0).all()
     ens = xr.open_zarr(tmp_path / "mtl" / "mtl_learned_50" / "ensemble.zarr",
                        consolidated=False)
     assert ens["wb_residual"].attrs["units"] == "mm day-1"
-    assert "|P−ET−R−ΔS|" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "|P−ET−R−ΔS|" in printed and "R(ε,B obs)" in printed
 
     spec = tmp_path / "rich.yaml"
     spec.write_text(yaml.safe_dump({

@@ -113,6 +113,11 @@ def balance_closure(ens: xr.Dataset, store: xr.Dataset, runoff: str = "q_surf_da
     Needs ``et_daily`` and every layer's ``sm_layer<k>`` in ``ens``; ``prediction`` uses
     them, ``observed`` the store's own (not zero: snow and drainage to groundwater are
     outside the formula). Returns an empty Dataset when the outputs do not cover them.
+
+    With the learned residual ε (``wb_residual``, Yan et al. 2026) in ``ens``, also:
+    ``residual_closure``, the mean |P − ET − R − ΔS − ε| of the outputs, and
+    ``residual_r``, Pearson R between ε and the store's own P − ET − R − ΔS, i.e. whether
+    ε, which has no target, tracks the terms the fixed formula leaves out (member, cell).
     """
     n_layers = store.sizes.get("layer", 0)
     need = [f"sm_layer{k}" for k in range(1, n_layers + 1)] + ["et_daily"]
@@ -126,17 +131,27 @@ def balance_closure(ens: xr.Dataset, store: xr.Dataset, runoff: str = "q_surf_da
     p = as_t(s["prec"].transpose("cell", "time").values)
     r = as_t(s[runoff].transpose("cell", "time").values)
 
-    def mae(et: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        b = water_balance(p, as_t(et), r, as_t(theta), thick)
-        return b.abs().mean(1).numpy()
+    def balance(e: xr.Dataset, theta: np.ndarray) -> torch.Tensor:
+        return water_balance(p, as_t(e["et_daily"].transpose("cell", "time").values), r,
+                             as_t(theta), thick)
 
-    pred = []
+    b_obs = balance(s, s["sm_layers"].transpose("cell", "time", "layer").values)
+    b_obs_da = xr.DataArray(b_obs.numpy(), dims=("cell", "time"))
+    pred, closure, corr = [], [], []
     for m in range(ens.sizes["member"]):
         e = ens.isel(member=m)
         theta = np.stack([e[f"sm_layer{k}"].transpose("cell", "time").values
                           for k in range(1, n_layers + 1)], -1)
-        pred.append(mae(e["et_daily"].transpose("cell", "time").values, theta))
-    obs = mae(s["et_daily"].transpose("cell", "time").values,
-              s["sm_layers"].transpose("cell", "time", "layer").values)
-    return xr.Dataset({"prediction": (("member", "cell"), np.stack(pred)),
-                       "observed": ("cell", obs)}, coords={"member": ens["member"]})
+        b = balance(e, theta)
+        pred.append(b.abs().mean(1).numpy())
+        if "wb_residual" in ens:
+            eps = e["wb_residual"].transpose("cell", "time").values[:, 1:]
+            closure.append((b - as_t(eps)).abs().mean(1).numpy())
+            corr.append(pearson_r(xr.DataArray(eps, dims=("cell", "time")), b_obs_da).values)
+    out = xr.Dataset({"prediction": (("member", "cell"), np.stack(pred)),
+                      "observed": ("cell", b_obs.abs().mean(1).numpy())},
+                     coords={"member": ens["member"]})
+    if closure:
+        out["residual_closure"] = (("member", "cell"), np.stack(closure))
+        out["residual_r"] = (("member", "cell"), np.stack(corr))
+    return out

@@ -24,7 +24,8 @@ the same members' training cells with the data section of its config.
   inconsistencies of the forecast layer (:mod:`h2mv_hybrid.analysis.soil_moisture`);
 - ``outputs`` (the multi-task LSTM): R, RMSE, R², KGE and the dry-day RMSE of every daily
   output, and the water-balance closure |P − ET − R − ΔS| where a variant has every layer
-  and ET (:mod:`h2mv_hybrid.analysis.skill`);
+  and ET; with a learned residual ε also |P − ET − R − ΔS − ε| and the correlation of ε
+  with the store's own P − ET − R − ΔS (:mod:`h2mv_hybrid.analysis.skill`);
 - ``richards`` (the CNN-LSTM): the same skill, and the share of Richards-equation
   residuals of the estimated profile above a tolerance
   (:mod:`h2mv_hybrid.analysis.soil_profile`).
@@ -167,6 +168,8 @@ def format_table(overall: pd.DataFrame) -> str:
 def format_output_table(overall: pd.DataFrame) -> str:
     """The per-output table as fixed-width text: one row per variant and output."""
     extra = [(c, h, f) for c, h, f in (("balance_mae", "|P−ET−R−ΔS|", "{:.3f}"),
+                                        ("residual_mae", "|…−ε|", "{:.3f}"),
+                                        ("residual_r", "R(ε,B obs)", "{:.3f}"),
                                         ("inconsistency", "incons.", "{:.1%}"))
              if c in overall]
     columns = (*OUTPUT_TABLE, *extra)
@@ -200,6 +203,9 @@ def _score(s: Spec, ens, inputs, zones) -> tuple[pd.DataFrame, pd.DataFrame]:
         if closure.data_vars:
             one["balance_mae"] = float(closure["prediction"].median("cell").mean())
             one["observed_balance_mae"] = float(closure["observed"].median("cell"))
+            if "residual_r" in closure:
+                one["residual_mae"] = float(closure["residual_closure"].median("cell").mean())
+                one["residual_r"] = float(closure["residual_r"].median("cell").mean())
     else:
         from h2mv_hybrid.analysis.soil_profile import profile_inconsistency
 
