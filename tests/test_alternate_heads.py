@@ -346,6 +346,13 @@ def test_offset_outputs_score_by_hand(store):
     np.testing.assert_allclose(scores["RMSE_low"], 0.01, rtol=1e-3)
     shares = profile_inconsistency(ens, ds)
     assert float(shares["prediction"].mean()) != float(shares["observed"].mean())
+    # two members 0.01 and 0.03 off: mean 0.02, spread sd(0.01, 0.03) = 0.01·√2
+    far, _ = fake_ensemble(store, ["sm_layer2"], offset=0.03)
+    two = xr.concat([ens, far.assign_coords(member=[1])], "member")
+    overall, _ = summarize_outputs(output_scores(two, ds))
+    assert overall["RMSE"].iloc[0] == pytest.approx(0.02, rel=1e-3)
+    assert overall["RMSE_sd"].iloc[0] == pytest.approx(0.01 * np.sqrt(2), rel=1e-3)
+    assert np.isnan(summarize_outputs(scores)[0]["RMSE_sd"].iloc[0])
 
 
 # -- the comparison tables -----------------------------------------------------------------

@@ -89,12 +89,21 @@ def output_scores(ens: xr.Dataset, store: xr.Dataset, zones: xr.DataArray | None
 
 def summarize_outputs(scores: xr.Dataset, names: tuple[str, ...] = SKILL
                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Median over cells, then mean over members, per output: overall and by zone."""
+    """Median over cells, then mean over members, per output: overall and by zone.
+
+    ``<score>_sd`` is the standard deviation over members of the median over cells (NaN
+    for one member): the spread of training folds, against which differences between
+    variants are read.
+    """
     def rows(sel: xr.Dataset, extra: dict) -> list[dict]:
-        med = sel[list(names)].median("cell").mean("member")
+        per_member = sel[list(names)].median("cell")
+        med = per_member.mean("member")
+        sd = (per_member.std("member", ddof=1) if sel.sizes["member"] > 1
+              else xr.full_like(med, np.nan))
         return [{**extra, "output": str(o), "cells": sel.sizes["cell"],
                  "members": sel.sizes["member"],
-                 **{k: float(med[k].sel(output=o)) for k in names}}
+                 **{k: float(med[k].sel(output=o)) for k in names},
+                 **{f"{k}_sd": float(sd[k].sel(output=o)) for k in names}}
                 for o in sel["output"].values]
 
     overall = rows(scores, {})

@@ -32,6 +32,8 @@ the same members' training cells with the data section of its config.
 
 The scores of every variant go into ``<root>/comparison.csv`` (overall) and
 ``<root>/by_zone.csv`` (by climate zone), written atomically, and the table is printed.
+With several members, the per-output tables also hold ``<score>_sd``, the spread of the
+members' scores.
 """
 
 from __future__ import annotations
