@@ -251,9 +251,26 @@ def test_an_existing_store_of_other_predictions_is_not_overwritten(cv, tmp_path)
     predict_ensemble(root, out, device="cpu")  # same provenance: up to date, untouched
     attrs = json.loads((out / "zarr.json").read_text())
     attrs["attributes"]["provenance_key"] = "something else"
+    attrs["attributes"]["config"] += "\n# another experiment"
     (out / "zarr.json").write_text(json.dumps(attrs))
     with pytest.raises(FileExistsError, match="holds other predictions"):
         predict_ensemble(root, out, device="cpu")
+
+
+def test_a_store_of_fewer_members_of_the_same_experiment_is_rewritten(cv, tmp_path, capsys):
+    # a comparison spec that grows from member 0 to members 0–2 rewrites its own store
+    root, _ = cv
+    out = tmp_path / "grown.zarr"
+    predict_ensemble(root, out, device="cpu", members=[0])
+    assert xr.open_zarr(out, consolidated=False).sizes["member"] == 1
+    capsys.readouterr()
+    predict_ensemble(root, out, device="cpu")
+    assert "holds the same experiment with other member checkpoints ([0]); rewriting it " \
+           f"with members {list(range(FOLDS))}" in capsys.readouterr().out
+    grown = xr.open_zarr(out, consolidated=False)
+    full = xr.open_zarr(root / "ensemble.zarr", consolidated=False)
+    assert grown.sizes["member"] == FOLDS
+    xr.testing.assert_allclose(grown["ET"].load(), full["ET"].load())
 
 
 def test_prediction_needs_every_member(cv, tmp_path):

@@ -194,6 +194,17 @@ class EnsembleWriter:
             "provenance_key": key,
         }
 
+    def _same_experiment(self, attrs: dict[str, Any]) -> bool:
+        """Whether an existing store was predicted by this experiment's members.
+
+        Same config, overrides, cells, period and input store: only the member set or a
+        member's checkpoint differ (a member added or retrained), so the store is this
+        experiment's stale product and is rewritten rather than refused.
+        """
+        keys = ("config", "config_overrides", "predicted_cells", "period",
+                "input_store_metadata_sha256")
+        return all(attrs.get(k) == self.provenance[k] for k in keys)
+
     # -- the store skeleton ----------------------------------------------------------------
     def _skeleton(self, first: dict[str, Any]) -> None:
         ds = self.dm.dataset
@@ -293,11 +304,16 @@ class EnsembleWriter:
         """Predict every unwritten (member, tile), then publish the store under ``out``."""
         dev = _device(device)
         if self.out.exists():
-            key = zarr.open_group(self.out, mode="r").attrs.get("provenance_key")
+            old = dict(zarr.open_group(self.out, mode="r").attrs)
+            key = old.get("provenance_key")
             if key == self.provenance["provenance_key"]:
                 print(f"ensemble store: {self.out} is up to date")
                 return self.out
-            if not self.overwrite:
+            if self._same_experiment(old):
+                print(f"ensemble: {self.out} holds the same experiment with other member "
+                      f"checkpoints ({_member_ids(old)}); rewriting it with members "
+                      f"{self.ids}")
+            elif not self.overwrite:
                 raise FileExistsError(
                     f"ensemble: {self.out} exists and holds other predictions (provenance key "
                     f"{key}); pass overwrite=True to replace it"
@@ -330,6 +346,11 @@ class EnsembleWriter:
         return self.out
 
 
+def _member_ids(attrs: dict[str, Any]) -> list[int]:
+    """The members an existing ensemble store was predicted from."""
+    return [int(m["member"]) for m in json.loads(attrs.get("member_checkpoints", "[]"))]
+
+
 def predict_ensemble(root: str | os.PathLike, out: str | os.PathLike | None = None,
                      cells: str = "test", device: str = "auto", overwrite: bool = False,
                      members: Sequence[int] | None = None) -> Path:
@@ -342,7 +363,8 @@ def predict_ensemble(root: str | os.PathLike, out: str | os.PathLike | None = No
         cells: ``test`` (the shared test fold) or ``all`` modelled cells.
         device: where the members run (``auto``: CUDA if available).
         overwrite: replace a complete store at ``out`` that holds other predictions (one
-            with the same provenance is left as it is).
+            with the same provenance is left as it is; one of the same experiment from
+            other member checkpoints, a member added or retrained, is rewritten).
         members: the members in the store (default: all K; each must be finished). The
             ``member`` coordinate keeps their numbers (their validation folds).
 
