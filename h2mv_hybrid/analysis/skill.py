@@ -22,7 +22,7 @@ import xarray as xr
 from h2mv_hybrid.analysis.climate import ZONES, climate_zones
 from h2mv_hybrid.analysis.ensemble import predicted_cells
 from h2mv_hybrid.analysis.metrics import kge, nse, pearson_r, rmse
-from h2mv_hybrid.model.multitask_lstm import task_source, water_balance
+from h2mv_hybrid.model.multitask_lstm import balance_tasks, task_source, water_balance
 
 SKILL: tuple[str, ...] = ("R", "RMSE", "R2", "KGE", "RMSE_low")
 #: Quantile of each cell's observations below which a day counts as dry (RMSE_low).
@@ -129,8 +129,7 @@ def balance_closure(ens: xr.Dataset, store: xr.Dataset, runoff: str = "q_surf_da
     ε, which has no target, tracks the terms the fixed formula leaves out (member, cell).
     """
     n_layers = store.sizes.get("layer", 0)
-    need = [f"sm_layer{k}" for k in range(1, n_layers + 1)] + ["et_daily"]
-    if n_layers == 0 or any(k not in ens for k in need):
+    if n_layers == 0 or any(k not in ens for k in balance_tasks(n_layers)):
         return xr.Dataset()
     ens, cells = predicted_cells(ens, store)
     time = ens["time"]

@@ -73,6 +73,11 @@ def task_target(batch: dict[str, Tensor], task: str) -> Tensor:
     return x
 
 
+def balance_tasks(n_layers: int) -> list[str]:
+    """The outputs the water balance needs: every layer's soil moisture and ET."""
+    return [f"sm_layer{k}" for k in range(1, n_layers + 1)] + ["et_daily"]
+
+
 def storage_change(theta: Tensor, thickness: Tensor) -> Tensor:
     """ΔS_t = Σ_k d_k (θ_k,t − θ_k,t−1), mm day⁻¹ [cells, days − 1]; θ [cells, days, layers]."""
     return ((theta[:, 1:] - theta[:, :-1]) * thickness).sum(-1)
@@ -164,7 +169,7 @@ class MultiTaskLSTM(LSTMHead):
             if name == "sm_layers" and not 1 <= layer <= n_layers:
                 raise ValueError(f"tasks: {t} expected a layer in 1 … {n_layers}, found {layer}")
         if physics != "none":
-            full = [f"sm_layer{k}" for k in range(1, n_layers + 1)] + ["et_daily"]
+            full = balance_tasks(n_layers)
             missing = [t for t in full if t not in tasks]
             if missing:
                 raise ValueError(f"tasks: physics {physics!r} needs the storage of every layer "
@@ -283,8 +288,7 @@ class MultiTaskLSTM(LSTMHead):
     @property
     def has_balance(self) -> bool:
         """Whether the tasks cover every layer and ET (their balance can be computed)."""
-        full = [f"sm_layer{k}" for k in range(1, len(self.thickness) + 1)] + ["et_daily"]
-        return all(t in self.tasks for t in full)
+        return all(t in self.tasks for t in balance_tasks(len(self.thickness)))
 
     def predict_step(self, batch, batch_idx):  # noqa: D102
         _, _, scored = sequence_window(batch, "predict", self.hparams.warmup_days,
