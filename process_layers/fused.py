@@ -27,6 +27,7 @@ requires a gradient).
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 import torch
@@ -66,6 +67,16 @@ N_DAY_OUT = N_FLUX + N_ALPHA
 assert [BY_NAME[("alpha", k)].activation for k in ALPHA_NAMES] == ["softplus"] * 2 + [
     "sigmoid"
 ] * 5
+
+
+#: Every intermediate of one cell-day of :func:`_day`, by name (Appendix A's symbols).
+#: Numba compiles the record to a plain tuple: reading a field by name costs nothing.
+DayValues = namedtuple("DayValues", [
+    "frozen", "s_acc", "pos_t", "m_pot", "melt", "swe_raw", "swe1",  # A1–A3
+    "rain", "ic", "ei0", "ei", "rn1", "etp1", "es", "sm1", "rn2", "etp2", "tr", "sm2",  # A4–A11
+    "et", "ef", "w", "wd", "ratio", "rmin", "rsf", "rs", "sm3", "rgf", "rg",  # A12–A18
+    "qsf", "qs", "qb", "qt", "gw1", "tws",  # A19–A24
+])
 
 
 @njit(inline="always")
@@ -108,7 +119,7 @@ def _day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, 
     qt = qs + qb  # A22
     gw1 = gw + rg - qb  # A23
     tws = swe1 + gw1 + sm3  # A24
-    return (
+    return DayValues(
         frozen, s_acc, pos_t, m_pot, melt, swe_raw, swe1, rain, ic, ei0, ei, rn1, etp1, es,
         sm1, rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg, qsf, qs,
         qb, qt, gw1, tws,
@@ -129,37 +140,33 @@ def _forward_kernel(rn, prec, tair, alpha, smax, betas, s0, consts, out):  # noq
         gw = _f64(s0[2, c])
         smx = _f64(smax[c])
         for t in range(n_days):
-            (
-                frozen, s_acc, pos_t, m_pot, melt, swe_raw, swe1, rain, ic, ei0, ei, rn1, etp1,
-                es, sm1, rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg,
-                qsf, qs, qb, qt, gw1, tws,
-            ) = _day(
+            v = _day(
                 _energy(_f64(rn[c, t]), rn_factor), _f64(prec[c, t]), _f64(tair[c, t]) - t0,
                 _f64(alpha[0][c, t]), _f64(alpha[1][c, t]), _f64(alpha[2][c, t]),
                 _f64(alpha[3][c, t]), _f64(alpha[4][c, t]), _f64(alpha[5][c, t]),
                 _f64(alpha[6][c, t]), smx, bs, bg, swe, sm, gw, eps,
             )
-            out[SNOW_ACC][c, t] = s_acc
-            out[SNOW_MELT][c, t] = melt
-            out[SWE][c, t] = swe1
-            out[RAINFALL][c, t] = rain
-            out[EI][c, t] = ei
-            out[ES][c, t] = es
-            out[TR][c, t] = tr
-            out[ET][c, t] = et
-            out[EF][c, t] = ef
-            out[W_IN][c, t] = w
-            out[R_SOIL_FRAC][c, t] = rsf
-            out[R_SOIL][c, t] = rs
-            out[R_GW_FRAC][c, t] = rgf
-            out[R_GW][c, t] = rg
-            out[SM][c, t] = sm3
-            out[Q_SURF_FRAC][c, t] = qsf
-            out[Q_SURF][c, t] = qs
-            out[Q_BASE][c, t] = qb
-            out[Q_TOTAL][c, t] = qt
-            out[GW][c, t] = gw1
-            out[TWS][c, t] = tws
+            out[SNOW_ACC][c, t] = v.s_acc
+            out[SNOW_MELT][c, t] = v.melt
+            out[SWE][c, t] = v.swe1
+            out[RAINFALL][c, t] = v.rain
+            out[EI][c, t] = v.ei
+            out[ES][c, t] = v.es
+            out[TR][c, t] = v.tr
+            out[ET][c, t] = v.et
+            out[EF][c, t] = v.ef
+            out[W_IN][c, t] = v.w
+            out[R_SOIL_FRAC][c, t] = v.rsf
+            out[R_SOIL][c, t] = v.rs
+            out[R_GW_FRAC][c, t] = v.rgf
+            out[R_GW][c, t] = v.rg
+            out[SM][c, t] = v.sm3
+            out[Q_SURF_FRAC][c, t] = v.qsf
+            out[Q_SURF][c, t] = v.qs
+            out[Q_BASE][c, t] = v.qb
+            out[Q_TOTAL][c, t] = v.qt
+            out[GW][c, t] = v.gw1
+            out[TWS][c, t] = v.tws
             # Carry the storages as stored, so the backward pass sees the same values.
             swe = _f64(out[SWE][c, t])
             sm = _f64(out[SM][c, t])
@@ -203,11 +210,7 @@ def _day_adjoint(  # noqa: D103
     # the seven α (ALPHA_NAMES order), of the start-of-day storages, and this day's
     # contributions to those of SM_max, β_snow and β_gw. Each line is the adjoint of the
     # forward line it names (A-numbers), taken in reverse order.
-    (
-        frozen, s_acc, pos_t, m_pot, melt, swe_raw, swe1, rain, ic, ei0, ei, rn1, etp1,
-        es, sm1, rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg,
-        qsf, qs, qb, qt, gw1, tws,
-    ) = _day(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps)
+    v = _day(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps)
     d_bs = 0.0
     # A24: tws = swe1 + gw1 + sm3
     a_tws = cot[TWS]
@@ -226,31 +229,31 @@ def _day_adjoint(  # noqa: D103
     a_gw += a_qb * bg
     d_bg = a_qb * gw
     # A20: qs = qsf * w
-    a_qsf = cot[Q_SURF_FRAC] + a_qs * w
-    a_w = cot[W_IN] + a_qs * qsf
+    a_qsf = cot[Q_SURF_FRAC] + a_qs * v.w
+    a_w = cot[W_IN] + a_qs * v.qsf
     # A19: qsf = (1 - rsf) * (1 - arg)
     a_rsf = cot[R_SOIL_FRAC] - a_qsf * (1.0 - arg)
-    a_arg = -a_qsf * (1.0 - rsf)
+    a_arg = -a_qsf * (1.0 - v.rsf)
     # A18: rg = rgf * w
-    a_rgf = cot[R_GW_FRAC] + a_rg * w
-    a_w += a_rg * rgf
+    a_rgf = cot[R_GW_FRAC] + a_rg * v.w
+    a_w += a_rg * v.rgf
     # A17: rgf = (1 - rsf) * arg
     a_rsf -= a_rgf * arg
-    a_arg += a_rgf * (1.0 - rsf)
+    a_arg += a_rgf * (1.0 - v.rsf)
     # A16: sm3 = sm2 + rs
     a_sm2 = a_sm3
     a_rs = cot[R_SOIL] + a_sm3
     # A15: rs = rsf * w
-    a_rsf += a_rs * w
-    a_w += a_rs * rsf
+    a_rsf += a_rs * v.w
+    a_w += a_rs * v.rsf
     # A14: rsf = min(ratio, 1) * ars, ratio = (smx - sm2) / max(w, eps)
     a_rmin = a_rsf * ars
-    a_ars = a_rsf * rmin
-    a_ratio = a_rmin if ratio <= 1.0 else 0.0
-    d_smx = a_ratio / wd
-    a_sm2 -= a_ratio / wd
-    if w >= eps:
-        a_w -= a_ratio * ratio / wd
+    a_ars = a_rsf * v.rmin
+    a_ratio = a_rmin if v.ratio <= 1.0 else 0.0
+    d_smx = a_ratio / v.wd
+    a_sm2 -= a_ratio / v.wd
+    if v.w >= eps:
+        a_w -= a_ratio * v.ratio / v.wd
     # A13: w = rain + melt - ei
     a_melt = cot[SNOW_MELT] + a_w
     a_ei = cot[EI] - a_w
@@ -266,12 +269,12 @@ def _day_adjoint(  # noqa: D103
     a_sm1 = a_sm2
     a_tr -= a_sm2
     # A10: tr = f * etp2 * at
-    a_f = a_tr * etp2 * at
+    a_f = a_tr * v.etp2 * at
     a_etp2 = a_tr * f * at
-    a_at = a_tr * f * etp2
+    a_at = a_tr * f * v.etp2
     # A7 (second): etp2 = min(rn2, sm1)
     a_rn2 = 0.0
-    if rn2 <= sm1:
+    if v.rn2 <= v.sm1:
         a_rn2 = a_etp2
     else:
         a_sm1 += a_etp2
@@ -282,35 +285,35 @@ def _day_adjoint(  # noqa: D103
     a_sm = a_sm1
     a_es -= a_sm1
     # A8: es = (1 - f) * etp1 * aes
-    a_f -= a_es * etp1 * aes
+    a_f -= a_es * v.etp1 * aes
     a_etp1 = a_es * (1.0 - f) * aes
-    a_aes = a_es * (1.0 - f) * etp1
+    a_aes = a_es * (1.0 - f) * v.etp1
     # A7: etp1 = min(rn1, sm)
-    if rn1 <= sm:
+    if v.rn1 <= sm:
         a_rn1 += a_etp1
     else:
         a_sm += a_etp1
     # A6: rn1 = rn - ei
     a_ei -= a_rn1
     # A5: ei = min(min(rain, ic), rn), ic = f * aei
-    a_ei0 = a_ei if ei0 <= rnv else 0.0
-    a_ic = 0.0 if rain <= ic else a_ei0
+    a_ei0 = a_ei if v.ei0 <= rnv else 0.0
+    a_ic = 0.0 if v.rain <= v.ic else a_ei0
     a_f += a_ic * aei
     a_aei = a_ic * f
     # A3: swe1 = max(swe + s_acc - melt, 0)
-    a_raw = a_swe1 if swe_raw >= 0.0 else 0.0
+    a_raw = a_swe1 if v.swe_raw >= 0.0 else 0.0
     a_swe = a_raw
     a_sacc = cot[SNOW_ACC] + a_raw
     a_melt -= a_raw
     # A2: melt = min(pos_t * am, swe)
     a_mpot = 0.0
-    if m_pot <= swe:
+    if v.m_pot <= swe:
         a_mpot = a_melt
     else:
         a_swe += a_melt
-    a_am = a_mpot * pos_t
+    a_am = a_mpot * v.pos_t
     # A1: s_acc = prec * bs where frozen
-    if frozen:
+    if v.frozen:
         d_bs = a_sacc * pr
     return (a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg)
 
@@ -419,27 +422,27 @@ def _day_forward(raw, forcing, s_prev, smax, betas, consts, out, t, s_next):  # 
             _f64(smax[c]), bs, bg, _f64(s_prev[c, 0]), _f64(s_prev[c, 1]),
             _f64(s_prev[c, 2]), eps,
         )
-        out[SNOW_ACC, c, t] = v[1]
-        out[SNOW_MELT, c, t] = v[4]
-        out[SWE, c, t] = v[6]
-        out[RAINFALL, c, t] = v[7]
-        out[EI, c, t] = v[10]
-        out[ES, c, t] = v[13]
-        out[TR, c, t] = v[17]
-        out[ET, c, t] = v[19]
-        out[EF, c, t] = v[20]
-        out[W_IN, c, t] = v[21]
-        out[R_SOIL_FRAC, c, t] = v[25]
-        out[R_SOIL, c, t] = v[26]
-        out[R_GW_FRAC, c, t] = v[28]
-        out[R_GW, c, t] = v[29]
-        out[SM, c, t] = v[27]
-        out[Q_SURF_FRAC, c, t] = v[30]
-        out[Q_SURF, c, t] = v[31]
-        out[Q_BASE, c, t] = v[32]
-        out[Q_TOTAL, c, t] = v[33]
-        out[GW, c, t] = v[34]
-        out[TWS, c, t] = v[35]
+        out[SNOW_ACC, c, t] = v.s_acc
+        out[SNOW_MELT, c, t] = v.melt
+        out[SWE, c, t] = v.swe1
+        out[RAINFALL, c, t] = v.rain
+        out[EI, c, t] = v.ei
+        out[ES, c, t] = v.es
+        out[TR, c, t] = v.tr
+        out[ET, c, t] = v.et
+        out[EF, c, t] = v.ef
+        out[W_IN, c, t] = v.w
+        out[R_SOIL_FRAC, c, t] = v.rsf
+        out[R_SOIL, c, t] = v.rs
+        out[R_GW_FRAC, c, t] = v.rgf
+        out[R_GW, c, t] = v.rg
+        out[SM, c, t] = v.sm3
+        out[Q_SURF_FRAC, c, t] = v.qsf
+        out[Q_SURF, c, t] = v.qs
+        out[Q_BASE, c, t] = v.qb
+        out[Q_TOTAL, c, t] = v.qt
+        out[GW, c, t] = v.gw1
+        out[TWS, c, t] = v.tws
         out[N_FLUX, c, t] = am
         out[N_FLUX + 1, c, t] = aei
         out[N_FLUX + 2, c, t] = aes

@@ -23,8 +23,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from process_layers import evapotranspiration as evap
-from process_layers import recharge, runoff, snow, storage
+import process_layers.evapotranspiration as evap
+import process_layers.recharge as recharge
+import process_layers.runoff as runoff
+import process_layers.snow as snow
+import process_layers.storage as storage
 from process_layers.containers import (
     FLUX_NAMES,
     Alpha,

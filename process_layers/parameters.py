@@ -1,8 +1,9 @@
 """The table of every learned coefficient of the H2MV bucket: name, symbol, bounds, activation.
 
 This is the single place where bounds live. The networks' raw outputs are mapped into
-these bounds by the activation named here (``h2mv_hybrid`` applies it), and
-:mod:`process_layers.validation` rejects values outside them.
+these bounds by :meth:`Coefficient.activate` (value = floor + scale · activation(raw),
+with the activation, floor and scale named here), and :mod:`process_layers.validation`
+rejects values outside them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 Group = Literal["alpha", "static", "beta"]
 Activation = Literal["softplus", "sigmoid"]
@@ -22,6 +27,10 @@ class Coefficient:
     ``lower`` and ``upper`` are the closed bounds accepted by the physics; the paper
     states open bounds (e.g. 0 < α < 1), which the activations reach only in the limit,
     but float32 sigmoids saturate to exactly 0 or 1, so the physics accepts the closure.
+
+    ``floor`` and ``scale`` map the activation into the coefficient's range and unit
+    (value = floor + scale · activation(raw)); they are the network's defaults, which a
+    model may override (SM_max's floor and scale are settings of the hybrid).
     """
 
     name: str
@@ -33,6 +42,33 @@ class Coefficient:
     unit: str
     equations: str
     description: str
+    floor: float = 0.0
+    scale: float = 1.0
+
+    def activate(self, raw: Tensor, floor: float | None = None, scale: float | None = None
+                 ) -> Tensor:
+        """Raw network output (any shape) → the coefficient, floor + scale · activation(raw).
+
+        ``floor`` and ``scale`` default to the table's.
+        """
+        floor = self.floor if floor is None else floor
+        scale = self.scale if scale is None else scale
+        act = F.softplus(raw) if self.activation == "softplus" else torch.sigmoid(raw)
+        if floor == 0.0 and scale == 1.0:
+            return act  # the α: no extra ops in the per-day loop
+        return floor + scale * act
+
+    def inverse(self, value: float) -> float:
+        """The raw output whose activation is ``value`` (table floor and scale)."""
+        x = (value - self.floor) / self.scale
+        if self.activation == "sigmoid":
+            if not 0 < x < 1:
+                raise ValueError(f"{self.name}: expected a value in ({self.floor}, "
+                                 f"{self.floor + self.scale}), found {value}")
+            return math.log(x / (1 - x))
+        if x <= 0:
+            raise ValueError(f"{self.name}: expected a value above {self.floor}, found {value}")
+        return x + math.log(-math.expm1(-x))  # softplus⁻¹
 
 
 COEFFICIENTS: tuple[Coefficient, ...] = (
@@ -51,7 +87,8 @@ COEFFICIENTS: tuple[Coefficient, ...] = (
     Coefficient("fapar", "alpha", "fAPAR", 0.0, 1.0, "sigmoid",
                 "–", "A5, A8, A10", "fraction of absorbed photosynthetically active radiation"),
     Coefficient("sm_max", "static", "SM_max", 0.0, math.inf, "softplus",
-                "mm", "A14", "maximum plant-available soil water storage"),
+                "mm", "A14", "maximum plant-available soil water storage",
+                floor=10.0, scale=100.0),
     Coefficient("snow", "beta", "β_snow", 0.0, 1.0, "sigmoid",
                 "–", "A1", "global snowfall correction (precipitation over-correction)"),
     Coefficient("baseflow", "beta", "β_gw", 0.0, 1.0, "sigmoid",
@@ -69,3 +106,9 @@ def names(group: Group) -> tuple[str, ...]:
 ALPHA_NAMES = names("alpha")
 STATIC_NAMES = names("static")
 BETA_NAMES = names("beta")
+
+
+def activate(group: Group, raw: Tensor) -> dict[str, Tensor]:
+    """Raw outputs [..., n] in the table order of ``group`` → each coefficient by name."""
+    return {name: BY_NAME[(group, name)].activate(raw[..., i])
+            for i, name in enumerate(names(group))}

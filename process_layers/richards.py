@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -52,8 +53,9 @@ SUCTION_MAX_MM: float = 1e8
 
 #: Closures of :class:`SoilHydraulics`.
 CLOSURES: tuple[str, ...] = ("brooks_corey", "van_genuchten")
+Bottom = Literal["free_drainage", "zero_flux"]
 #: Boundary conditions at the bottom of the last layer.
-BOTTOM_CONDITIONS: tuple[str, ...] = ("free_drainage", "zero_flux")
+BOTTOM_CONDITIONS: tuple[str, ...] = get_args(Bottom)
 
 #: Unit conversions, exact: 1 cm = 10 mm; 1 inch = 25.4 mm; 1 day = 24 h.
 _CM_TO_MM: float = 10.0
@@ -168,8 +170,15 @@ CARSEL_PARRISH_1988: tuple[tuple[float, float, float, float, float], ...] = (
     (0.068, 0.38, 0.008, 1.09, 4.8),     # clay
 )
 
+Pedotransfer = Literal["cosby_1984", "carsel_parrish_1988"]
 #: Names accepted by :func:`pedotransfer`.
-PEDOTRANSFERS: tuple[str, ...] = ("cosby_1984", "carsel_parrish_1988")
+PEDOTRANSFERS: tuple[str, ...] = get_args(Pedotransfer)
+
+
+def check_pedotransfer(name: str, what: str = "name") -> None:
+    """A ValueError naming ``what`` unless ``name`` is one of :data:`PEDOTRANSFERS`."""
+    if name not in PEDOTRANSFERS:
+        raise ValueError(f"{what}: expected one of {PEDOTRANSFERS}, found {name!r}")
 
 #: Tolerance on sand + clay ≤ 1 (fractions from rounded data sets), –.
 _TEXTURE_TOLERANCE: float = 1e-6
@@ -308,11 +317,8 @@ def pedotransfer(name: str, sand: Tensor, clay: Tensor) -> SoilHydraulics:
         sand: sand fraction, – [cells].
         clay: clay fraction, – [cells].
     """
-    if name == "cosby_1984":
-        return cosby_1984(sand, clay)
-    if name == "carsel_parrish_1988":
-        return carsel_parrish_1988(sand, clay)
-    raise ValueError(f"name: expected one of {PEDOTRANSFERS}, found {name!r}")
+    check_pedotransfer(name)
+    return cosby_1984(sand, clay) if name == "cosby_1984" else carsel_parrish_1988(sand, clay)
 
 
 # ---------------------------------------------------------------------------------------
