@@ -32,19 +32,19 @@ def child(cells: int, days: int, chunk: int | None, mode: str, backend: str) -> 
     """One forward + backward in this process."""
     import torch
 
-    from h2mv_hybrid.model.networks import HybridH2MV
+    from h2mv_hybrid.model.networks import HybridH2MV, HybridSettings
     from h2mv_hybrid.sites import site_forcing
 
     torch.manual_seed(0)
     f = site_forcing(cells, days, seed=0)
     forcing = torch.stack([f["rn"], f["prec"], f["tair"]], -1)
     static = torch.randn(cells, 12)
-    warm = HybridH2MV(12, [100, 2, 280], [50, 5, 10], [0] * 12, [1] * 12, lstm_hidden=4,
-                      feedback_backend=backend)
+    warm = HybridH2MV(12, [100, 2, 280], [50, 5, 10], [0] * 12, [1] * 12,
+                      HybridSettings(lstm_hidden=4, feedback_backend=backend))
     warm(forcing[:2, :10], static[:2]).daily["ET"].sum().backward()  # numba: compile/load
-    model = HybridH2MV(12, [100, 2, 280], [50, 5, 10], [0] * 12, [1] * 12, lstm_hidden=100,
-                       state_feedback=True, time_chunk=chunk, chunk_mode=mode,
-                       feedback_backend=backend)
+    model = HybridH2MV(12, [100, 2, 280], [50, 5, 10], [0] * 12, [1] * 12,
+                       HybridSettings(lstm_hidden=100, state_feedback=True, time_chunk=chunk,
+                                      chunk_mode=mode, feedback_backend=backend))
     base = _rss()
     t0 = time.perf_counter()
     out = model(forcing, static)

@@ -27,7 +27,7 @@ def build(n_cells: int, n_days: int, backend: str, seed: int = 0):
     """A model with the paper's sizes and a batch of synthetic sites."""
     import torch
 
-    from h2mv_hybrid.model.networks import HybridH2MV
+    from h2mv_hybrid.model.networks import HybridH2MV, HybridSettings
     from h2mv_hybrid.sites import site_forcing
 
     f = site_forcing(n_cells, n_days, seed=seed)
@@ -35,8 +35,8 @@ def build(n_cells: int, n_days: int, backend: str, seed: int = 0):
     static = torch.randn(n_cells, 12, generator=torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
     model = HybridH2MV(12, [100.0, 2.0, 280.0], [50.0, 5.0, 10.0], [0.0] * 12, [1.0] * 12,
-                       static_hidden=150, code_size=12, lstm_hidden=100, state_feedback=True,
-                       feedback_backend=backend)
+                       HybridSettings(static_hidden=150, code_size=12, lstm_hidden=100,
+                                      state_feedback=True, feedback_backend=backend))
     return model, forcing, static
 
 

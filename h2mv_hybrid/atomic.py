@@ -1,17 +1,21 @@
 """Atomic writes: build under a temporary name beside the target, then rename into place.
 
 An interrupted run leaves the target as it was (absent, or the previous complete
-version), never half written.
+version), never half written. :func:`write_text` and :func:`write_json` are the small
+files of a CV root (``cv.json``, ``done.json``, member configs); :func:`read_json`
+reads them back.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -56,3 +60,20 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file atomically (temporary file + rename): readers never see half a file."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """Write JSON atomically."""
+    write_text(path, json.dumps(data, indent=2, default=str))
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON file written by :func:`write_json`."""
+    with open(path) as f:
+        return json.load(f)

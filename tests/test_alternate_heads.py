@@ -15,12 +15,14 @@ from h2mv_hybrid.analysis.skill import balance_closure, output_scores, summarize
 from h2mv_hybrid.analysis.soil_profile import profile_inconsistency
 from h2mv_hybrid.data.datamodule import H2MVDataModule
 from h2mv_hybrid.data.schema import StoreError
-from h2mv_hybrid.data.synth import TwinConfig, synthesize, write_store
+from h2mv_hybrid.data.store import write_store
+from h2mv_hybrid.data.synth import TwinConfig, synthesize
 from h2mv_hybrid.ensemble.baselines import tabular_features
 from h2mv_hybrid.ensemble.compare import load_spec
-from h2mv_hybrid.model.multitask_lstm import MultiTaskLSTM, storage_change, water_balance
-from h2mv_hybrid.model.richards_cnn_lstm import CNN_FORCINGS, PatchCNNLSTM
+from h2mv_hybrid.heads.cnn_lstm import CNN_FORCINGS, PatchCNNLSTM
+from h2mv_hybrid.heads.multitask_lstm import MultiTaskLSTM
 from process_layers import richards
+from process_layers.layered_balance import balance_residual, storage_change
 
 ROOT = Path(__file__).resolve().parents[1]
 MTL_INPUTS = ["sw_down", "lw_down", "q_air", "psurf", "wind", "sm_layers", "et_daily",
@@ -121,10 +123,10 @@ def test_water_balance_by_hand():
     prec = torch.tensor([[0.0, 5.0, 10.0]])
     et = torch.tensor([[0.0, 2.0, 1.0]])
     runoff = torch.tensor([[0.0, 1.0, 0.5]])
-    b = water_balance(prec, et, runoff, theta, thickness)
+    b = balance_residual(prec, et, runoff, theta, thickness)
     assert b[0].tolist() == pytest.approx([5 - 2 - 1 + 0.7, 10 - 1 - 0.5 - 7.2], abs=1e-4)
     eps = torch.tensor([[0.0, 2.7, 1.3]])
-    assert water_balance(prec, et, runoff, theta, thickness, eps).abs().max() < 1e-4
+    assert balance_residual(prec, et, runoff, theta, thickness, eps).abs().max() < 1e-4
 
 
 def test_multitask_checks_its_inputs_and_tasks(store):
@@ -159,8 +161,8 @@ def test_multitask_loss_is_the_tasks_rmse_plus_the_balance_term(store):
         by_hand += float(torch.sqrt((((out[t][:, -scored:] - y) / model.y_std[i]) ** 2).mean()))
     prec = batch["forcing"][..., 1]
     theta = torch.stack([out[f"sm_layer{k}"] for k in (1, 2, 3)], -1)
-    b = water_balance(prec, out["et_daily"], batch["q_surf_daily"], theta,
-                      model.thickness)[:, -(scored - 1):]
+    b = balance_residual(prec, out["et_daily"], batch["q_surf_daily"], theta,
+                         model.thickness)[:, -(scored - 1):]
     phy = float(torch.sqrt(((b / model.p_std) ** 2).mean()))
     assert float(terms["phy"]) == pytest.approx(phy, rel=1e-4)
     assert float(terms["loss"]) == pytest.approx(by_hand + 0.5 * phy, rel=1e-4)

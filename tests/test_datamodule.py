@@ -7,7 +7,8 @@ import xarray as xr
 
 from h2mv_hybrid.data.datamodule import H2MVDataModule
 from h2mv_hybrid.data.schema import StoreError
-from h2mv_hybrid.data.synth import TwinConfig, open_store, synthesize, write_store
+from h2mv_hybrid.data.store import open_store, write_store
+from h2mv_hybrid.data.synth import TwinConfig, synthesize
 from process_layers import FLUX_NAMES, h2mv
 from process_layers.parameters import ALPHA_NAMES
 

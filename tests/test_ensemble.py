@@ -14,7 +14,8 @@ import yaml
 
 from h2mv_hybrid import cli
 from h2mv_hybrid.data.datamodule import H2MVDataModule
-from h2mv_hybrid.data.synth import TwinConfig, synthesize, write_store
+from h2mv_hybrid.data.store import write_store
+from h2mv_hybrid.data.synth import TwinConfig, synthesize
 from h2mv_hybrid.ensemble import cross_validate, member_config, metadata_checksum
 from h2mv_hybrid.ensemble import store as ensemble_store
 from h2mv_hybrid.ensemble.store import load_member, predict_ensemble, sha256_file
@@ -340,7 +341,7 @@ def test_members_over_two_ddp_processes(store, tmp_path):
 def test_point_layout_ensemble_and_analysis(store, tmp_path):
     """A point store (cells along one dim): members, ensemble store and figures."""
     from h2mv_hybrid.analysis.report import analyze
-    from h2mv_hybrid.data.synth import open_store
+    from h2mv_hybrid.data.store import open_store
 
     ds = open_store(store).load()
     land = ds["mask"].stack(cell=("lat", "lon"))

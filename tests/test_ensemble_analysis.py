@@ -16,7 +16,7 @@ from h2mv_hybrid.analysis.ensemble import (
     predicted_cells,
 )
 from h2mv_hybrid.analysis.spread import area_mean, state_spread
-from h2mv_hybrid.model.losses import Constraint
+from h2mv_hybrid.constraints import Constraint
 
 TIME = pd.date_range("2002-01-01", "2003-12-31", freq="D")
 MONTHS = pd.date_range("2002-01-01", "2003-12-01", freq="MS")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from h2mv_hybrid.model import feedback
-from h2mv_hybrid.model.networks import HybridH2MV, activate_alpha
+from h2mv_hybrid.model.networks import HybridH2MV, HybridSettings, activate_alpha
 from h2mv_hybrid.sites import site_forcing
 from process_layers import FLUX_NAMES, Alpha, Beta, States, h2mv
 from process_layers.fused import N_DAY_OUT, day_backward, day_forward
@@ -25,7 +25,8 @@ def inputs(cells=6, days=60, seed=0, dtype=D):
 def model(backend, dtype=D, **kw):
     torch.manual_seed(3)
     m = HybridH2MV(F, [100.0, 2.0, 280.0], [50.0, 5.0, 10.0], [0.0] * F, [1.0] * F,
-                   static_hidden=12, code_size=4, lstm_hidden=8, feedback_backend=backend, **kw)
+                   HybridSettings(static_hidden=12, code_size=4, lstm_hidden=8,
+                                  feedback_backend=backend, **kw))
     with torch.no_grad():  # larger weights than the default init: more varied α and days
         for p in m.parameters():
             p.mul_(3.0)

@@ -7,7 +7,8 @@ import pytest
 import xarray as xr
 
 from h2mv_hybrid import cli
-from h2mv_hybrid.data.synth import TwinConfig, synthesize, write_store
+from h2mv_hybrid.data.store import write_store
+from h2mv_hybrid.data.synth import TwinConfig, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every fit config in experiments/ (the comparison specs of h2mv compare have "variants").
@@ -102,7 +103,7 @@ def test_fit_predict_test_chain(store, tmp_path, capsys):
               store, "--ckpt_path", str(ckpt), "--trainer.enable_progress_bar", "false",
               "--trainer.logger", "false", "--data.train_start", "2002-01-01",
               "--data.train_end", "2003-12-31",
-              "--trainer.callbacks+=h2mv_hybrid.model.prediction.ZarrPredictionWriter",
+              "--trainer.callbacks+=h2mv_hybrid.callbacks.prediction.ZarrPredictionWriter",
               f"--trainer.callbacks.output={pred}"])
     ds = xr.open_zarr(pred, consolidated=False)
     assert ds["ET"].dims == ("time", "lat", "lon") and ds["ET"].attrs["units"] == "mm day-1"
@@ -133,7 +134,7 @@ def test_resume_reproduces_an_uninterrupted_run(store, tmp_path):
 def test_bf16_mixed_precision_fit(store, tmp_path):
     cli.main(fit_args(ROOT / "experiments/quickstart.yaml", store, tmp_path,
                       "--trainer.fast_dev_run", "1", "--trainer.precision", "bf16-mixed",
-                      "--model.init_args.state_feedback", "true"))
+                      "--model.init_args.network.state_feedback", "true"))
 
 
 def test_two_process_cpu_ddp_trains_identical_weights(store, tmp_path):

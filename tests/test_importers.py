@@ -11,13 +11,13 @@ import xarray as xr
 from helpers.camels_folder import write_camels_folder
 
 from h2mv_hybrid import cli
+from h2mv_hybrid.constraints import align
 from h2mv_hybrid.data.datamodule import H2MVDataModule
 from h2mv_hybrid.data.pet import extraterrestrial_radiation, oudin_pet
 from h2mv_hybrid.data.schema import MM_DAY_AS_W_M2, StoreError, check_store, with_energy
-from h2mv_hybrid.data.synth import open_store
+from h2mv_hybrid.data.store import open_store
 from h2mv_hybrid.importers.camels import camels_store, import_camels
 from h2mv_hybrid.importers.netcdf import netcdf_store, regrid
-from h2mv_hybrid.model.losses import align
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "camels-caravan-41"
 
@@ -179,8 +179,9 @@ def test_camels_import_of_the_real_folder(tmp_path):
 def test_hybrid_daily_and_monthly_runoff_losses_train(camels_path):
     """One batch of a point store with daily q: the daily and monthly constraints both give
     finite losses and gradients (the monthly one from the jointly observed days)."""
-    from h2mv_hybrid.model.losses import Constraint
+    from h2mv_hybrid.constraints import Constraint
     from h2mv_hybrid.model.module import H2MVHybrid
+    from h2mv_hybrid.model.networks import HybridSettings
 
     dm = H2MVDataModule(str(camels_path), targets=["q"], n_folds=2, block_deg=4.0,
                         train_start="1982-01-01", train_end="1982-12-31", batch_size=6)
@@ -189,7 +190,8 @@ def test_hybrid_daily_and_monthly_runoff_losses_train(camels_path):
     assert batch["q"].shape[1] == 365 and torch.isnan(batch["q"]).any()
     for how in ("daily", "monthly"):
         model = H2MVHybrid(stats=dm.stats, constraints=[Constraint("q", "q_total", how)],
-                           lstm_hidden=8, static_hidden=8, code_size=4, state_feedback=False)
+                           network=HybridSettings(lstm_hidden=8, static_hidden=8, code_size=4,
+                                                  state_feedback=False))
         loss = model.training_step(batch, 0)
         loss.backward()
         assert torch.isfinite(loss)

@@ -5,13 +5,8 @@ import math
 import pytest
 import torch
 
-from h2mv_hybrid.model.losses import (
-    PAPER_CONSTRAINTS,
-    Constraint,
-    MultiConstraintLoss,
-    aggregate,
-    constraint_loss,
-)
+from h2mv_hybrid.constraints import PAPER_CONSTRAINTS, Constraint, aggregate
+from h2mv_hybrid.model.losses import MultiConstraintLoss, constraint_loss
 
 nan = float("nan")
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from h2mv_hybrid.constraints import Constraint
 from h2mv_hybrid.data.datamodule import Normalization
-from h2mv_hybrid.model.losses import Constraint
 from h2mv_hybrid.model.module import H2MVHybrid
-from h2mv_hybrid.model.networks import OUTPUT_NAMES, HybridH2MV, activate_alpha
+from h2mv_hybrid.model.networks import OUTPUT_NAMES, HybridH2MV, HybridSettings, activate_alpha
 from h2mv_hybrid.sites import site_forcing
 from process_layers.parameters import ALPHA_NAMES, BY_NAME
 
@@ -29,7 +29,7 @@ def model(**kw):
     torch.manual_seed(0)
     s = stats()
     return HybridH2MV(F, s.forcing_mean, s.forcing_std, s.static_mean, s.static_std,
-                      lstm_hidden=16, **kw)
+                      HybridSettings(lstm_hidden=16, **kw))
 
 
 def test_activations_stay_inside_the_table_bounds():
@@ -108,7 +108,7 @@ def module(**kw):
     torch.manual_seed(0)
     return H2MVHybrid(stats=stats(), constraints=[
         Constraint("et", "ET"), Constraint("q", "q_total"), Constraint("tws", "tws", anomaly=True)],
-        lstm_hidden=16, **kw)
+        network=HybridSettings(lstm_hidden=16), **kw)
 
 
 def test_non_finite_loss_is_located_and_skipped(monkeypatch):

@@ -15,6 +15,7 @@ from h2mv_hybrid.analysis.climate import ZONES, koppen_zone
 from h2mv_hybrid.analysis.soil_moisture import soil_moisture_scores, summarize
 from h2mv_hybrid.data.datamodule import H2MVDataModule
 from h2mv_hybrid.data.schema import StoreError, check_store
+from h2mv_hybrid.data.store import write_store
 from h2mv_hybrid.data.synth import (
     FEATURES,
     STEFAN_BOLTZMANN,
@@ -22,10 +23,9 @@ from h2mv_hybrid.data.synth import (
     TwinConfig,
     residual_water_content,
     synthesize,
-    write_store,
 )
 from h2mv_hybrid.ensemble.compare import load_spec
-from h2mv_hybrid.model.soil_moisture_lstm import SoilMoistureLSTM
+from h2mv_hybrid.heads.phy_lstm import SoilMoistureLSTM
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments" / "phy_lstm"
@@ -353,7 +353,7 @@ def test_compare_runs_the_three_way_table(store, tmp_path, monkeypatch, capsys):
     out = tmp_path / "pred.zarr"
     cli.main(["predict", "--config", str(member / "config.yaml"),
               "--ckpt_path", str(next((member / "checkpoints").glob("best*.ckpt"))),
-              "--trainer.callbacks+=h2mv_hybrid.model.prediction.ZarrPredictionWriter",
+              "--trainer.callbacks+=h2mv_hybrid.callbacks.prediction.ZarrPredictionWriter",
               f"--trainer.callbacks.output={out}"])
     pred = xr.open_zarr(out, consolidated=False)
     assert pred["sm_layer1"].attrs["units"] == "m3 m-3" and pred.sizes["time"] == 365

@@ -10,13 +10,12 @@ import xarray as xr
 from h2mv_hybrid import cli
 from h2mv_hybrid.data import synth as synth_mod
 from h2mv_hybrid.data.schema import check_store
+from h2mv_hybrid.data.store import open_store, write_store
 from h2mv_hybrid.data.synth import (
     SWE_PRODUCT_MIN_LAT,
     SWE_SATURATION_MM,
     TwinConfig,
-    open_store,
     synthesize,
-    write_store,
 )
 from process_layers import FLUX_NAMES, h2mv
 from process_layers.parameters import ALPHA_NAMES

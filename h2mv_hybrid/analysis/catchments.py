@@ -308,7 +308,7 @@ def catchment_report(store: str, hybrid: str, out: str, lstm: str | None = None,
     """
     from pathlib import Path
 
-    from h2mv_hybrid.data.synth import open_store
+    from h2mv_hybrid.data.store import open_store
 
     ds = open_store(store)
     attrs = xr.open_zarr(store, group="attributes", consolidated=False)

@@ -35,8 +35,8 @@ from h2mv_hybrid.analysis.patterns import (
     tws_decomposition,
 )
 from h2mv_hybrid.analysis.spread import area_mean, state_spread
+from h2mv_hybrid.constraints import PAPER_CONSTRAINTS, Constraint, constraint_series
 from h2mv_hybrid.data.schema import time_axis, with_energy
-from h2mv_hybrid.model.losses import PAPER_CONSTRAINTS, Constraint
 from process_layers.constants import LATENT_HEAT_VAPORISATION, W_M2_TO_MJ_M2_DAY
 
 #: Variables of the equifinality table (Fig. 8), in the order plotted; ``tws_anomaly``
@@ -88,38 +88,6 @@ def predicted_cells(ens: xr.Dataset, store: xr.Dataset) -> tuple[xr.Dataset, xr.
     if len(keep) == 0:
         raise ValueError(f"ensemble: expected predicted cells (finite {what}), found none")
     return ens.isel(cell=keep), store.isel(cell=keep)
-
-
-def constraint_series(ens: xr.Dataset, store: xr.Dataset, c: Constraint
-                      ) -> tuple[xr.DataArray, xr.DataArray]:
-    """Prediction (member, time, cell) and observation (time, cell) of one constraint.
-
-    The daily prediction is averaged to months for monthly targets. Anomaly constraints
-    (TWS) subtract from both each cell's mean over the months observed; where both
-    exceed a constraint's saturation (snow products) the prediction is set to the
-    observation, as the loss counts a match there.
-    """
-    if c.output not in ens:
-        raise ValueError(f"constraint {c.target}: expected output {c.output!r} in the "
-                         f"ensemble store, found {', '.join(sorted(ens.data_vars))}")
-    if c.target not in store:
-        raise ValueError(f"constraint {c.target}: expected variable {c.target!r} in the "
-                         f"input store, found none")
-    pred = ens[c.output]
-    if time_axis(store, c.target) == "month":
-        pred = pred.resample(time="MS").mean()
-        obs = store[c.target].rename(month="time").sel(time=pred["time"])
-    else:
-        obs = store[c.target].sel(time=pred["time"])
-    pred, obs = pred.load(), obs.load()
-    observed = np.isfinite(obs)
-    if c.anomaly:
-        obs = obs - obs.where(observed).mean("time")
-        pred = pred - pred.where(observed).mean("time")
-    if c.saturation is not None:
-        both = (pred > c.saturation) & (obs > c.saturation)
-        pred = pred.where(~both, obs)
-    return pred, obs.where(observed)
 
 
 def ensemble_performance(ens: xr.Dataset, store: xr.Dataset,

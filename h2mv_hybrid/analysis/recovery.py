@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from h2mv_hybrid.data.datamodule import H2MVDataModule
-from h2mv_hybrid.data.synth import open_store
+from h2mv_hybrid.data.store import open_store
 from h2mv_hybrid.model.module import H2MVHybrid
 
 

@@ -22,7 +22,8 @@ import xarray as xr
 from h2mv_hybrid.analysis.climate import ZONES, climate_zones
 from h2mv_hybrid.analysis.ensemble import predicted_cells
 from h2mv_hybrid.analysis.metrics import kge, nse, pearson_r, rmse
-from h2mv_hybrid.model.multitask_lstm import balance_tasks, task_source, water_balance
+from h2mv_hybrid.heads.multitask_lstm import balance_tasks, task_source
+from process_layers.layered_balance import balance_residual
 
 SKILL: tuple[str, ...] = ("R", "RMSE", "R2", "KGE", "RMSE_low")
 #: Quantile of each cell's observations below which a day counts as dry (RMSE_low).
@@ -140,7 +141,7 @@ def balance_closure(ens: xr.Dataset, store: xr.Dataset, runoff: str = "q_surf_da
     r = as_t(s[runoff].transpose("cell", "time").values)
 
     def balance(e: xr.Dataset, theta: np.ndarray) -> torch.Tensor:
-        return water_balance(p, as_t(e["et_daily"].transpose("cell", "time").values), r,
+        return balance_residual(p, as_t(e["et_daily"].transpose("cell", "time").values), r,
                              as_t(theta), thick)
 
     b_obs = balance(s, s["sm_layers"].transpose("cell", "time", "layer").values)

@@ -1,4 +1,4 @@
-"""Write ``h2mv predict`` results to a zarr store, atomically.
+"""Write ``h2mv predict`` results to a zarr store, atomically; what a predict record holds.
 
 Every daily output of the model's ``predict_step`` (for the hybrid: all fluxes and
 storages of the bucket, fAPAR, every α, SM_max and β; for the LSTM heads: the forecast
@@ -6,9 +6,15 @@ soil moisture) of the predicted cells, on the input store's layout (time, lat, l
 time, cell), with ``units`` and ``long_name``; cells that were not predicted are NaN.
 The store is written under a temporary name and renamed into place, so an interrupted
 run leaves no half-written store under the final name.
+
+:func:`record_variables` is the one mapping from a ``predict_step`` record to store
+variables (names, shapes, units), shared with the ensemble store
+(:mod:`h2mv_hybrid.ensemble.store`).
 """
 
 from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -17,7 +23,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from h2mv_hybrid import __version__
 from h2mv_hybrid.data.gridding import scatter
-from h2mv_hybrid.data.synth import TILE, write_store
+from h2mv_hybrid.data.store import TILE, write_store
 from process_layers import FLUX_METADATA
 from process_layers.parameters import BY_NAME
 
@@ -30,6 +36,46 @@ def output_metadata(name: str, prediction: dict) -> tuple[str, str, str]:
     if name == "fapar":
         return "1", "fraction of absorbed PAR", "A5"
     return FLUX_METADATA.get(name, ("1", name, ""))
+
+
+class RecordVariable(NamedTuple):
+    """One store variable of a predict record.
+
+    ``kind``: ``daily`` ([cells, days] per batch: fluxes, storages, α), ``cells`` ([cells]:
+    SM_max) or ``scalar`` (one value: β). ``group`` and ``key`` say where it is in the
+    record (``record[group][key]``, or ``record[group]`` when ``key`` is None).
+    """
+
+    name: str
+    kind: Literal["daily", "cells", "scalar"]
+    group: str
+    key: str | None
+    attrs: dict[str, str]
+
+    def values(self, record: dict[str, Any]) -> Any:
+        """The values of the variable in one record."""
+        return record[self.group] if self.key is None else record[self.group][self.key]
+
+
+def record_variables(record: dict[str, Any]) -> list[RecordVariable]:
+    """The store variables of a predict record, in store order, with their attributes."""
+    out = []
+    for name in record["daily"]:
+        unit, long_name, eq = output_metadata(name, record)
+        out.append(RecordVariable(name, "daily", "daily", name,
+                                  {"units": unit, "long_name": long_name, "equation": eq}))
+    for name in record.get("alpha", {}):
+        coef = BY_NAME[("alpha", name)]
+        out.append(RecordVariable(f"alpha_{name}", "daily", "alpha", name,
+                                  {"units": coef.unit, "long_name": f"learned {coef.symbol}"}))
+    if "sm_max" in record:
+        out.append(RecordVariable("sm_max", "cells", "sm_max", None,
+                                  {"units": "mm", "long_name": "learned SM_max"}))
+    for name in record.get("beta", {}):
+        coef = BY_NAME[("beta", name)]
+        out.append(RecordVariable(f"beta_{name}", "scalar", "beta", name,
+                                  {"units": coef.unit, "long_name": f"learned {coef.symbol}"}))
+    return out
 
 
 class ZarrPredictionWriter(BasePredictionWriter):
@@ -56,32 +102,19 @@ class ZarrPredictionWriter(BasePredictionWriter):
         ds, window = dm.dataset, dm.window("predict")
         time = ds["time"].values[window.start_day:window.end_day]
         index = torch.cat([b["cell_index"] for b in batches]).numpy()
-        cat = lambda key, name: torch.cat([b[key][name] for b in batches]).numpy()  # noqa: E731
         spatial = ds["mask"].dims
         shape = tuple(ds.sizes[d] for d in spatial)
         tile = (TILE * TILE,) if spatial == ("cell",) else (TILE, TILE)
-        order = ("time", *spatial)
         data = {}
-        for name in batches[0]["daily"]:
-            unit, long_name, eq = output_metadata(name, batches[0])
-            data[name] = xr.DataArray(
-                scatter(cat("daily", name), index, shape, tile), dims=(*spatial, "time"),
-                attrs={"units": unit, "long_name": long_name, "equation": eq},
-            ).transpose(*order)
-        for name in batches[0].get("alpha", {}):
-            coef = BY_NAME[("alpha", name)]
-            data[f"alpha_{name}"] = xr.DataArray(
-                scatter(cat("alpha", name), index, shape, tile), dims=(*spatial, "time"),
-                attrs={"units": coef.unit, "long_name": f"learned {coef.symbol}"},
-            ).transpose(*order)
-        if "sm_max" in batches[0]:
-            sm_max = torch.cat([b["sm_max"] for b in batches]).numpy()
-            data["sm_max"] = xr.DataArray(scatter(sm_max, index, shape, tile), dims=spatial,
-                                          attrs={"units": "mm", "long_name": "learned SM_max"})
-        for name, value in batches[0].get("beta", {}).items():
-            coef = BY_NAME[("beta", name)]
-            data[f"beta_{name}"] = xr.DataArray(np.float32(value), attrs={
-                "units": coef.unit, "long_name": f"learned {coef.symbol}"})
+        for v in record_variables(batches[0]):
+            if v.kind == "scalar":
+                data[v.name] = xr.DataArray(np.float32(v.values(batches[0])), attrs=v.attrs)
+                continue
+            values = torch.cat([v.values(b) for b in batches]).numpy()
+            daily = v.kind == "daily"
+            da = xr.DataArray(scatter(values, index, shape, tile),
+                              dims=(*spatial, "time") if daily else spatial, attrs=v.attrs)
+            data[v.name] = da.transpose("time", *spatial) if daily else da
         coords = {"time": time, **{c: ds[c] for c in ("lat", "lon")}}
         out = xr.Dataset(data, coords=coords)
         out.attrs.update(

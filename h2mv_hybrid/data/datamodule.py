@@ -4,35 +4,12 @@ The store is opened lazily (xarray + zarr, dask for the statistics) and checked 
 the schema before anything is served. Cells are split into training, validation and test
 cells by spatial-block folds; normalization statistics come from training cells only.
 
-A batch is a group of cells read over a whole time window. Cells are grouped by the
-store's chunk tiles (16 × 16 cells × the whole period); every epoch the tiles are
-shuffled (and the cells within each tile) with a seeded local generator, and the
-sequence is cut into batches of ``batch_size``. A batch thus spans one to a few tiles,
-and each tile's part is read as one bounding box of whole series. Each batch is a dict of tensors:
-
-- ``forcing`` [cells, days, 3]: ``rn`` (W m⁻²), ``prec`` (mm day⁻¹), ``tair`` (K), over the
-  spin-up days followed by the period;
-- ``static`` [cells, features] in the store's units (the model normalizes with ``stats``);
-- one entry per constraint over the period only, on its own axis: monthly ones
-  [cells, months], daily ones [cells, period days]; NaN where unobserved;
-- one entry per requested input (``inputs``: extra meteorology, layered soil moisture,
-  daily land-surface fields) over the same days as ``forcing``: [cells, days] or
-  [cells, days, layers];
-- ``month_of_day`` [period days]: the month index of each day of the period;
-- ``spinup_days`` (0-d): how many leading days of ``forcing`` are spin-up;
-- ``lat``, ``lon``, ``cell_index`` [cells]: where the cells are (flat index into the
-  store's spatial layout, for writing predictions back);
-- with ``patch`` k > 1 (grid stores): ``<name>_patch`` for every name of ``patch_inputs``,
-  the k × k neighbourhood centred on each cell ([cells, days, k, k] for daily variables,
-  [cells, days, layers, k, k] for ``sm_layers``, [cells, features, k, k] for ``static``),
-  NaN beyond the grid's edges and on unmodelled cells, and ``patch_valid`` [cells, k, k]
-  (1 where the neighbour is a modelled cell).
+Batches (:mod:`h2mv_hybrid.data.batches`) are groups of cells read over a whole time
+window.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,8 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
+from h2mv_hybrid.constraints import Constraint, as_constraints, default_constraints
+from h2mv_hybrid.data.batches import CellBatches, TileBatchSampler, Window, make_window
 from h2mv_hybrid.data.folds import fold_map, member_split
 from h2mv_hybrid.data.schema import (
     FORCING_NAMES,
@@ -52,7 +31,8 @@ from h2mv_hybrid.data.schema import (
     check_store,
     time_axis,
 )
-from h2mv_hybrid.data.synth import TILE, TwinConfig, open_store, synthesize, write_store
+from h2mv_hybrid.data.store import open_store, store_tile, tile_keys, write_store
+from h2mv_hybrid.data.synth import TwinConfig, synthesize
 
 STAGES = ("train", "val", "test", "predict")
 
@@ -62,7 +42,8 @@ class Normalization:
     """Mean and standard deviation of inputs and targets over the training cells.
 
     ``forcing_*`` [3] (rn, prec, tair), ``static_*`` [features], ``target_*`` per
-    constraint (TWS statistics are of anomalies from each cell's mean, as the loss uses).
+    target, of the target as its constraint compares it (anomalies from each cell's mean
+    where the constraint compares anomalies, as for TWS).
     Computed from training cells and the training period only; the model keeps them as
     buffers so that prediction reuses them.
     """
@@ -86,233 +67,19 @@ class Normalization:
 torch.serialization.add_safe_globals([Normalization])
 
 
-@dataclass(frozen=True)
-class Window:
-    """A period and the spin-up days before it, as integer positions on the store axes."""
-
-    first_day: int  # first spin-up day
-    start_day: int  # first day of the period
-    end_day: int  # one past the last day of the period
-    start_month: int
-    end_month: int
-    month_of_day: np.ndarray  # [period days], month index relative to start_month
-
-    @property
-    def spinup_days(self) -> int:
-        """Number of spin-up days before the period."""
-        return self.start_day - self.first_day
-
-
-def make_window(time: pd.DatetimeIndex, months: pd.DatetimeIndex | None, start: str | None,
-                end: str | None, spinup_years: float, what: str) -> Window:
-    """Positions of a period [start, end] (whole months) and its spin-up on the store axes."""
-    t0 = pd.Timestamp(start) if start else None
-    t1 = pd.Timestamp(end) if end else time[-1]
-    spin = int(round(spinup_years * 365))
-    if t0 is None:
-        # default: the period starts on the first month start after the spin-up
-        t0 = (time[0] + pd.Timedelta(days=spin) - pd.Timedelta(days=1)).to_period("M")
-        t0 = (t0 + 1).to_timestamp()
-    if t0.day != 1:
-        raise StoreError(f"{what}_start: expected the first day of a month, found {t0.date()}")
-    if (t1 + pd.Timedelta(days=1)).day != 1:
-        raise StoreError(f"{what}_end: expected the last day of a month, found {t1.date()}")
-    if t0 < time[0] or t1 > time[-1] or t1 < t0:
-        raise StoreError(
-            f"{what} period: expected dates within the store ({time[0].date()} … "
-            f"{time[-1].date()}) with start ≤ end, found {t0.date()} … {t1.date()}"
-        )
-    start_day = int(time.get_loc(t0))
-    end_day = int(time.get_loc(t1)) + 1
-    if start_day - spin < 0:
-        raise StoreError(
-            f"{what} spin-up: expected {spin} days before {t0.date()}, found {start_day}; start "
-            f"the period later or lower spinup_years"
-        )
-    period = time[start_day:end_day]
-    codes = (period.year - period.year[0]) * 12 + period.month - period.month[0]
-    if months is not None:
-        start_month = int(months.get_loc(t0))
-        end_month = start_month + int(codes.max()) + 1
-    else:
-        start_month = end_month = 0
-    return Window(start_day - spin, start_day, end_day, start_month, end_month,
-                  np.asarray(codes, dtype=np.int64))
-
-
-def tile_keys(rows: np.ndarray, cols: np.ndarray | None, tile: tuple[int, ...]) -> np.ndarray:
-    """The chunk tile of every cell: ``tile`` is (cells,) for points, (lat, lon) for grids."""
-    if cols is None:
-        return rows // tile[0]
-    return (rows // tile[0]) * 100_000 + cols // tile[1]
-
-
-def store_tile(ds: xr.Dataset) -> tuple[int, ...]:
-    """Spatial chunk sizes of the store's forcing (what one read should stay within)."""
-    spatial = ds["mask"].dims
-    chunks = ds["rn"].chunks
-    if chunks is None:  # not chunked: tiles of the twin's size
-        return (TILE * TILE,) if spatial == ("cell",) else (TILE, TILE)
-    sizes = dict(zip(ds["rn"].dims, chunks, strict=True))
-    return tuple(int(sizes[d][0]) for d in spatial)
-
-
-class TileBatchSampler(Sampler[np.ndarray]):
-    """Batches of cell positions: tiles in a seeded random order, cut into full batches."""
-
-    def __init__(self, tiles: Sequence[np.ndarray], batch_size: int, shuffle: bool, seed: int):
-        self.tiles = [np.asarray(t) for t in tiles if len(t)]
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffle differently for each epoch (called by the training loop)."""
-        self.epoch = epoch
-
-    def _batches(self) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.tiles)) if self.shuffle else range(len(self.tiles))
-        cells = np.concatenate(
-            [rng.permutation(self.tiles[i]) if self.shuffle else self.tiles[i] for i in order]
-        )
-        self.epoch += self.shuffle  # a new order next time unless the loop sets the epoch
-        return [cells[i:i + self.batch_size] for i in range(0, len(cells), self.batch_size)]
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        # A generator: the order is drawn at the first batch, not when the iterator is
-        # made, so a set_epoch() in between (as on resuming from a checkpoint) counts.
-        yield from self._batches()
-
-    def __len__(self) -> int:
-        return math.ceil(sum(len(t) for t in self.tiles) / self.batch_size)
-
-
-class CellBatches(Dataset):
-    """Map-style dataset whose items are whole batches: ``dataset[positions]``."""
-
-    def __init__(self, ds: xr.Dataset, rows: np.ndarray, cols: np.ndarray | None,
-                 window: Window, constraints: Sequence[str], tile: tuple[int, ...],
-                 inputs: Sequence[str] = (), patch: int = 1,
-                 patch_inputs: Sequence[str] = ()):
-        self.ds = ds
-        self.rows, self.cols = rows, cols
-        self.window = window
-        self.constraints = tuple(constraints)
-        self.tile = tile
-        self.inputs = tuple(inputs)
-        self.patch = patch
-        self.patch_inputs = tuple(patch_inputs) if patch > 1 else ()
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def _block(self, names: Sequence[str], time_slice: slice | None, dim: str | None,
-               r: np.ndarray, c: np.ndarray | None) -> dict[str, np.ndarray]:
-        """Read every name for the batch's cells: one bounding box per chunk tile."""
-        keys = tile_keys(r, c, self.tile)
-        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        order = []
-        for key in np.unique(keys):
-            i = np.flatnonzero(keys == key)
-            rr, cc = r[i], None if c is None else c[i]
-            if cc is None:  # points
-                sel = {"cell": slice(int(rr.min()), int(rr.max()) + 1)}
-            else:
-                sel = {"lat": slice(int(rr.min()), int(rr.max()) + 1),
-                       "lon": slice(int(cc.min()), int(cc.max()) + 1)}
-            if dim is not None:
-                sel[dim] = time_slice
-            block = self.ds[list(names)].isel(sel)
-            for name in names:
-                a = block[name].values
-                a = a[..., rr - rr.min()] if cc is None else a[..., rr - rr.min(), cc - cc.min()]
-                parts[name].append(np.moveaxis(a, -1, 0))  # [cells, ...]
-            order.append(i)
-        back = np.argsort(np.concatenate(order))
-        return {n: np.concatenate(p)[back] for n, p in parts.items()}
-
-    def _patches(self, names: Sequence[str], time_slice: slice | None, r: np.ndarray,
-                 c: np.ndarray) -> dict[str, np.ndarray]:
-        """The k × k neighbourhood of every cell: one padded bounding box per chunk tile."""
-        k, h = self.patch, self.patch // 2
-        n_lat, n_lon = self.ds.sizes["lat"], self.ds.sizes["lon"]
-        keys = tile_keys(r, c, self.tile)
-        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        order = []
-        offsets = np.arange(k)
-        for key in np.unique(keys):
-            i = np.flatnonzero(keys == key)
-            rr, cc = r[i], c[i]
-            r0, r1 = int(rr.min()) - h, int(rr.max()) + h + 1  # wanted box, may overhang
-            c0, c1 = int(cc.min()) - h, int(cc.max()) + h + 1
-            sel = {"lat": slice(max(r0, 0), min(r1, n_lat)),
-                   "lon": slice(max(c0, 0), min(c1, n_lon))}
-            pad = ((max(-r0, 0), max(r1 - n_lat, 0)), (max(-c0, 0), max(c1 - n_lon, 0)))
-            rows = (rr - h - r0)[:, None, None] + offsets[None, :, None]  # [cells, k, 1]
-            cols = (cc - h - c0)[:, None, None] + offsets[None, None, :]  # [cells, 1, k]
-            for name in names:
-                var = self.ds[name].isel(sel if name in ("static", "mask") else
-                                         {**sel, "time": time_slice})
-                a = var.values.astype(np.float32)
-                a = np.pad(a, ((0, 0),) * (a.ndim - 2) + pad, constant_values=np.nan)
-                parts[name].append(np.moveaxis(a[..., rows, cols], -3, 0))  # [cells, ..., k, k]
-            order.append(i)
-        back = np.argsort(np.concatenate(order))
-        return {n: np.concatenate(p)[back] for n, p in parts.items()}
-
-    def __getitem__(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
-        positions = np.sort(np.asarray(positions))
-        r = self.rows[positions]
-        c = None if self.cols is None else self.cols[positions]
-        w = self.window
-        f = self._block(FORCING_NAMES, slice(w.first_day, w.end_day), "time", r, c)
-        s = self._block(["static"], None, None, r, c)
-        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
-        batch = {
-            "forcing": as_t(np.stack([f[k] for k in FORCING_NAMES], axis=-1)),
-            "static": as_t(s["static"]),
-            "month_of_day": torch.as_tensor(w.month_of_day),
-            "spinup_days": torch.tensor(w.spinup_days),
-        }
-        monthly = [k for k in self.constraints if time_axis(self.ds, k) == "month"]
-        daily = [k for k in self.constraints if time_axis(self.ds, k) == "time"]
-        if monthly:
-            batch.update({k: as_t(v) for k, v in self._block(
-                monthly, slice(w.start_month, w.end_month), "month", r, c).items()})
-        if daily:
-            batch.update({k: as_t(v) for k, v in self._block(
-                daily, slice(w.start_day, w.end_day), "time", r, c).items()})
-        if self.inputs:
-            batch.update({k: as_t(v) for k, v in self._block(
-                self.inputs, slice(w.first_day, w.end_day), "time", r, c).items()})
-        if c is None:
-            lat = self.ds["lat"].values[r]
-            lon = self.ds["lon"].values[r]
-            index = r
-        else:
-            lat = self.ds["lat"].values[r]
-            lon = self.ds["lon"].values[c]
-            index = r * self.ds.sizes["lon"] + c
-        batch.update(lat=as_t(lat), lon=as_t(lon), cell_index=torch.as_tensor(index))
-        if self.patch_inputs:
-            daily = [n for n in self.patch_inputs if n != "static"]
-            names = [*daily, "mask", *(["static"] if "static" in self.patch_inputs else [])]
-            patches = self._patches(names, slice(w.first_day, w.end_day), r, c)
-            mask = patches.pop("mask")
-            batch["patch_valid"] = as_t(np.nan_to_num(mask, nan=0.0))
-            batch.update({f"{n}_patch": as_t(v) for n, v in patches.items()})
-        return batch
-
-
 class H2MVDataModule(L.LightningDataModule):
     """Serve an H2MV store (grid or points) by batches of cells, with spatial-block CV.
 
     Args:
         store: path of the zarr store (or anything ``xarray.open_zarr`` opens).
         targets: constraint variables served with every batch (must be in the store);
-            default: every constraint the store holds.
+            default: the targets of ``model_constraints``, else every constraint the store
+            holds.
+        model_constraints: the model's constraints (the CLI links
+            ``model.init_args.constraints`` here, so a constraint is declared once).
+            Their specs set how each target's statistics are computed (anomalies where
+            the loss compares anomalies); a target without one gets the paper's
+            constraint for it, else a plain one.
         inputs: optional daily variables served with every batch over the forcing's days
             (spin-up included), e.g. the PHY-LSTM heads' extra meteorology (``sw_down``,
             ``lw_down``, ``q_air``, ``psurf``, ``wind``), ``sm_layers`` and the daily
@@ -352,6 +119,7 @@ class H2MVDataModule(L.LightningDataModule):
         self,
         store: str,
         targets: list[str] | None = None,
+        model_constraints: list[Constraint] | None = None,
         inputs: list[str] | None = None,
         train_fraction: float = 1.0,
         patch: int = 1,
@@ -393,8 +161,18 @@ class H2MVDataModule(L.LightningDataModule):
         if patch > 1 and not patch_inputs:
             raise ValueError("patch_inputs: expected the variables to serve as patches "
                              f"(patch is {patch}), found none")
+        declared = as_constraints(model_constraints)
+        if targets is not None and declared:
+            unserved = [c.target for c in declared if c.target not in targets]
+            if unserved:
+                raise ValueError(f"data.targets: expected the targets of the model's "
+                                 f"constraints ({', '.join(c.target for c in declared)}), "
+                                 f"found {targets}; drop data.targets to serve them")
+        elif declared:
+            targets = list(dict.fromkeys(c.target for c in declared))
         self.store_path = store
-        self.requested_constraints = targets
+        self.requested_targets = targets
+        self.declared_constraints = declared
         self.inputs = tuple(inputs or ())
         self.train_fraction = train_fraction
         self.patch = patch
@@ -430,7 +208,7 @@ class H2MVDataModule(L.LightningDataModule):
     @cached_property
     def info(self) -> StoreInfo:
         """Schema check of the store, run before anything is served."""
-        info = check_store(self.dataset, constraints=self.requested_constraints,
+        info = check_store(self.dataset, constraints=self.requested_targets,
                            inputs=self.inputs, check_values=self.check_values)
         if self.patch > 1:
             if self.dataset["mask"].dims != ("lat", "lon"):
@@ -446,11 +224,20 @@ class H2MVDataModule(L.LightningDataModule):
         return info
 
     @property
-    def constraints(self) -> tuple[str, ...]:
-        """The constraints served with every batch."""
-        if self.requested_constraints is not None:
-            return tuple(self.requested_constraints)
+    def targets(self) -> tuple[str, ...]:
+        """The constraint variables served with every batch."""
+        if self.requested_targets is not None:
+            return tuple(self.requested_targets)
         return self.info.constraints
+
+    @property
+    def target_constraints(self) -> tuple[Constraint, ...]:
+        """The constraint spec of every served target: the declared one, else the default."""
+        declared = {}
+        for c in self.declared_constraints:
+            declared.setdefault(c.target, c)
+        defaults = default_constraints(self.targets)
+        return tuple(declared.get(d.target, d) for d in defaults)
 
     # -- folds and windows -------------------------------------------------------------
     @cached_property
@@ -509,14 +296,12 @@ class H2MVDataModule(L.LightningDataModule):
         st = ds["static"].where(where)
         spatial = ds["mask"].dims
         lazy["static"] = (st.mean(spatial), st.std(spatial))
-        for k in self.constraints:
-            axis = time_axis(ds, k)
+        for c in self.target_constraints:
+            axis = time_axis(ds, c.target)
             sl = (slice(w.start_month, w.end_month) if axis == "month"
                   else slice(w.start_day, w.end_day))
-            x = ds[k].isel({axis: sl}).where(where)
-            if k == "tws":
-                x = x - x.mean(axis)  # the loss compares anomalies
-            lazy[k] = (x.mean(), x.std())
+            x = c.as_compared(ds[c.target].isel({axis: sl}).where(where), axis)
+            lazy[c.target] = (x.mean(), x.std())
         for k in self.inputs:
             x = ds[k].isel(time=slice(w.start_day, w.end_day)).where(where)
             per = [d for d in x.dims if d != "layer"]
@@ -534,7 +319,7 @@ class H2MVDataModule(L.LightningDataModule):
         thickness = []
         if "sm_layers" in self.inputs:
             thickness = (1000.0 * (ds["depth_bottom"] - ds["depth_top"])).values.tolist()
-        for k in self.constraints:
+        for k in self.targets:
             if not np.isfinite(v[k][1]) or v[k][1] <= 0:
                 raise StoreError(
                     f"{k}: expected observations on training cells in the training period, "
@@ -546,8 +331,8 @@ class H2MVDataModule(L.LightningDataModule):
             static_mean=v["static"][0].tolist(),
             static_std=np.maximum(v["static"][1], 1e-6).tolist(),
             features=[str(f) for f in ds["feature"].values],
-            target_mean={k: float(v[k][0]) for k in self.constraints},
-            target_std={k: float(v[k][1]) for k in self.constraints},
+            target_mean={k: float(v[k][0]) for k in self.targets},
+            target_std={k: float(v[k][1]) for k in self.targets},
             input_mean={k: np.atleast_1d(v[f"input:{k}"][0]).tolist() for k in self.inputs},
             input_std={k: np.atleast_1d(v[f"input:{k}"][1]).tolist() for k in self.inputs},
             layer_thickness_mm=[float(x) for x in thickness],
@@ -568,7 +353,7 @@ class H2MVDataModule(L.LightningDataModule):
             raise StoreError(f"{stage}: expected at least one cell in this split, found none")
         rows = idx[:, 0]
         cols = idx[:, 1] if idx.shape[1] == 2 else None
-        return CellBatches(self.reader, rows, cols, self.window(stage), self.constraints,
+        return CellBatches(self.reader, rows, cols, self.window(stage), self.targets,
                            store_tile(self.dataset), self.inputs, self.patch,
                            self.patch_inputs)
 

@@ -323,6 +323,59 @@ def _check_layers(ds: xr.Dataset) -> None:
         )
 
 
+def _check_names(ds: xr.Dataset, required: list[str], wanted: list[str], extra: list[str]
+                 ) -> None:
+    """Asked-for constraints and inputs are schema variables; every needed one is there."""
+    for name in wanted:
+        if name not in SPECS or SPECS[name].role != "constraint":
+            raise StoreError(
+                f"constraints: expected names among {', '.join(CONSTRAINT_NAMES)}, found {name!r}"
+            )
+    for name in extra:
+        if name not in SPECS or SPECS[name].role != "optional" or SPECS[name].time != "time":
+            valid = [v.name for v in VARIABLES if v.role == "optional" and v.time == "time"]
+            raise StoreError(f"inputs: expected names among {', '.join(valid)}, found {name!r}")
+    missing = [n for n in required + wanted + extra if n not in ds.data_vars]
+    if missing:
+        hint = ""
+        if ds.attrs.get("source") == "h2mv_hybrid.data.synth":
+            hint = ("; this twin was written by an older version: write it again with "
+                    "h2mv synth --overwrite (or delete it to let the DataModule recreate it)")
+        if "rn" in missing:
+            hint += "; rn may be replaced by pet (potential evapotranspiration, mm day-1)"
+        raise StoreError(
+            f"{', '.join(missing)}: expected in the store (required: {', '.join(required)}), "
+            f"found variables {', '.join(map(str, ds.data_vars)) or 'none'}{hint}"
+        )
+
+
+def _check_used_values(ds: xr.Dataset, present: list[VariableSpec], mask: xr.DataArray,
+                       spatial: tuple[str, ...], used_names: list[str], extra: list[str]) -> None:
+    """Value ranges of the variables used; no NaN in forcing, gap-free inputs, static."""
+    used = set(used_names)
+    if energy_source(ds) == "pet":  # PET standing in for rn: checked in its own unit
+        used = (used - {"rn"}) | {"pet"}
+    _value_checks(ds, [s for s in present if s.name in used], mask)
+    complete = [*FORCING_NAMES, *(n for n in extra if not SPECS[n].gaps)]
+    for name in complete:
+        null = ds[name].isnull()
+        bad = (null.any([d for d in null.dims if d not in spatial]) & mask).load()
+        if name == "rn" and energy_source(ds) == "pet":
+            name = "pet (the energy forcing)"
+        if bool(bad.any()):
+            raise StoreError(
+                f"{name}: expected complete forcing on modelled cells, found NaN at "
+                f"{int(bad.sum())} cells (first: {_first_cell(bad)}); fill the gaps or set "
+                f"mask False there"
+            )
+    bad = (ds["static"].isnull().any("feature") & mask).load()
+    if bool(bad.any()):
+        raise StoreError(
+            f"static: expected every feature on modelled cells, found NaN at "
+            f"{int(bad.sum())} cells (first: {_first_cell(bad)})"
+        )
+
+
 def check_store(
     ds: xr.Dataset,
     *,
@@ -349,29 +402,8 @@ def check_store(
     layout, spatial = spatial_layout(ds)
     _check_time(ds)
     required = [*FORCING_NAMES, "static", "mask"]
-    wanted = list(constraints or [])
-    for name in wanted:
-        if name not in SPECS or SPECS[name].role != "constraint":
-            raise StoreError(
-                f"constraints: expected names among {', '.join(CONSTRAINT_NAMES)}, found {name!r}"
-            )
-    extra = list(inputs or [])
-    for name in extra:
-        if name not in SPECS or SPECS[name].role != "optional" or SPECS[name].time != "time":
-            valid = [v.name for v in VARIABLES if v.role == "optional" and v.time == "time"]
-            raise StoreError(f"inputs: expected names among {', '.join(valid)}, found {name!r}")
-    missing = [n for n in required + wanted + extra if n not in ds.data_vars]
-    if missing:
-        hint = ""
-        if ds.attrs.get("source") == "h2mv_hybrid.data.synth":
-            hint = ("; this twin was written by an older version: write it again with "
-                    "h2mv synth --overwrite (or delete it to let the DataModule recreate it)")
-        if "rn" in missing:
-            hint += "; rn may be replaced by pet (potential evapotranspiration, mm day-1)"
-        raise StoreError(
-            f"{', '.join(missing)}: expected in the store (required: {', '.join(required)}), "
-            f"found variables {', '.join(map(str, ds.data_vars)) or 'none'}{hint}"
-        )
+    wanted, extra = list(constraints or []), list(inputs or [])
+    _check_names(ds, required, wanted, extra)
     present = [SPECS[n] for n in ds.data_vars if n in SPECS]
     if "month" not in ds.coords and any(
             time_axis(ds, s.name) == "month" or (s.time == "month" and s.alt_time is None)
@@ -397,28 +429,8 @@ def check_store(
     if check_values:
         served = wanted if constraints is not None else [
             s.name for s in present if s.role == "constraint"]
-        used = {*FORCING_NAMES, *extra, *served}
-        if energy_source(ds) == "pet":  # PET standing in for rn: checked in its own unit
-            used = (used - {"rn"}) | {"pet"}
-        _value_checks(ds, [s for s in present if s.name in used], mask)
-        complete = [*FORCING_NAMES, *(n for n in extra if not SPECS[n].gaps)]
-        for name in complete:
-            null = ds[name].isnull()
-            bad = (null.any([d for d in null.dims if d not in spatial]) & mask).load()
-            if name == "rn" and energy_source(ds) == "pet":
-                name = "pet (the energy forcing)"
-            if bool(bad.any()):
-                raise StoreError(
-                    f"{name}: expected complete forcing on modelled cells, found NaN at "
-                    f"{int(bad.sum())} cells (first: {_first_cell(bad)}); fill the gaps or set "
-                    f"mask False there"
-                )
-        bad = (ds["static"].isnull().any("feature") & mask).load()
-        if bool(bad.any()):
-            raise StoreError(
-                f"static: expected every feature on modelled cells, found NaN at "
-                f"{int(bad.sum())} cells (first: {_first_cell(bad)})"
-            )
+        _check_used_values(ds, present, mask, spatial, [*FORCING_NAMES, *extra, *served],
+                           extra)
     return StoreInfo(
         layout=layout,
         spatial_dims=spatial,

@@ -15,9 +15,8 @@ ocean). All randomness comes from one ``numpy.random.Generator`` seeded by the c
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
 import dask.array
 import numpy as np
@@ -25,9 +24,9 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from h2mv_hybrid.atomic import atomic_directory
 from h2mv_hybrid.data.gridding import scatter
-from h2mv_hybrid.data.schema import annotate, month_starts, with_energy
+from h2mv_hybrid.data.schema import annotate, month_starts
+from h2mv_hybrid.data.store import TILE, write_store
 from h2mv_hybrid.sites import wet_spells
 from process_layers import FLUX_METADATA, FLUX_NAMES, h2mv
 from process_layers import soil_layers as layers
@@ -38,14 +37,14 @@ FEATURES: tuple[str, ...] = (
     "elevation", "slope", "sand", "silt", "clay", "soil_depth",
     "forest", "grassland", "cropland", "bare", "wetland", "albedo",
 )
+#: Dimension order of the twin's variables.
+ORDER = ("time", "month", "layer", "feature", "lat", "lon")
 #: True global constants of the twin.
 TRUE_BETA = {"snow": 0.9, "baseflow": 0.02}
 #: SWE products saturate: observed SWE is capped here (mm); only cells north of this
 #: latitude (degrees) have a snow product at all.
 SWE_SATURATION_MM = 200.0
 SWE_PRODUCT_MIN_LAT = 35.0
-#: Cells per side of the chunk tiles the store is written with (see :func:`chunking`).
-TILE = 16
 #: mm °C⁻¹ day⁻¹: the low end of degree-day factors, used to tell glaciated cells.
 GLACIER_MELT_FACTOR = 1.5
 #: Continents as ellipses (centre lat, centre lon, radius lat, radius lon), degrees.
@@ -271,13 +270,35 @@ def _observe(rng, truth: np.ndarray, noise: float, gaps: float, floor=None, cap=
     return obs
 
 
-def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset]:
-    """Build the twin in memory: ``(store, truth)`` as xarray Datasets on the same grid."""
-    cfg = config or TwinConfig()
-    if not 0.25 <= cfg.res <= 10:
-        raise ValueError(f"res: expected a grid spacing in [0.25, 10] degrees, found {cfg.res}")
+class _Land(NamedTuple):
+    """The twin's grid, its modelled (land, unglaciated) cells and their climate."""
+
+    lat: np.ndarray  # [lat], degrees
+    lon: np.ndarray  # [lon], degrees
+    mask: np.ndarray  # [lat, lon], modelled cells
+    cells: np.ndarray  # [cells], flat index of each modelled cell
+    clat: np.ndarray  # [cells], degrees
+    time: pd.DatetimeIndex
+    months: pd.DatetimeIndex
+    elev: np.ndarray  # [cells], km above sea level
+    rn: np.ndarray  # [cells, days], W m⁻²
+    prec: np.ndarray  # [cells, days], mm day⁻¹
+    tair: np.ndarray  # [cells, days], K
+    static: np.ndarray  # [features, cells]
+    aridity: np.ndarray  # [cells], 0–1
+
+    def grid(self, x: np.ndarray) -> dask.array.Array:
+        """Land cells [cells(, steps)] onto [lat, lon(, steps)], lazily, NaN off land.
+
+        At 1° over ten years each gridded, ocean-padded array would take ~1 GB; scattered
+        lazily, one chunk tile at a time, it never exists whole and the write streams.
+        """
+        return scatter(x, self.cells, self.mask.shape, (TILE, TILE))
+
+
+def _land(cfg: TwinConfig, rng: np.random.Generator) -> _Land:
+    """Grid, land mask, climate and static features (the first draws of ``rng``)."""
     first, last = parse_years(cfg.years)
-    rng = np.random.default_rng(cfg.seed)
     lat = np.arange(-90 + cfg.res / 2, 90, cfg.res)
     lon = np.arange(-180 + cfg.res / 2, 180, cfg.res)
     lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
@@ -285,7 +306,6 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
     cells = np.nonzero(mask.ravel())[0]
     clat, clon = lat2d.ravel()[cells], lon2d.ravel()[cells]
     time = pd.date_range(f"{first}-01-01", f"{last}-12-31", freq="D")
-    months = month_starts(time)
 
     # Static features need aridity first (vegetation follows it): a rough climatology.
     elev = 1.2 * np.exp(0.6 * _smooth(np.random.default_rng(cfg.seed + 1), clat, clon)) - 0.5
@@ -302,12 +322,18 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
     aridity = np.clip(rn.mean(1) * 0.0353 / (prec.mean(1) + 0.5) / 4.0, 0, 1)
     static = _static(rng, clat, clon, aridity)
     static[0] = np.clip(elev, 0, None)
-    tair_c = tair - ZERO_CELSIUS_IN_KELVIN
-    alpha, sm_max = true_parameters(static, tair_c, prec)
+    return _Land(lat, lon, mask, cells, clat, time, month_starts(time), elev, rn, prec, tair,
+                 static, aridity)
 
-    # Spin-up: repeat the first year until the stores settle, then run the period.
+
+def _true_run(cfg: TwinConfig, land: _Land, alpha: dict[str, np.ndarray], sm_max: np.ndarray
+              ) -> tuple[h2mv.Fluxes, h2mv.States, np.ndarray]:
+    """The process layer with the true parameters: ``(fluxes, initial states, θ of layers)``.
+
+    Spin-up: the first year repeated until the stores settle, then the period.
+    """
     t64 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
-    forcing = {"rn": t64(rn), "prec": t64(prec), "tair": t64(tair)}
+    forcing = {"rn": t64(land.rn), "prec": t64(land.prec), "tair": t64(land.tair)}
     alpha_t = {k: t64(v) for k, v in alpha.items()}
     static_t = {"sm_max": t64(sm_max)}
     beta_t = {k: torch.tensor(v) for k, v in TRUE_BETA.items()}
@@ -316,7 +342,7 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
     # The soil layers run on the bucket's own fluxes, in float64 so that they sum to the
     # bucket's SM to float32 precision over the whole period.
     sm_max64 = torch.as_tensor(sm_max, dtype=torch.float64)
-    soil = torch.zeros(len(cells), len(layers.LAYER_BOUNDS_M), dtype=torch.float64)
+    soil = torch.zeros(len(land.cells), len(layers.LAYER_BOUNDS_M), dtype=torch.float64)
 
     def run_layers(f: h2mv.Fluxes, start: torch.Tensor) -> torch.Tensor:
         return layers.simulate_layers(f.Es.double(), f.T.double(), f.r_soil.double(),
@@ -327,48 +353,44 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
                           {k: v[:, year] for k, v in alpha_t.items()}, static_t, beta_t, states)
         states = f.final_states()
         soil = run_layers(f, soil)[:, -1]
-    initial = states if states is not None else h2mv.initial_states(len(cells))
+    initial = states if states is not None else h2mv.initial_states(len(land.cells))
     fluxes = h2mv.simulate(forcing, alpha_t, static_t, beta_t, initial)
     soil_mm = run_layers(fluxes, soil)  # [cells, time, layer]
     theta = layers.volumetric(
-        soil_mm, torch.as_tensor(residual_water_content(static[FEATURES.index("clay")]))
+        soil_mm, torch.as_tensor(residual_water_content(land.static[FEATURES.index("clay")]))
     ).numpy()
-    extra = _extra_forcing(rng, clat, rn, prec, tair, np.clip(elev, 0, None),
-                           static[FEATURES.index("albedo")], aridity)
+    return fluxes, initial, theta
 
-    # Observation operators.
+
+def _store_dataset(cfg: TwinConfig, land: _Land, fluxes: h2mv.Fluxes,
+                   fapar: np.ndarray, theta: np.ndarray, extra: dict[str, np.ndarray]
+                   ) -> xr.Dataset:
+    """The store: forcing, static features and the observation operators' constraints."""
+    time, months, grid = land.time, land.months, land.grid
     flux = {k: fluxes[k].numpy().astype(np.float64) for k in ("ET", "q_total", "tws", "swe")}
     obs_rng = np.random.default_rng(cfg.seed + 2)
     et_m = _monthly(flux["ET"], time)
     q_m = _monthly(flux["q_total"], time)
-    fapar_m = _monthly(alpha["fapar"], time)
+    fapar_m = _monthly(fapar, time)
     tws_m = _monthly(flux["tws"], time)
     tws_obs = _observe(obs_rng, tws_m, cfg.noise, cfg.gap_fraction)
     mid = len(months) // 2
     tws_obs[:, mid:mid + 6] = np.nan  # a half-year mission gap, as between GRACE missions
     swe_obs = _observe(obs_rng, flux["swe"], cfg.noise, 2 * cfg.gap_fraction, 0.0,
                        SWE_SATURATION_MM)
-    swe_obs[clat < SWE_PRODUCT_MIN_LAT] = np.nan
-
-    def grid(x: np.ndarray) -> dask.array.Array:
-        """Land cells [cells(, steps)] onto [lat, lon(, steps)], lazily, NaN off land.
-
-        At 1° over ten years each gridded, ocean-padded array would take ~1 GB; scattered
-        lazily, one chunk tile at a time, it never exists whole and the write streams.
-        """
-        return scatter(x, cells, mask.shape, (TILE, TILE))
+    swe_obs[land.clat < SWE_PRODUCT_MIN_LAT] = np.nan
 
     spatial = ("lat", "lon")
-    order = ("time", "month", "layer", "feature", "lat", "lon")
     # Variable-length strings: zarr v3 has no specification for fixed-length unicode.
     features = np.array(FEATURES, dtype=object)
-    coords = {"time": time, "month": months, "lat": lat, "lon": lon, "feature": features}
+    coords = {"time": time, "month": months, "lat": land.lat, "lon": land.lon,
+              "feature": features}
     data = {
-        "rn": ((*spatial, "time"), grid(rn)),
-        "prec": ((*spatial, "time"), grid(prec)),
-        "tair": ((*spatial, "time"), grid(tair)),
-        "static": ((*spatial, "feature"), grid(static.T)),
-        "mask": (spatial, mask),
+        "rn": ((*spatial, "time"), grid(land.rn)),
+        "prec": ((*spatial, "time"), grid(land.prec)),
+        "tair": ((*spatial, "time"), grid(land.tair)),
+        "static": ((*spatial, "feature"), grid(land.static.T)),
+        "mask": (spatial, land.mask),
         "et": ((*spatial, "month"), grid(_observe(obs_rng, et_m, cfg.noise, cfg.gap_fraction))),
         "q": ((*spatial, "month"),
               grid(_observe(obs_rng, q_m, cfg.noise, cfg.gap_fraction, floor=0.0))),
@@ -384,7 +406,7 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
         "swe_daily": ((*spatial, "time"), grid(fluxes["swe"].numpy())),
     }
     coords.update(layer_coords())
-    store = xr.Dataset(data, coords=coords).transpose(*order, missing_dims="ignore")
+    store = xr.Dataset(data, coords=coords).transpose(*ORDER, missing_dims="ignore")
     for name in store.data_vars:
         annotate(store[name], name)
     store.attrs.update(
@@ -392,7 +414,13 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
         twin_res=cfg.res, twin_years=cfg.years, twin_seed=cfg.seed, twin_noise=cfg.noise,
         swe_saturation_mm=SWE_SATURATION_MM,
     )
+    return store
 
+
+def _truth_dataset(land: _Land, alpha: dict[str, np.ndarray], sm_max: np.ndarray,
+                   fluxes: h2mv.Fluxes, initial: h2mv.States) -> xr.Dataset:
+    """The ``truth`` group: SM_max, every α and flux, the initial states, β."""
+    spatial, grid = ("lat", "lon"), land.grid
     tdata = {"sm_max": (spatial, grid(sm_max))}
     for k in ALPHA_NAMES:
         tdata[f"alpha_{k}"] = ((*spatial, "time"), grid(alpha[k]))
@@ -400,8 +428,8 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
         tdata[k] = ((*spatial, "time"), grid(fluxes[k].numpy()))
     for k in ("swe", "sm", "gw"):
         tdata[f"{k}_initial"] = (spatial, grid(initial[k].numpy()))
-    truth = xr.Dataset(tdata, coords={"time": time, "lat": lat, "lon": lon})
-    truth = truth.transpose(*order, missing_dims="ignore")
+    truth = xr.Dataset(tdata, coords={"time": land.time, "lat": land.lat, "lon": land.lon})
+    truth = truth.transpose(*ORDER, missing_dims="ignore")
     truth.attrs.update({f"beta_{k}": v for k, v in TRUE_BETA.items()})
     truth["sm_max"].attrs.update(units="mm", long_name="true SM_max")
     for k in ALPHA_NAMES:
@@ -412,68 +440,24 @@ def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset
         truth[k].attrs.update(units=unit, long_name=f"true {long_name}")
     for k in ("swe", "sm", "gw"):
         truth[f"{k}_initial"].attrs.update(units="mm", long_name=f"true {k} before the period")
-    return store, truth
+    return truth
 
 
-def chunking(ds: xr.Dataset, tile: int = TILE) -> dict[str, dict[str, int]]:
-    """Chunks for the access pattern: batches of cells over the whole period.
-
-    Each chunk holds the full time axis of a ``tile × tile`` patch of cells, so that a
-    batch of cells reads whole series in few requests and never re-reads time slices.
-    """
-    enc = {}
-    for name, da in ds.data_vars.items():
-        chunks = []
-        for dim in da.dims:
-            # a point layout gets as many cells per chunk as a grid tile holds
-            size = {"lat": tile, "lon": tile, "cell": tile * tile}.get(dim, da.sizes[dim])
-            chunks.append(min(size, da.sizes[dim]))
-        enc[name] = {"chunks": tuple(chunks)}
-    return enc
-
-
-def open_store(path: str | os.PathLike, group: str | None = None, *, dask: bool = True
-               ) -> xr.Dataset:
-    """Open a store (or its ``truth`` group) lazily.
-
-    With ``dask`` (default) variables are dask arrays chunked as stored, for whole-store
-    passes; without, xarray indexes the zarr arrays directly, which is faster for many
-    small reads (batches of cells).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"store: expected a zarr store at {path}, found nothing")
-    ds = xr.open_zarr(path, group=group, consolidated=False, chunks={} if dask else None)
-    if group:
-        return ds
-    if not dask and "rn" not in ds and "pet" in ds:
-        # rn derived from pet must stay lazy: a dask pet, so a batch reads only its slice
-        ds["pet"] = xr.open_zarr(path, consolidated=False, chunks={})["pet"]
-    return with_energy(ds)
-
-
-def write_store(store: xr.Dataset, truth: xr.Dataset | None, out: str | os.PathLike,
-                *, overwrite: bool = False, groups: dict[str, xr.Dataset] | None = None
-                ) -> Path:
-    """Write a store (and its ``truth`` group, and any other ``groups``) to zarr atomically.
-
-    The store is written under a temporary name beside ``out`` and renamed into place at
-    the end, so an interrupted run leaves no half-written store under ``out``. An existing
-    ``out`` is replaced only with ``overwrite=True``.
-    """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"out: {out} exists; pass overwrite=True (--overwrite) to replace")
-    with atomic_directory(out) as tmp:
-        # Unconsolidated: consolidated metadata is not part of the zarr v3 specification.
-        store.to_zarr(tmp, mode="w", encoding=chunking(store), consolidated=False)
-        extra = dict(groups or {})
-        if truth is not None:
-            extra["truth"] = truth
-        for name, group in extra.items():
-            group.to_zarr(tmp, group=name, mode="a", encoding=chunking(group),
-                          consolidated=False)
-    return out
+def synthesize(config: TwinConfig | None = None) -> tuple[xr.Dataset, xr.Dataset]:
+    """Build the twin in memory: ``(store, truth)`` as xarray Datasets on the same grid."""
+    cfg = config or TwinConfig()
+    if not 0.25 <= cfg.res <= 10:
+        raise ValueError(f"res: expected a grid spacing in [0.25, 10] degrees, found {cfg.res}")
+    rng = np.random.default_rng(cfg.seed)
+    land = _land(cfg, rng)
+    tair_c = land.tair - ZERO_CELSIUS_IN_KELVIN
+    alpha, sm_max = true_parameters(land.static, tair_c, land.prec)
+    fluxes, initial, theta = _true_run(cfg, land, alpha, sm_max)
+    elev = np.clip(land.elev, 0, None)
+    extra = _extra_forcing(rng, land.clat, land.rn, land.prec, land.tair, elev,
+                           land.static[FEATURES.index("albedo")], land.aridity)
+    store = _store_dataset(cfg, land, fluxes, alpha["fapar"], theta, extra)
+    return store, _truth_dataset(land, alpha, sm_max, fluxes, initial)
 
 
 def synth(

@@ -31,8 +31,8 @@ from torch import Tensor
 
 from h2mv_hybrid.atomic import atomic_directory
 from h2mv_hybrid.data.datamodule import H2MVDataModule
-from h2mv_hybrid.model.daily_inputs import daily_column
-from h2mv_hybrid.model.richards_cnn_lstm import CNN_FORCINGS
+from h2mv_hybrid.heads.cnn_lstm import CNN_FORCINGS
+from h2mv_hybrid.heads.daily_inputs import daily_column
 
 #: Lags (days) and running windows (days) of the surface layer; windows of rain sums.
 LAGS: tuple[int, ...] = (1, 2, 3, 7)

@@ -38,23 +38,20 @@ members' scores.
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import yaml
 
 from h2mv_hybrid.atomic import atomic_file
+from h2mv_hybrid.options import parse_record
 
-SPEC_KEYS = ("root", "folds", "members", "overrides", "variants", "layer", "scores",
-             "richards")
-VARIANT_KEYS = ("name", "config", "overrides", "baseline")
-SCORES = ("monotonic", "outputs", "richards")
-BASELINES = ("random_forest", "xgboost")
+Scores = Literal["monotonic", "outputs", "richards"]
+Baseline = Literal["random_forest", "xgboost"]
 #: Columns of the per-output table: (column, header, format).
 OUTPUT_TABLE = (("R", "R", "{:.3f}"), ("RMSE", "RMSE", "{:.4f}"), ("R2", "R²", "{:.3f}"),
                 ("KGE", "KGE", "{:.3f}"), ("RMSE_low", "RMSE dry", "{:.4f}"))
@@ -67,12 +64,20 @@ TABLE = (("R", "R", "{:.3f}"), ("RMSE", "RMSE", "{:.4f}"), ("R2", "R²", "{:.3f}
 
 @dataclass
 class Variant:
-    """One row of the comparison: an experiment config and its overrides."""
+    """One row of the comparison: an experiment config and its overrides.
+
+    Args:
+        name: the row's name in the tables (its CV root is named after it).
+        config: the experiment config (``experiments/…yaml``).
+        overrides: LightningCLI arguments of this variant's fits.
+        baseline: a tree model fitted instead of the config's model (``random_forest``,
+            ``xgboost``), on the same members' training cells.
+    """
 
     name: str
     config: Path
     overrides: list[str] = field(default_factory=list)
-    baseline: str | None = None
+    baseline: Baseline | None = None
 
     @property
     def slug(self) -> str:
@@ -82,24 +87,27 @@ class Variant:
 
 @dataclass
 class Spec:
-    """A parsed comparison spec (see the module docstring)."""
+    """A comparison spec (see the module docstring).
 
-    root: Path
-    folds: int
-    members: list[int] | None
-    overrides: list[str]
+    Args:
+        variants: the rows of the comparison.
+        root: directory of the comparison (default ``h2mv_outputs/compare/<spec name>``).
+        folds: K of the spatial-block CV.
+        members: the members trained (default: all K).
+        overrides: LightningCLI arguments of every variant's fits.
+        layer: the scored soil layer (``scores: monotonic``).
+        scores: what is scored: ``monotonic``, ``outputs`` or ``richards``.
+        richards: settings of the Richards inconsistency (``scores: richards``).
+    """
+
     variants: list[Variant]
+    root: Path | None = None
+    folds: int = 10
+    members: list[int] | None = None
+    overrides: list[str] = field(default_factory=list)
     layer: int = 1
-    scores: str = "monotonic"
+    scores: Scores = "monotonic"
     richards: dict[str, Any] = field(default_factory=dict)
-
-
-def _strings(value: Any, where: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{where}: expected a list of strings, found {value!r}")
-    return list(value)
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -108,49 +116,20 @@ def load_spec(path: str | Path) -> Spec:
     if not path.is_file():
         raise FileNotFoundError(f"spec: expected a comparison YAML file, found nothing at {path}")
     raw = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(raw) - set(SPEC_KEYS))
-    if unknown:
-        raise ValueError(f"{path}: expected keys among {', '.join(SPEC_KEYS)}, found "
-                         f"{', '.join(unknown)}")
-    variants = raw.get("variants")
-    if not isinstance(variants, list) or not variants:
-        raise ValueError(f"{path}: variants: expected a non-empty list, found {variants!r}")
-    parsed = []
-    for i, v in enumerate(variants):
-        if not isinstance(v, dict) or not {"name", "config"} <= set(v) or set(v) - set(
-                VARIANT_KEYS):
-            raise ValueError(f"{path}: variants[{i}]: expected keys name, config (and "
-                             f"overrides), found {v!r}")
-        config = Path(v["config"])
-        if not config.is_file():
-            raise FileNotFoundError(f"variants[{i}] ({v['name']}): config {config} not found")
-        baseline = v.get("baseline")
-        if baseline is not None and baseline not in BASELINES:
-            raise ValueError(f"{path}: variants[{i}].baseline: expected one of "
-                             f"{', '.join(BASELINES)}, found {baseline!r}")
-        parsed.append(Variant(str(v["name"]), config, _strings(v.get("overrides"),
-                                                              f"variants[{i}].overrides"),
-                              baseline))
-    slugs = [v.slug for v in parsed]
+    if isinstance(raw, dict) and "richards" in raw and raw["richards"] is None:
+        del raw["richards"]  # an empty ``richards:`` key: the defaults
+    spec = parse_record(Spec, raw, str(path))
+    if not spec.variants:
+        raise ValueError(f"{path}: variants: expected a non-empty list, found none")
+    for i, v in enumerate(spec.variants):
+        if not v.config.is_file():
+            raise FileNotFoundError(f"variants[{i}] ({v.name}): config {v.config} not found")
+    slugs = [v.slug for v in spec.variants]
     if len(set(slugs)) != len(slugs):
         raise ValueError(f"{path}: variants: expected distinct names, found {slugs}")
-    members = raw.get("members")
-    if members is not None and not (isinstance(members, list)
-                                    and all(isinstance(m, int) for m in members)):
-        raise ValueError(f"{path}: members: expected a list of member numbers, found "
-                         f"{members!r}")
-    scores = raw.get("scores", "monotonic")
-    if scores not in SCORES:
-        raise ValueError(f"{path}: scores: expected one of {', '.join(SCORES)}, found "
-                         f"{scores!r}")
-    richards = raw.get("richards") or {}
-    if not isinstance(richards, dict):
-        raise ValueError(f"{path}: richards: expected a mapping of settings, found "
-                         f"{richards!r}")
-    return Spec(root=Path(raw.get("root", f"h2mv_outputs/compare/{path.stem}")),
-                folds=int(raw.get("folds", 10)), members=members,
-                overrides=_strings(raw.get("overrides"), "overrides"), variants=parsed,
-                layer=int(raw.get("layer", 1)), scores=scores, richards=richards)
+    if spec.root is None:
+        spec.root = Path(f"h2mv_outputs/compare/{path.stem}")
+    return spec
 
 
 def format_table(overall: pd.DataFrame) -> str:
@@ -221,6 +200,9 @@ def compare(spec: str | Path, overrides: Sequence[str] = (), device: str = "auto
             ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train (or resume, or skip) every variant's CV members, forecast, score, tabulate.
 
+    The ``h2mv compare`` command; its LightningCLI options (``--trainer.max_epochs=3`` …)
+    are ``overrides`` of every variant's fits.
+
     Args:
         spec: the comparison YAML.
         overrides: extra LightningCLI arguments for every variant (after the spec's own).
@@ -280,19 +262,3 @@ def compare(spec: str | Path, overrides: Sequence[str] = (), device: str = "auto
     print(format_table(overall_df))
     print(f"\ntables: {s.root / 'comparison.csv'}, {s.root / 'by_zone.csv'}")
     return overall_df, zone_df
-
-
-def compare_command(argv: Sequence[str]) -> None:
-    """The ``h2mv compare`` command; unknown arguments go to every variant's fits."""
-    parser = argparse.ArgumentParser(
-        prog="h2mv compare",
-        description="Train the variants of a comparison spec through the spatial-block CV, "
-                    "forecast the test cells and print their scores (R, RMSE, R², KGE, "
-                    "physical inconsistency). Unknown arguments (--trainer.max_epochs=3 …) "
-                    "go to every variant's fits.",
-    )
-    parser.add_argument("--spec", required=True, help="comparison YAML (experiments/…)")
-    parser.add_argument("--device", default="auto",
-                        help="device of the forecasts (auto, cpu, cuda …)")
-    args, rest = parser.parse_known_args(list(argv))
-    compare(args.spec, rest, args.device)

@@ -18,7 +18,6 @@ train different ``--members`` of one root at once; see docs/ensembles.md.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -32,30 +31,15 @@ from typing import Any, Literal
 
 import yaml
 
-from h2mv_hybrid.atomic import atomic_file
+from h2mv_hybrid.atomic import read_json, write_json, write_text
+from h2mv_hybrid.options import check_choice
 
 PredictCells = Literal["test", "all", "none"]
+EnsembleOf = Literal["all", "these"]
 #: Overrides that would contradict the member set-up; ``h2mv cv`` owns them.
 OWNED = ("--data.member", "--data.n_folds", "--trainer.default_root_dir", "--ckpt_path")
 CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
-PREDICTION_WRITER = "h2mv_hybrid.model.prediction.ZarrPredictionWriter"
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a file atomically (temporary file + rename): readers never see half a file."""
-    with atomic_file(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically."""
-    write_text(path, json.dumps(data, indent=2, default=str))
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON file written by :func:`write_json`."""
-    with open(path) as f:
-        return json.load(f)
+PREDICTION_WRITER = "h2mv_hybrid.callbacks.prediction.ZarrPredictionWriter"
 
 
 def _class_name(entry: Any) -> str:
@@ -146,9 +130,12 @@ def cross_validate(
     predict: PredictCells = "test",
     ensemble: str | os.PathLike | None = None,
     device: str = "auto",
-    ensemble_of: Literal["all", "these"] = "all",
+    ensemble_of: EnsembleOf = "all",
 ) -> dict[str, Any]:
     """Train (or resume, or skip) the CV members, then write the ensemble prediction store.
+
+    The ``h2mv cv`` command; its LightningCLI options (``--trainer.max_epochs=3``,
+    ``--model.init_args.lr=0.01`` …) are the ``overrides`` of every member's fit.
 
     Args:
         config: the experiment config (``experiments/<name>.yaml``) every member starts from.
@@ -171,134 +158,107 @@ def cross_validate(
     """
     from lightning.pytorch.utilities import rank_zero_only
 
-    from h2mv_hybrid.lightning_cli import run
-
     config = Path(config)
     if not config.is_file():
         raise FileNotFoundError(f"config: expected an experiment YAML file, found nothing at "
                                 f"{config}")
     if folds < 2:
         raise ValueError(f"folds: expected at least 2, found {folds}")
-    if ensemble_of not in ("all", "these"):  # before any member trains
-        raise ValueError(f"ensemble_of: expected all or these, found {ensemble_of!r}")
+    check_choice("ensemble_of", ensemble_of, EnsembleOf)  # before any member trains
     members = list(range(folds)) if members is None else sorted(set(int(m) for m in members))
     bad = [m for m in members if not 0 <= m < folds]
     if bad:
         raise ValueError(f"members: expected 0 … {folds - 1} for {folds} folds, found {bad}")
-    if predict not in ("test", "all", "none"):
-        raise ValueError(f"predict: expected test, all or none, found {predict!r}")
+    check_choice("predict", predict, PredictCells)
     overrides = list(overrides)
     _check_overrides(overrides)
     text = config.read_text()
-    base = yaml.safe_load(text) or {}
     root = (Path(root) if root is not None else Path("h2mv_outputs/cv") / config.stem).resolve()
-    manifest = {"config": str(config.resolve()), "config_text": text, "overrides": overrides,
-                "folds": folds, "fingerprint": _fingerprint(text, overrides, folds)}
-    existing = root / "cv.json"
-    if existing.exists():
-        old = read_json(existing)
-        if old.get("fingerprint") != manifest["fingerprint"]:
-            raise ValueError(
-                f"root: {root} holds a CV of {old.get('config')} with {old.get('folds')} folds "
-                f"and overrides {old.get('overrides')}; found {config} with {folds} folds and "
-                f"overrides {overrides}. Use another --root (one root holds one ensemble)"
-            )
-    else:
-        write_json(existing, manifest)
-
-    results = []
-    for k in members:
-        mdir = root / f"member_{k}"
-        done = mdir / "done.json"
-        if done.exists():
-            info = read_json(done)
-            print(f"member {k}: finished earlier ({info['best_checkpoint']}); skipped")
-            results.append(MemberResult(k, "skipped", mdir, 0.0, info["best_checkpoint"]))
-            continue
-        last = mdir / "checkpoints" / "last.ckpt"
-        cfg_path = mdir / "config.yaml"
-        mdir.mkdir(parents=True, exist_ok=True)
-        # atomic: under DDP every rank runs this loop and writes the same file
-        write_text(cfg_path, yaml.safe_dump(member_config(base, k, folds, mdir),
-                                            sort_keys=False))
-        args = ["fit", "--config", str(cfg_path), *overrides]
-        action = "trained"
-        if last.exists():
-            args += ["--ckpt_path", str(last)]
-            action = "resumed"
-        what = f"resuming from {last}" if action == "resumed" else "training"
-        print(f"member {k} of {folds}: {what} in {mdir}")
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            # sys.argv stays the cv command on purpose: Lightning's DDP launcher starts the
-            # other ranks with it, and they must walk the same members.
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            cli = run(args)
-        seconds = time.perf_counter() - t0
-        trainer = cli.trainer
-        if trainer.interrupted or trainer.state.status.value != "finished":
-            raise RuntimeError(f"member {k}: fit ended as {trainer.state.status.value}; "
-                               f"rerun h2mv cv to resume it from {last}")
-        ckpt = trainer.checkpoint_callback
-        best = (ckpt.best_model_path if ckpt is not None else "") or str(last)
-        info = {
-            "member": k, "folds": folds, "best_checkpoint": best, "last_checkpoint": str(last),
-            "epochs": trainer.current_epoch, "seconds": seconds, "action": action,
-            "world_size": trainer.world_size,
-            "val": {key: float(v) for key, v in trainer.callback_metrics.items()
-                    if key.startswith("val_")},
-        }
-        if trainer.is_global_zero:
-            write_json(done, info)
-        results.append(MemberResult(k, action, mdir, seconds, best))
+    _claim_root(root, config, text, overrides, folds)
+    base = yaml.safe_load(text) or {}
+    results = [train_member(base, k, folds, root, overrides) for k in members]
 
     out = None
     wanted = list(range(folds)) if ensemble_of == "all" else members
-    finished = all((root / f"member_{k}" / "done.json").exists() for k in wanted)
+    waiting = [k for k in wanted if not (root / f"member_{k}" / "done.json").exists()]
     if rank_zero_only.rank != 0:
         pass  # the other ranks of a multi-device fit leave the ensemble store to rank 0
-    elif predict != "none" and finished:
+    elif predict != "none" and not waiting:
         from h2mv_hybrid.ensemble.store import predict_ensemble
 
         out = predict_ensemble(root, ensemble, cells=predict, device=device,
                                members=None if ensemble_of == "all" else members)
     elif predict != "none":
-        waiting = [k for k in wanted if not (root / f"member_{k}" / "done.json").exists()]
         print(f"ensemble store not written yet: members {waiting} are not finished")
+    lines = ["", f"cross-validation: {root}"]
+    lines += [f"  member {m.member}: {m.action:<8} {m.seconds:7.1f} s  {m.best_checkpoint}"
+              for m in results]
+    if out is not None:
+        lines.append(f"ensemble store: {out}")
+    print("\n".join(lines))
     return {"root": root, "members": results, "ensemble": out}
 
 
-def cv(argv: Sequence[str]) -> None:
-    """The ``h2mv cv`` command; arguments it does not know go to every member's fit."""
-    parser = argparse.ArgumentParser(
-        prog="h2mv cv",
-        description="Train the K members of the spatial-block cross-validation, then write "
-                    "their predictions into one ensemble store. Unknown arguments "
-                    "(--trainer.max_epochs=3, --model.init_args.lr=0.01 …) go to every "
-                    "member's fit.",
-    )
-    parser.add_argument("--config", required=True, help="experiment YAML (experiments/…)")
-    parser.add_argument("--folds", type=int, default=10, help="K: folds and members (10)")
-    parser.add_argument("--members", type=int, nargs="+", default=None,
-                        help="members to train in this call (default: all)")
-    parser.add_argument("--root", default=None,
-                        help="ensemble directory (default h2mv_outputs/cv/<config name>)")
-    parser.add_argument("--predict", choices=("test", "all", "none"), default="test",
-                        help="cells of the ensemble store: test cells, all modelled cells, "
-                             "or none (default: test)")
-    parser.add_argument("--ensemble", default=None,
-                        help="ensemble store path (default <root>/ensemble.zarr)")
-    parser.add_argument("--device", default="auto",
-                        help="device of the ensemble prediction (auto, cpu, cuda, cuda:1 …)")
-    parser.add_argument("--ensemble_of", choices=("all", "these"), default="all",
-                        help="members of the ensemble store: all K (written when every "
-                             "member is done) or only these --members (default: all)")
-    args, rest = parser.parse_known_args(list(argv))
-    result = cross_validate(args.config, args.folds, args.members, args.root, rest,
-                            args.predict, args.ensemble, args.device, args.ensemble_of)
-    lines = ["", f"cross-validation: {result['root']}"]
-    for m in result["members"]:
-        lines.append(f"  member {m.member}: {m.action:<8} {m.seconds:7.1f} s  {m.best_checkpoint}")
-    if result["ensemble"] is not None:
-        lines.append(f"ensemble store: {result['ensemble']}")
-    print("\n".join(lines))
+def _claim_root(root: Path, config: Path, text: str, overrides: list[str], folds: int) -> None:
+    """Record this CV in ``root/cv.json``, or check that the root holds this CV."""
+    manifest = {"config": str(config.resolve()), "config_text": text, "overrides": overrides,
+                "folds": folds, "fingerprint": _fingerprint(text, overrides, folds)}
+    existing = root / "cv.json"
+    if not existing.exists():
+        write_json(existing, manifest)
+        return
+    old = read_json(existing)
+    if old.get("fingerprint") != manifest["fingerprint"]:
+        raise ValueError(
+            f"root: {root} holds a CV of {old.get('config')} with {old.get('folds')} folds "
+            f"and overrides {old.get('overrides')}; found {config} with {folds} folds and "
+            f"overrides {overrides}. Use another --root (one root holds one ensemble)"
+        )
+
+
+def train_member(base: dict[str, Any], k: int, folds: int, root: Path,
+                 overrides: Sequence[str]) -> MemberResult:
+    """Train member ``k`` (or resume it, or skip it when finished) in ``root/member_<k>``."""
+    from h2mv_hybrid.lightning_cli import run
+
+    mdir = root / f"member_{k}"
+    done = mdir / "done.json"
+    if done.exists():
+        info = read_json(done)
+        print(f"member {k}: finished earlier ({info['best_checkpoint']}); skipped")
+        return MemberResult(k, "skipped", mdir, 0.0, info["best_checkpoint"])
+    last = mdir / "checkpoints" / "last.ckpt"
+    cfg_path = mdir / "config.yaml"
+    mdir.mkdir(parents=True, exist_ok=True)
+    # atomic: under DDP every rank runs this loop and writes the same file
+    write_text(cfg_path, yaml.safe_dump(member_config(base, k, folds, mdir), sort_keys=False))
+    args = ["fit", "--config", str(cfg_path), *overrides]
+    action = "trained"
+    if last.exists():
+        args += ["--ckpt_path", str(last)]
+        action = "resumed"
+    what = f"resuming from {last}" if action == "resumed" else "training"
+    print(f"member {k} of {folds}: {what} in {mdir}")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # sys.argv stays the cv command on purpose: Lightning's DDP launcher starts the
+        # other ranks with it, and they must walk the same members.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = run(args)
+    seconds = time.perf_counter() - t0
+    trainer = cli.trainer
+    if trainer.interrupted or trainer.state.status.value != "finished":
+        raise RuntimeError(f"member {k}: fit ended as {trainer.state.status.value}; "
+                           f"rerun h2mv cv to resume it from {last}")
+    ckpt = trainer.checkpoint_callback
+    best = (ckpt.best_model_path if ckpt is not None else "") or str(last)
+    info = {
+        "member": k, "folds": folds, "best_checkpoint": best, "last_checkpoint": str(last),
+        "epochs": trainer.current_epoch, "seconds": seconds, "action": action,
+        "world_size": trainer.world_size,
+        "val": {key: float(v) for key, v in trainer.callback_metrics.items()
+                if key.startswith("val_")},
+    }
+    if trainer.is_global_zero:
+        write_json(done, info)
+    return MemberResult(k, action, mdir, seconds, best)

@@ -27,7 +27,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask.array
 import lightning as L
@@ -38,11 +38,14 @@ import zarr
 from tqdm.auto import tqdm
 
 from h2mv_hybrid import __version__
-from h2mv_hybrid.data.datamodule import CellBatches, H2MVDataModule, store_tile, tile_keys
-from h2mv_hybrid.ensemble.cv import read_json
-from h2mv_hybrid.model.prediction import output_metadata
-from process_layers.parameters import BY_NAME
+from h2mv_hybrid.atomic import read_json
+from h2mv_hybrid.callbacks.prediction import record_variables
+from h2mv_hybrid.data.batches import CellBatches
+from h2mv_hybrid.data.datamodule import H2MVDataModule
+from h2mv_hybrid.data.store import store_tile, tile_keys
+from h2mv_hybrid.options import check_choice
 
+EnsembleCells = Literal["test", "all"]
 METADATA_FILES = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
 #: DataModule settings that every member must share for their predictions to line up.
 SHARED = ("store", "n_folds", "block_deg", "fold_seed", "test_start", "test_end",
@@ -145,8 +148,7 @@ class EnsembleWriter:
         self.dm = H2MVDataModule(**dm_args)
         self.out, self.partial = out, out.with_name(out.name + ".partial")
         self.overwrite = overwrite
-        if cells not in ("test", "all"):
-            raise ValueError(f"cells: expected test or all, found {cells!r}")
+        check_choice("cells", cells, EnsembleCells)
         self.cells = cells
         ds = self.dm.dataset
         self.spatial = ds["mask"].dims
@@ -214,27 +216,18 @@ class EnsembleWriter:
         dims = ("member", "time", *self.spatial)
         empty = lambda s, c: dask.array.full(s, np.nan, chunks=c, dtype=np.float32)  # noqa: E731
         data, enc = {}, {}
-        for name in first["daily"]:
-            unit, long_name, eq = output_metadata(name, first)
-            data[name] = xr.DataArray(empty((k, n_t, *shape), chunks), dims=dims, attrs={
-                "units": unit, "long_name": long_name, "equation": eq})
-            enc[name] = {"chunks": chunks}
-        for name in first.get("alpha", {}):
-            coef = BY_NAME[("alpha", name)]
-            data[f"alpha_{name}"] = xr.DataArray(empty((k, n_t, *shape), chunks), dims=dims,
-                                                 attrs={"units": coef.unit,
-                                                        "long_name": f"learned {coef.symbol}"})
-            enc[f"alpha_{name}"] = {"chunks": chunks}
-        if "sm_max" in first:
-            data["sm_max"] = xr.DataArray(empty((k, *shape), (1, *self.tile)),
-                                          dims=("member", *self.spatial),
-                                          attrs={"units": "mm", "long_name": "learned SM_max"})
-            enc["sm_max"] = {"chunks": (1, *self.tile)}
-        for name in first.get("beta", {}):
-            coef = BY_NAME[("beta", name)]
-            data[f"beta_{name}"] = xr.DataArray(np.full(k, np.nan, np.float32), dims="member",
-                                                attrs={"units": coef.unit,
-                                                       "long_name": f"learned {coef.symbol}"})
+        for v in record_variables(first):
+            if v.kind == "scalar":
+                data[v.name] = xr.DataArray(np.full(k, np.nan, np.float32), dims="member",
+                                            attrs=v.attrs)
+                continue
+            daily = v.kind == "daily"
+            var_chunks = chunks if daily else (1, *self.tile)
+            size = (k, n_t, *shape) if daily else (k, *shape)
+            data[v.name] = xr.DataArray(empty(size, var_chunks),
+                                        dims=dims if daily else ("member", *self.spatial),
+                                        attrs=v.attrs)
+            enc[v.name] = {"chunks": var_chunks}
         data["fold"] = self.dm.folds.astype(np.int16)
         data["progress"] = xr.DataArray(np.zeros((k, len(self.tiles)), np.int8),
                                         dims=("member", "tile"),
@@ -290,14 +283,13 @@ class EnsembleWriter:
             out[(..., *where)] = v.T if v.ndim == 2 else v
             return out
 
-        for name, values in pred["daily"].items():
-            group[name][(member, slice(None), *region)] = place(values)
-        for name, values in pred.get("alpha", {}).items():
-            group[f"alpha_{name}"][(member, slice(None), *region)] = place(values)
-        if "sm_max" in pred:
-            group["sm_max"][(member, *region)] = place(pred["sm_max"])
-        for name, value in pred.get("beta", {}).items():
-            group[f"beta_{name}"][member] = np.float32(value)
+        for v in record_variables(pred):
+            if v.kind == "scalar":
+                group[v.name][member] = np.float32(v.values(pred))
+            elif v.kind == "daily":
+                group[v.name][(member, slice(None), *region)] = place(v.values(pred))
+            else:
+                group[v.name][(member, *region)] = place(v.values(pred))
         group["progress"][member, t] = 1
 
     def run(self, device: str = "auto") -> Path:

@@ -1,37 +1,156 @@
-"""What the pure-learning heads share: the Lightning steps, the optimizer, the sequence windows.
+"""What every model of the framework shares: the task base, its scores and sequence windows.
 
-The LSTM heads (PHY-LSTM, multi-task LSTM, CNN-LSTM) compute their loss and scores in one
-``_shared_step(batch, stage)`` and train with Adam on ``hparams.lr`` and
-``hparams.weight_decay``; :class:`LSTMHead` wires those once. The sequence-to-sequence
-heads read every scored day after at least ``warmup_days`` of forcing:
-:func:`sequence_window` picks the days a step reads.
+:class:`Task` is the LightningModule base of the hybrid (:mod:`h2mv_hybrid.model.module`)
+and of every alternate head in this package, in the spirit of torchgeo's ``BaseTask``:
+
+- a subclass checks its options, calls ``save_hyperparameters()`` and then
+  :meth:`Task.configure`, which builds its parts in a fixed order:
+  :meth:`~Task.configure_models`, :meth:`~Task.configure_losses`,
+  :meth:`~Task.configure_metrics`;
+- training, validation and test run one shared step, :meth:`Task.shared_step`, which
+  returns the loss (None: skip the batch);
+- :meth:`Task.log_losses` logs ``{stage}_loss`` and the loss's parts the same way for
+  every model; :class:`OutputScores` keeps and logs Pearson r and RMSE per output;
+- every task trains with Adam on its ``lr`` and ``weight_decay`` hyperparameters.
+
+The sequence-to-sequence heads read every scored day after at least ``warmup_days`` of
+forcing: :func:`sequence_window` picks the days a step reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MeanSquaredError
+
+from h2mv_hybrid.data.datamodule import Normalization
+from h2mv_hybrid.model.metrics import NanPearson
+
+#: Stages whose outputs are scored.
+SCORED = ("val", "test")
 
 
-class LSTMHead(L.LightningModule):
-    """Training, validation and test steps through ``_shared_step``; Adam."""
+class Task(L.LightningModule):
+    """Base of every model: one shared step, the same logging, Adam."""
 
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+    def configure(self, stats: Normalization) -> None:
+        """Build the model's parts from the DataModule's statistics, in a fixed order.
+
+        The order fixes the order of the random initialization: the same seed gives the
+        same weights.
+        """
+        self.configure_models(stats)
+        self.configure_losses()
+        self.configure_metrics()
+
+    def configure_models(self, stats: Normalization) -> None:
+        """Build the networks (and the buffers of their statistics)."""
+        raise NotImplementedError
+
+    def configure_losses(self) -> None:
+        """Build the loss modules, if the loss has state (learned weights)."""
+
+    def configure_metrics(self) -> None:
+        """Build the validation and test metrics."""
+
+    def shared_step(self, batch: dict[str, Tensor], batch_idx: int, stage: str
+                    ) -> Tensor | None:
+        """The loss of one batch in ``stage`` (train, val, test), after logging it."""
         raise NotImplementedError
 
     def training_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "train")
+        return self.shared_step(batch, batch_idx, "train")
 
     def validation_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "val")
+        return self.shared_step(batch, batch_idx, "val")
 
     def test_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, "test")
+        return self.shared_step(batch, batch_idx, "test")
+
+    def log_losses(self, stage: str, loss: Tensor, parts: dict[str, Tensor],
+                   batch_size: int) -> None:
+        """Log ``{stage}_loss`` (per step in training) and ``{stage}_{part}`` per epoch."""
+        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=batch_size,
+                 on_step=stage == "train", on_epoch=True, sync_dist=True)
+        for name, value in parts.items():
+            self.log(f"{stage}_{name}", value, batch_size=batch_size, on_epoch=True,
+                     on_step=False, sync_dist=True)
 
     def configure_optimizers(self):  # noqa: D102
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
                                 weight_decay=self.hparams.weight_decay)
+
+
+class SequenceTask(Task):
+    """A sequence-to-sequence head: every scored day after ``warmup_days`` of forcing.
+
+    Its ``warmup_days`` and ``train_days`` hyperparameters set the window of a training
+    step (:func:`sequence_window`); validation, test and prediction read the spin-up and
+    the whole period.
+    """
+
+    def window(self, batch: dict[str, Tensor], stage: str) -> tuple[int, int | None, int]:
+        """``(first day, one past the last or None, scored days)`` of a step in ``stage``."""
+        return sequence_window(batch, stage, self.hparams.warmup_days, self.hparams.train_days)
+
+
+class OutputScores(nn.Module):
+    """Pearson r (and RMSE) of named outputs in the scored stages, DDP-safe.
+
+    ``update`` adds a batch and logs ``{stage}_{name}_r`` (and ``_rmse``) through the
+    task, as epoch aggregates.
+    """
+
+    def __init__(self, names: Sequence[str], rmse: bool = True):
+        super().__init__()
+        self.r = nn.ModuleDict({f"{s}_{n}": NanPearson() for s in SCORED for n in names})
+        self.rmse = nn.ModuleDict({f"{s}_{n}": MeanSquaredError(squared=False)
+                                   for s in SCORED for n in names}) if rmse else None
+
+    def update(self, task: L.LightningModule, stage: str, name: str, pred: Tensor,
+               obs: Tensor, batch_size: int) -> None:
+        """Add one batch of ``pred`` against ``obs`` (NaN where unobserved) and log."""
+        key = f"{stage}_{name}"
+        pred = pred.detach()
+        self.r[key].update(pred, obs)  # every rank, every batch (DDP-safe)
+        task.log(f"{key}_r", self.r[key], on_epoch=True, on_step=False, batch_size=batch_size)
+        if self.rmse is not None:
+            ok = ~torch.isnan(obs)
+            self.rmse[key].update(pred[ok], obs[ok])
+            task.log(f"{key}_rmse", self.rmse[key], on_epoch=True, on_step=False,
+                     batch_size=batch_size)
+
+
+def scaled_rmse(pred: Tensor, obs: Tensor, std: Tensor | float, dim=None) -> Tensor:
+    """RMSE of (pred − obs) / std over the observed entries (NaN obs: unobserved).
+
+    ``dim``: reduce over these dims only (one RMSE per remaining entry); None: all.
+    """
+    ok = ~torch.isnan(obs)
+    err = torch.where(ok, (pred - torch.nan_to_num(obs)) / std, 0.0)
+    if dim is None:
+        return torch.sqrt((err**2).sum() / ok.sum().clamp(min=1) + 1e-12)
+    return torch.sqrt((err**2).sum(dim) / ok.sum(dim).clamp(min=1) + 1e-12)
+
+
+def require_stats(stats: Normalization | None) -> Normalization:
+    """The DataModule's statistics, or an error saying how they arrive."""
+    if stats is None:
+        raise ValueError(
+            "stats: expected the DataModule's normalization statistics (the CLI links "
+            "data.stats to model.init_args.stats), found None"
+        )
+    return stats
+
+
+def check_window(warmup_days: int, train_days: int) -> None:
+    """The window settings of a sequence-to-sequence head are usable."""
+    if warmup_days < 0 or train_days < 2:
+        raise ValueError(f"warmup_days, train_days: expected ≥ 0 and ≥ 2, found "
+                         f"{warmup_days}, {train_days}")
 
 
 def sequence_window(batch: dict[str, Tensor], stage: str, warmup_days: int,

@@ -30,22 +30,28 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanSquaredError
 
 from h2mv_hybrid.data.datamodule import Normalization
-from h2mv_hybrid.model.daily_inputs import DailyInputs, column_stats, require_inputs
-from h2mv_hybrid.model.heads import LSTMHead, sequence_window
-from h2mv_hybrid.model.metrics import NanPearson
-from h2mv_hybrid.model.soil_moisture_lstm import Share
+from h2mv_hybrid.heads.base import (
+    SCORED,
+    OutputScores,
+    SequenceTask,
+    check_window,
+    scaled_rmse,
+)
+from h2mv_hybrid.heads.daily_inputs import DailyInputs, column_stats, require_inputs
+from h2mv_hybrid.model.metrics import Share
+from h2mv_hybrid.options import check_choice
 from process_layers import richards
 from process_layers.soil_layers import ROOT_FRACTIONS
 
 Physics = Literal["none", "richards"]
+Sink = Literal["et", "none"]
 #: Meteorology of the CNN-LSTM (schema names): rain, temperature, radiation, humidity, wind.
 CNN_FORCINGS: tuple[str, ...] = ("prec", "tair", "sw_down", "lw_down", "q_air", "wind")
 
 
-class PatchCNNLSTM(LSTMHead):
+class PatchCNNLSTM(SequenceTask):
     """CNN over k × k patches, LSTM over days, soil moisture of the deeper layers.
 
     Args:
@@ -68,8 +74,8 @@ class PatchCNNLSTM(LSTMHead):
         conv_channels: channels of the CNN.
         hidden: LSTM units.
         dropout: dropout on the LSTM output.
-        warmup_days: days read before the first scored day.
-        train_days: scored days per training window.
+        warmup_days: forcing days read by the CNN and LSTM before the first scored day.
+        train_days: days scored per training window of each batch.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
     """
@@ -83,9 +89,9 @@ class PatchCNNLSTM(LSTMHead):
         bounded: bool = True,
         w_phy: float = 0.1,
         tolerance: float = 1.0,
-        pedotransfer: str = "cosby_1984",
-        bottom: str = "zero_flux",
-        sink: Literal["et", "none"] = "et",
+        pedotransfer: richards.Pedotransfer = "cosby_1984",
+        bottom: richards.Bottom = "zero_flux",
+        sink: Sink = "et",
         forcings: list[str] | None = None,
         conv_channels: int = 16,
         hidden: int = 64,
@@ -97,21 +103,14 @@ class PatchCNNLSTM(LSTMHead):
     ):
         super().__init__()
         layers = list(layers or [2, 3])
-        if physics not in ("none", "richards"):
-            raise ValueError(f"physics: expected none or richards, found {physics!r}")
-        if sink not in ("et", "none"):
-            raise ValueError(f"sink: expected et or none, found {sink!r}")
-        if pedotransfer not in richards.PEDOTRANSFERS:
-            raise ValueError(f"pedotransfer: expected one of {', '.join(richards.PEDOTRANSFERS)}"
-                             f", found {pedotransfer!r}")
-        if bottom not in ("free_drainage", "zero_flux"):
-            raise ValueError(f"bottom: expected free_drainage or zero_flux, found {bottom!r}")
+        check_choice("physics", physics, Physics)
+        check_choice("sink", sink, Sink)
+        richards.check_pedotransfer(pedotransfer, "pedotransfer")
+        check_choice("bottom", bottom, richards.Bottom)
         if tolerance <= 0 or w_phy < 0:
             raise ValueError(f"tolerance, w_phy: expected > 0 and ≥ 0, found {tolerance}, "
                              f"{w_phy}")
-        if warmup_days < 0 or train_days < 2:
-            raise ValueError(f"warmup_days, train_days: expected ≥ 0 and ≥ 2, found "
-                             f"{warmup_days}, {train_days}")
+        check_window(warmup_days, train_days)
         self.forcings = tuple(forcings or CNN_FORCINGS)
         needed = ["sm_layers", *self.forcings, *(["et_daily"] if sink == "et" else [])]
         stats = require_inputs(stats, needed)
@@ -132,8 +131,13 @@ class PatchCNNLSTM(LSTMHead):
         self.save_hyperparameters()
         self.layers = tuple(sorted(layers))
         self.channels = ("sm_layers", *self.forcings)
+        self.features = list(stats.features)
+        self.configure(stats)
+
+    def configure_models(self, stats: Normalization) -> None:  # noqa: D102
+        hp = self.hparams
         self.inputs = DailyInputs(stats, self.forcings)
-        m, s = column_stats(stats, "sm_layers", surface_layer)
+        m, s = column_stats(stats, "sm_layers", hp.surface_layer)
         pairs = [column_stats(stats, name) for name in self.forcings]
         self.register_buffer("c_mean", torch.tensor([m, *(p[0] for p in pairs)]))
         self.register_buffer("c_std", torch.tensor([s, *(p[1] for p in pairs)]))
@@ -143,20 +147,19 @@ class PatchCNNLSTM(LSTMHead):
         pairs = [column_stats(stats, "sm_layers", k) for k in self.layers]
         self.register_buffer("y_mean", torch.tensor([p[0] for p in pairs]))
         self.register_buffer("y_std", torch.tensor([p[1] for p in pairs]))
-        self.features = list(stats.features)
         n_static = len(stats.static_mean)
         in_ch = len(self.channels) + n_static + 1  # + the land mask
-        self.cnn = nn.Sequential(nn.Conv2d(in_ch, conv_channels, 3, padding=1), nn.ReLU(),
-                                 nn.Conv2d(conv_channels, conv_channels, 3, padding=1),
+        ch = hp.conv_channels
+        self.cnn = nn.Sequential(nn.Conv2d(in_ch, ch, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(ch, ch, 3, padding=1),
                                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.lstm = nn.LSTM(conv_channels + self.inputs.size + 1, hidden, batch_first=True)
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, len(self.layers))
-        stages = ("val", "test")
-        self.r = nn.ModuleDict({f"{s}_{k}": NanPearson() for s in stages for k in self.layers})
-        self.rmse = nn.ModuleDict({f"{s}_{k}": MeanSquaredError(squared=False)
-                                   for s in stages for k in self.layers})
-        self.inconsistent = nn.ModuleDict({s: Share() for s in stages})
+        self.lstm = nn.LSTM(ch + self.inputs.size + 1, hp.hidden, batch_first=True)
+        self.drop = nn.Dropout(hp.dropout)
+        self.head = nn.Linear(hp.hidden, len(self.layers))
+
+    def configure_metrics(self) -> None:  # noqa: D102
+        self.scores = OutputScores([f"sm_layer{k}" for k in self.layers])
+        self.inconsistent = nn.ModuleDict({s: Share() for s in SCORED})
 
     # -- soil hydraulics ---------------------------------------------------------------
     def soil(self, batch: dict[str, Tensor]) -> richards.SoilHydraulics:
@@ -215,21 +218,15 @@ class PatchCNNLSTM(LSTMHead):
                                           bottom=self.hparams.bottom, sink=sink)
 
     # -- steps -------------------------------------------------------------------------
-    def _window(self, batch: dict[str, Tensor], stage: str) -> tuple[int, int | None, int]:
-        return sequence_window(batch, stage, self.hparams.warmup_days,
-                               self.hparams.train_days)
-
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        first, last, scored = self._window(batch, stage)
+    def shared_step(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> Tensor:  # noqa: D102
+        first, last, scored = self.window(batch, stage)
         pred = self(batch, first, last)
         obs = batch["sm_layers"][:, first:last][..., [k - 1 for k in self.layers]]
         p, y = pred[:, -scored:], obs[:, -scored:]
-        ok = ~torch.isnan(y)
-        err = torch.where(ok, (p - torch.nan_to_num(y)) / self.y_std, 0.0)
-        rmse = torch.sqrt((err**2).sum((0, 1)) / ok.sum((0, 1)).clamp(min=1) + 1e-12).sum()
+        rmse = scaled_rmse(p, y, self.y_std, dim=(0, 1)).sum()
         n = pred.shape[0]
         loss = rmse
-        res = None
+        res = phy = None
         if self.hparams.physics == "richards" or stage != "train":
             res = self.residual(batch, self.profile(batch, pred, first, last), first,
                                 last)[:, -(scored - 1):]
@@ -238,21 +235,11 @@ class PatchCNNLSTM(LSTMHead):
             # of 1e7 mm/day through the suction curve) cannot swamp the data term
             phy = torch.log1p(res.abs() / self.hparams.tolerance).nan_to_num().mean()
             loss = loss + self.hparams.w_phy * phy
-            self.log(f"{stage}_phy_loss", phy, batch_size=n, on_epoch=True, on_step=False,
-                     sync_dist=True)
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n, on_step=stage == "train",
-                 on_epoch=True, sync_dist=True)
-        self.log(f"{stage}_rmse_loss", rmse, batch_size=n, on_epoch=True, on_step=False,
-                 sync_dist=True)
+        parts = {"rmse_loss": rmse} if phy is None else {"phy_loss": phy, "rmse_loss": rmse}
+        self.log_losses(stage, loss, parts, n)
         if stage != "train":
             for i, k in enumerate(self.layers):
-                key = f"{stage}_{k}"
-                self.r[key].update(p[..., i].detach(), y[..., i])
-                self.rmse[key].update(p[..., i].detach()[ok[..., i]], y[..., i][ok[..., i]])
-                self.log(f"{stage}_sm_layer{k}_r", self.r[key], on_epoch=True, on_step=False,
-                         batch_size=n)
-                self.log(f"{stage}_sm_layer{k}_rmse", self.rmse[key], on_epoch=True,
-                         on_step=False, batch_size=n)
+                self.scores.update(self, stage, f"sm_layer{k}", p[..., i], y[..., i], n)
             finite = torch.isfinite(res)
             self.inconsistent[stage].update((res.abs() > self.hparams.tolerance) & finite,
                                             finite)
@@ -261,7 +248,7 @@ class PatchCNNLSTM(LSTMHead):
         return loss
 
     def predict_step(self, batch, batch_idx):  # noqa: D102
-        first, last, scored = self._window(batch, "predict")
+        first, last, scored = self.window(batch, "predict")
         pred = self(batch, first, last)[:, -scored:].detach()
         daily = {f"sm_layer{k}": pred[..., i] for i, k in enumerate(self.layers)}
         meta = {name: ("m3 m-3", f"estimated volumetric soil moisture, layer {name[-1]}",
@@ -269,7 +256,7 @@ class PatchCNNLSTM(LSTMHead):
         return {"cell_index": batch["cell_index"], "daily": daily, "metadata": meta}
 
     def report_lines(self, metrics: dict[str, float]) -> list[str]:
-        """The end-of-fit summary (:class:`~h2mv_hybrid.model.report.FitReport`)."""
+        """The end-of-fit summary (:class:`~h2mv_hybrid.callbacks.report.FitReport`)."""
         lines = [f"validation scores (CNN-LSTM, physics: {self.hparams.physics}, bounded: "
                  f"{self.hparams.bounded}):", f"  {'layer':<12} {'r':>8} {'RMSE':>10}"]
         for k in self.layers:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from h2mv_hybrid.data.datamodule import Normalization
 from h2mv_hybrid.data.schema import FORCING_NAMES
+from h2mv_hybrid.heads.base import require_stats
 
 #: The meteorological inputs of Li et al. (§2.1) and Yan et al. (LandBench), as schema
 #: variables.
@@ -24,11 +25,7 @@ PAPER_FORCINGS: tuple[str, ...] = ("prec", "lw_down", "sw_down", "q_air", "psurf
 
 def require_inputs(stats: Normalization | None, needed: Sequence[str]) -> Normalization:
     """The statistics, after checking that the DataModule serves every ``needed`` input."""
-    if stats is None:
-        raise ValueError(
-            "stats: expected the DataModule's normalization statistics (the CLI links "
-            "data.stats to model.init_args.stats), found None"
-        )
+    stats = require_stats(stats)
     needed = [k for k in dict.fromkeys(needed)
               if k not in FORCING_NAMES and k not in stats.target_mean]
     missing = [k for k in needed if k not in stats.input_mean]

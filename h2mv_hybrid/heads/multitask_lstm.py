@@ -32,18 +32,23 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanSquaredError
 
 from h2mv_hybrid.data.datamodule import Normalization
-from h2mv_hybrid.model.daily_inputs import (
+from h2mv_hybrid.heads.base import (
+    OutputScores,
+    SequenceTask,
+    check_window,
+    scaled_rmse,
+)
+from h2mv_hybrid.heads.daily_inputs import (
     PAPER_FORCINGS,
     DailyInputs,
     column_stats,
     daily_column,
     require_inputs,
 )
-from h2mv_hybrid.model.heads import LSTMHead, sequence_window
-from h2mv_hybrid.model.metrics import NanPearson
+from h2mv_hybrid.options import check_choice
+from process_layers.layered_balance import balance_residual
 
 Physics = Literal["none", "fixed", "learned"]
 #: The paper's tasks: soil moisture of the three layers and daily ET (output names).
@@ -78,28 +83,7 @@ def balance_tasks(n_layers: int) -> list[str]:
     return [f"sm_layer{k}" for k in range(1, n_layers + 1)] + ["et_daily"]
 
 
-def storage_change(theta: Tensor, thickness: Tensor) -> Tensor:
-    """ΔS_t = Σ_k d_k (θ_k,t − θ_k,t−1), mm day⁻¹ [cells, days − 1]; θ [cells, days, layers]."""
-    return ((theta[:, 1:] - theta[:, :-1]) * thickness).sum(-1)
-
-
-def water_balance(prec: Tensor, et: Tensor, runoff: Tensor, theta: Tensor, thickness: Tensor,
-                  residual: Tensor | None = None) -> Tensor:
-    """B = P − ET − R − ΔS (− ε), mm day⁻¹ [cells, days − 1] (day 1 onwards).
-
-    Args:
-        prec: precipitation P, mm day⁻¹ [cells, days].
-        et: evapotranspiration ET, mm day⁻¹ [cells, days].
-        runoff: runoff R, mm day⁻¹ [cells, days].
-        theta: soil moisture of every layer, m³ m⁻³ [cells, days, layers].
-        thickness: layer thicknesses, mm [layers].
-        residual: ε, mm day⁻¹ [cells, days], or None for the fixed formula.
-    """
-    b = prec[:, 1:] - et[:, 1:] - runoff[:, 1:] - storage_change(theta, thickness)
-    return b if residual is None else b - residual[:, 1:]
-
-
-class MultiTaskLSTM(LSTMHead):
+class MultiTaskLSTM(SequenceTask):
     """Shared LSTM with one branch per task; the water balance through ``physics``.
 
     Args:
@@ -119,8 +103,9 @@ class MultiTaskLSTM(LSTMHead):
         head_hidden: units of each task branch's hidden layer.
         residual_hidden: units of the residual network's LSTM (``learned``).
         dropout: dropout on the shared LSTM's output.
-        warmup_days: days of forcing read before the first scored day (paper: a year).
-        train_days: scored days per training window.
+        warmup_days: forcing days read before the first scored day (paper: a year of
+            meteorology for every estimate).
+        train_days: days scored per training window of each batch.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
     """
@@ -145,13 +130,10 @@ class MultiTaskLSTM(LSTMHead):
     ):
         super().__init__()
         tasks = list(tasks or TASKS)
-        if physics not in ("none", "fixed", "learned"):
-            raise ValueError(f"physics: expected none, fixed or learned, found {physics!r}")
+        check_choice("physics", physics, Physics)
         if not tasks or len(set(tasks)) != len(tasks):
             raise ValueError(f"tasks: expected distinct task names, found {tasks}")
-        if warmup_days < 0 or train_days < 2:
-            raise ValueError(f"warmup_days, train_days: expected ≥ 0 and ≥ 2, found "
-                             f"{warmup_days}, {train_days}")
+        check_window(warmup_days, train_days)
         if w_phy < 0:
             raise ValueError(f"w_phy: expected ≥ 0, found {w_phy}")
         weights = dict(task_weights or {})
@@ -177,24 +159,27 @@ class MultiTaskLSTM(LSTMHead):
         self.save_hyperparameters()
         self.tasks = tuple(tasks)
         self.weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
+        self.configure(stats)
+
+    def configure_models(self, stats: Normalization) -> None:  # noqa: D102
+        hp = self.hparams
         self.inputs = DailyInputs(stats, self.forcings)
         self.register_buffer("thickness", torch.tensor(stats.layer_thickness_mm))
         pairs = {t: column_stats(stats, *task_source(t)) for t in self.tasks}
         self.register_buffer("y_mean", torch.tensor([pairs[t][0] for t in self.tasks]))
         self.register_buffer("y_std", torch.tensor([pairs[t][1] for t in self.tasks]))
         self.p_std = column_stats(stats, "prec")[1]
-        self.lstm = nn.LSTM(self.inputs.size, hidden, batch_first=True)
-        self.drop = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({t: nn.Sequential(nn.Linear(hidden, head_hidden), nn.ReLU(),
-                                                     nn.Linear(head_hidden, 1))
+        self.lstm = nn.LSTM(self.inputs.size, hp.hidden, batch_first=True)
+        self.drop = nn.Dropout(hp.dropout)
+        self.heads = nn.ModuleDict({t: nn.Sequential(nn.Linear(hp.hidden, hp.head_hidden),
+                                                     nn.ReLU(), nn.Linear(hp.head_hidden, 1))
                                     for t in self.tasks})
-        if physics == "learned":
-            self.residual_lstm = nn.LSTM(self.inputs.size, residual_hidden, batch_first=True)
-            self.residual_head = nn.Linear(residual_hidden, 1)
-        stages = ("val", "test")
-        self.r = nn.ModuleDict({f"{s}_{t}": NanPearson() for s in stages for t in self.tasks})
-        self.rmse = nn.ModuleDict({f"{s}_{t}": MeanSquaredError(squared=False)
-                                   for s in stages for t in self.tasks})
+        if hp.physics == "learned":
+            self.residual_lstm = nn.LSTM(self.inputs.size, hp.residual_hidden, batch_first=True)
+            self.residual_head = nn.Linear(hp.residual_hidden, 1)
+
+    def configure_metrics(self) -> None:  # noqa: D102
+        self.scores = OutputScores(self.tasks)
 
     # -- the networks ------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor], first: int = 0, last: int | None = None
@@ -228,10 +213,7 @@ class MultiTaskLSTM(LSTMHead):
         data = 0.0
         for i, t in enumerate(self.tasks):
             y = task_target(batch, t)[:, first:last][:, -scored:]
-            p = out[t][:, -scored:]
-            ok = ~torch.isnan(y)
-            err = torch.where(ok, (p - torch.nan_to_num(y)) / self.y_std[i], 0.0)
-            terms[f"rmse_{t}"] = torch.sqrt((err**2).sum() / ok.sum().clamp(min=1) + 1e-12)
+            terms[f"rmse_{t}"] = scaled_rmse(out[t][:, -scored:], y, self.y_std[i])
             data = data + self.weights[t] * terms[f"rmse_{t}"]
         total = data
         if self.hparams.physics != "none":
@@ -247,22 +229,17 @@ class MultiTaskLSTM(LSTMHead):
         prec = daily_column(batch, "prec")[:, first:last]
         runoff = batch[self.hparams.runoff][:, first:last]
         eps = out.get("wb_residual") if with_residual else None
-        return water_balance(prec, out["et_daily"], runoff, self.theta(out), self.thickness,
+        return balance_residual(prec, out["et_daily"], runoff, self.theta(out), self.thickness,
                              eps)
 
     # -- steps -------------------------------------------------------------------------
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        first, last, scored = sequence_window(batch, stage, self.hparams.warmup_days,
-                                              self.hparams.train_days)
+    def shared_step(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> Tensor:  # noqa: D102
+        first, last, scored = self.window(batch, stage)
         out = self(batch, first, last)
         terms = self.losses(out, batch, first, last, scored)
         n = batch["forcing"].shape[0]
-        self.log(f"{stage}_loss", terms["loss"], prog_bar=True, batch_size=n,
-                 on_step=stage == "train", on_epoch=True, sync_dist=True)
-        for k, v in terms.items():
-            if k != "loss":
-                self.log(f"{stage}_{k}", v, batch_size=n, on_epoch=True, on_step=False,
-                         sync_dist=True)
+        self.log_losses(stage, terms["loss"], {k: v for k, v in terms.items() if k != "loss"},
+                        n)
         if stage != "train":
             self._score(stage, out, batch, scored)
         return terms["loss"]
@@ -271,15 +248,8 @@ class MultiTaskLSTM(LSTMHead):
                scored: int) -> None:
         n = batch["forcing"].shape[0]
         for t in self.tasks:
-            p = out[t][:, -scored:].detach()
-            y = task_target(batch, t)[:, -scored:]
-            self.r[f"{stage}_{t}"].update(p, y)
-            ok = ~torch.isnan(y)
-            self.rmse[f"{stage}_{t}"].update(p[ok], y[ok])
-            self.log(f"{stage}_{t}_r", self.r[f"{stage}_{t}"], on_epoch=True, on_step=False,
-                     batch_size=n)
-            self.log(f"{stage}_{t}_rmse", self.rmse[f"{stage}_{t}"], on_epoch=True,
-                     on_step=False, batch_size=n)
+            self.scores.update(self, stage, t, out[t][:, -scored:],
+                               task_target(batch, t)[:, -scored:], n)
         if self.has_balance and self.hparams.runoff in batch:
             b = self.balance(out, batch, 0, None, with_residual=False)[:, -(scored - 1):]
             self.log(f"{stage}_balance_mae", b.abs().mean(), on_epoch=True, on_step=False,
@@ -291,8 +261,7 @@ class MultiTaskLSTM(LSTMHead):
         return all(t in self.tasks for t in balance_tasks(len(self.thickness)))
 
     def predict_step(self, batch, batch_idx):  # noqa: D102
-        _, _, scored = sequence_window(batch, "predict", self.hparams.warmup_days,
-                                       self.hparams.train_days)
+        _, _, scored = self.window(batch, "predict")
         out = {k: v[:, -scored:].detach() for k, v in self(batch).items()}
         meta = {}
         for t in self.tasks:
@@ -306,7 +275,7 @@ class MultiTaskLSTM(LSTMHead):
         return {"cell_index": batch["cell_index"], "daily": out, "metadata": meta}
 
     def report_lines(self, metrics: dict[str, float]) -> list[str]:
-        """The end-of-fit summary (:class:`~h2mv_hybrid.model.report.FitReport`)."""
+        """The end-of-fit summary (:class:`~h2mv_hybrid.callbacks.report.FitReport`)."""
         lines = [f"validation scores (multi-task LSTM, physics: {self.hparams.physics}):",
                  f"  {'task':<12} {'r':>8} {'RMSE':>10}"]
         for t in self.tasks:

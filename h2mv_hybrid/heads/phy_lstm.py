@@ -25,18 +25,18 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanSquaredError, Metric
 
 from h2mv_hybrid.data.datamodule import Normalization
 from h2mv_hybrid.data.schema import FORCING_NAMES
-from h2mv_hybrid.model.daily_inputs import (
+from h2mv_hybrid.heads.base import SCORED, OutputScores, Task, scaled_rmse
+from h2mv_hybrid.heads.daily_inputs import (
     PAPER_FORCINGS,
     DailyInputs,
     column_stats,
     require_inputs,
 )
-from h2mv_hybrid.model.heads import LSTMHead
-from h2mv_hybrid.model.metrics import NanPearson
+from h2mv_hybrid.model.metrics import Share
+from h2mv_hybrid.options import check_choice
 from process_layers import monotonic
 
 Physics = Literal["none", "surface", "deep"]
@@ -47,27 +47,7 @@ BALANCE_INPUTS: tuple[str, ...] = ("et_daily", "q_surf_daily", "swe_daily")
 EVAL_CHUNK = 16384
 
 
-class Share(Metric):
-    """A ratio of two sums (e.g. inconsistent days / counted days), reduced over ranks."""
-
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("num", default=torch.tensor(0.0, dtype=torch.float64),
-                       dist_reduce_fx="sum")
-        self.add_state("den", default=torch.tensor(0.0, dtype=torch.float64),
-                       dist_reduce_fx="sum")
-
-    def update(self, num: Tensor, den: Tensor) -> None:  # noqa: D102
-        self.num += num.sum().double()
-        self.den += den.sum().double()
-
-    def compute(self) -> Tensor:  # noqa: D102
-        return (self.num / self.den.clamp(min=1)).float()
-
-
-class SoilMoistureLSTM(LSTMHead):
+class SoilMoistureLSTM(Task):
     """LSTM forecasting one soil layer's moisture; PHY-LSTM / PHYs-LSTM through ``physics``.
 
     Args:
@@ -107,10 +87,8 @@ class SoilMoistureLSTM(LSTMHead):
         weight_decay: float = 0.0,
     ):
         super().__init__()
-        if physics not in ("none", "surface", "deep"):
-            raise ValueError(f"physics: expected none, surface or deep, found {physics!r}")
-        if direction not in ("change", "level"):
-            raise ValueError(f"direction: expected change or level, found {direction!r}")
+        check_choice("physics", physics, Physics)
+        check_choice("direction", direction, Direction)
         if seq_len < 1 or samples_per_cell < 1:
             raise ValueError(f"seq_len, samples_per_cell: expected ≥ 1, found {seq_len}, "
                              f"{samples_per_cell}")
@@ -129,15 +107,20 @@ class SoilMoistureLSTM(LSTMHead):
         if physics == "deep" and n_layers < 2:
             raise ValueError("physics: 'deep' needs deep soil layers below the forecast "
                              f"layer, found {n_layers} layer(s) in sm_layers")
+        self.configure(stats)
+
+    def configure_models(self, stats: Normalization) -> None:  # noqa: D102
+        hp = self.hparams
         self.inputs = DailyInputs(stats, self.forcings)
         self.register_buffer("thickness", torch.tensor(stats.layer_thickness_mm))
-        self.y_mean, self.y_std = column_stats(stats, "sm_layers", layer)
-        self.lstm = nn.LSTM(self.inputs.size, hidden, batch_first=True)
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, 1)
-        self.r = nn.ModuleDict({s: NanPearson() for s in ("val", "test")})
-        self.inconsistent = nn.ModuleDict({s: Share() for s in ("val", "test")})
-        self.rmse = nn.ModuleDict({s: MeanSquaredError(squared=False) for s in ("val", "test")})
+        self.y_mean, self.y_std = column_stats(stats, "sm_layers", hp.layer)
+        self.lstm = nn.LSTM(self.inputs.size, hp.hidden, batch_first=True)
+        self.drop = nn.Dropout(hp.dropout)
+        self.head = nn.Linear(hp.hidden, 1)
+
+    def configure_metrics(self) -> None:  # noqa: D102
+        self.scores = OutputScores(["sm"])
+        self.inconsistent = nn.ModuleDict({s: Share() for s in SCORED})
 
     # -- inputs ------------------------------------------------------------------------
     def _check_window(self, batch: dict[str, Tensor]) -> int:
@@ -189,9 +172,7 @@ class SoilMoistureLSTM(LSTMHead):
     def losses(self, pred: Tensor, obs: Tensor, prev: Tensor, direction: Tensor | None,
                keep: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """``(total, rmse, phy)``: eqs 8, 9 and 14 on soil moisture scaled by its std."""
-        ok = ~torch.isnan(obs)
-        err = torch.where(ok, (pred - torch.nan_to_num(obs)) / self.y_std, 0.0)
-        rmse = torch.sqrt((err**2).sum() / ok.sum().clamp(min=1) + 1e-12)
+        rmse = scaled_rmse(pred, obs, self.y_std)
         if direction is None:
             return rmse, rmse, torch.zeros_like(rmse)
         penalty = monotonic.monotonic_penalty(pred, prev, direction, keep) / self.y_std
@@ -199,7 +180,7 @@ class SoilMoistureLSTM(LSTMHead):
         return self.hparams.w_data * rmse + self.hparams.w_phy * phy, rmse, phy
 
     # -- the shared step -----------------------------------------------------------------
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+    def shared_step(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> Tensor:  # noqa: D102
         start = self._check_window(batch)
         y = self.target(batch)
         physics = self.hparams.physics != "none"
@@ -226,26 +207,15 @@ class SoilMoistureLSTM(LSTMHead):
                                           None if direction is None else direction[:, start:],
                                           None if keep is None else keep[:, start:])
             self._score(stage, pred, obs, batch)
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n_cells,
-                 on_step=stage == "train", on_epoch=True, sync_dist=True)
-        self.log(f"{stage}_rmse_loss", rmse, batch_size=n_cells, on_epoch=True, on_step=False,
-                 sync_dist=True)
-        if physics:
-            self.log(f"{stage}_phy_loss", phy, batch_size=n_cells, on_epoch=True,
-                     on_step=False, sync_dist=True)
+        self.log_losses(stage, loss, {"rmse_loss": rmse, **({"phy_loss": phy} if physics else {})},
+                        n_cells)
         return loss
 
     def _score(self, stage: str, pred: Tensor, obs: Tensor, batch: dict[str, Tensor]) -> None:
         """r, RMSE (m³ m⁻³) and the inconsistency share (eq. 19, w.r.t. eq. 10 ΔW)."""
         start = int(batch["spinup_days"])
         prec = batch["forcing"][..., FORCING_NAMES.index("prec")]
-        self.r[stage].update(pred.detach(), obs)
-        self.log(f"{stage}_sm_r", self.r[stage], on_epoch=True, on_step=False,
-                 batch_size=pred.shape[0])
-        ok = ~torch.isnan(obs)
-        self.rmse[stage].update(pred.detach()[ok], obs[ok])
-        self.log(f"{stage}_sm_rmse", self.rmse[stage], on_epoch=True, on_step=False,
-                 batch_size=pred.shape[0])
+        self.scores.update(self, stage, "sm", pred, obs, pred.shape[0])
         if all(k in batch for k in BALANCE_INPUTS):
             dw = monotonic.surface_water_change(prec, batch["et_daily"],
                                                 batch["q_surf_daily"], batch["swe_daily"])
@@ -265,7 +235,7 @@ class SoilMoistureLSTM(LSTMHead):
         }
 
     def report_lines(self, metrics: dict[str, float]) -> list[str]:
-        """The end-of-fit summary (:class:`~h2mv_hybrid.model.report.FitReport`)."""
+        """The end-of-fit summary (:class:`~h2mv_hybrid.callbacks.report.FitReport`)."""
         rows = [("pearson r", "val_sm_r", "{:.3f}"), ("RMSE (m³ m⁻³)", "val_sm_rmse", "{:.4f}"),
                 ("inconsistency", "val_inconsistency", "{:.1%}"),
                 ("RMSE term", "val_rmse_loss", "{:.4f}"), ("physics term", "val_phy_loss",

@@ -36,7 +36,7 @@ import xarray as xr
 
 from h2mv_hybrid.data.pet import oudin_pet
 from h2mv_hybrid.data.schema import StoreError, annotate, check_store, month_starts
-from h2mv_hybrid.data.synth import write_store
+from h2mv_hybrid.data.store import write_store
 from process_layers.constants import ZERO_CELSIUS_IN_KELVIN
 
 #: Static features: CAMELS attribute names and their tables (Addor et al. 2017, Table 1–4).

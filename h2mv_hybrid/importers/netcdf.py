@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -51,8 +51,11 @@ import xarray as xr
 import yaml
 
 from h2mv_hybrid.data.schema import SPECS, StoreError, check_store, month_starts
-from h2mv_hybrid.data.synth import TILE, write_store
+from h2mv_hybrid.data.store import TILE, write_store
+from h2mv_hybrid.options import check_choice
 
+Regrid = Literal["auto", "coarsen", "interp"]
+TimeAggregate = Literal["mean", "sum"]
 _RENAME = {"latitude": "lat", "longitude": "lon", "valid_time": "time", "Time": "time"}
 _ENTRY_KEYS = {"name", "feature", "files", "source", "scale", "offset", "units", "aggregate",
                "regrid", "axis", "long_name", "mask_min"}
@@ -100,10 +103,9 @@ def _spacing(coord: xr.DataArray) -> float:
 
 
 def regrid(da: xr.DataArray, lat: np.ndarray, lon: np.ndarray, res: float,
-           how: str = "auto") -> xr.DataArray:
+           how: Regrid = "auto") -> xr.DataArray:
     """A source field onto the target cell centres, by block means or bilinear interpolation."""
-    if how not in ("auto", "coarsen", "interp"):
-        raise StoreError(f"regrid: expected auto, coarsen or interp, found {how!r}")
+    check_choice("regrid", how, Regrid, StoreError)
     d_lat, d_lon = _spacing(da["lat"]), _spacing(da["lon"])
     k_lat, k_lon = res / d_lat, res / d_lon
 
@@ -130,10 +132,9 @@ def regrid(da: xr.DataArray, lat: np.ndarray, lon: np.ndarray, res: float,
     return da.interp(lat=lat, lon=lon, method="linear")
 
 
-def _aggregate(da: xr.DataArray, axis: str, how: str, days: pd.DatetimeIndex,
+def _aggregate(da: xr.DataArray, axis: str, how: TimeAggregate, days: pd.DatetimeIndex,
                name: str) -> xr.DataArray:
-    if how not in ("mean", "sum"):
-        raise StoreError(f"{name}.aggregate: expected mean or sum, found {how!r}")
+    check_choice(f"{name}.aggregate", how, TimeAggregate, StoreError)
     if "time" not in da.dims:
         raise StoreError(f"{name}: expected a time dimension in the source, found dims "
                          f"{da.dims}")

@@ -110,6 +110,18 @@ class _Setup(NamedTuple):
     scale: float
 
 
+#: Tensors of a :class:`_Setup` saved for backward (all its fields but ``scale``).
+N_SETUP = len(_Setup._fields) - 1
+
+
+class _Starts(NamedTuple):
+    """The state at the start of every span, for recomputing spans in backward."""
+
+    x: Tensor  # [spans, C, H + 7]: LSTM input of the span's first day
+    cb: Tensor  # [spans, C, H]: LSTM cell state
+    st: Tensor  # [spans, C, 3]: storages swe, sm, gw
+
+
 class _Tape(NamedTuple):
     """Per-day buffers of a span of n days (slots 0..n for x, cb, st; 0..n-1 for the rest)."""
 
@@ -254,7 +266,7 @@ class FeedbackScan(torch.autograd.Function):
         if whole:
             tape = _run(p, 0, n_days, x0, c0, s0, out, 0, keep=True)
             h_end, c_end = tape.x[-1, :, :hidden].clone(), tape.cb[-1].clone()
-            ctx.save_for_backward(*p[:-1], *tape)
+            ctx.save_for_backward(*p[:N_SETUP], *tape)
         else:
             # Run in spans; with keep, remember each span's start state for backward.
             starts = []
@@ -267,8 +279,8 @@ class FeedbackScan(torch.autograd.Function):
                 x0, c0, s0 = tape.x[last].clone(), tape.cb[last].clone(), tape.st[last].clone()
             h_end, c_end = x0[:, :hidden].clone(), c0
             if keep:
-                ctx.save_for_backward(*p[:-1], *(torch.stack(z) for z in zip(*starts,
-                                                                              strict=True)))
+                stacked = _Starts(*(torch.stack(z) for z in zip(*starts, strict=True)))
+                ctx.save_for_backward(*p[:N_SETUP], *stacked)
         ctx.scale, ctx.span, ctx.whole = p.scale, span, whole
         ctx.set_materialize_grads(False)
         return out, h_end, c_end
@@ -276,7 +288,7 @@ class FeedbackScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out, g_h_end, g_c_end):  # noqa: D102
         saved = ctx.saved_tensors
-        p = _Setup(*saved[:10], ctx.scale)
+        p, rest = _Setup(*saved[:N_SETUP], ctx.scale), saved[N_SETUP:]
         n_days, n_cells, _ = p.fo.shape
         hidden = p.w_head.shape[1]
         dtype = p.code_proj.dtype
@@ -303,12 +315,12 @@ class FeedbackScan(torch.autograd.Function):
         for t0 in reversed(range(0, n_days, span)):
             t1 = min(t0 + span, n_days)
             if whole:
-                tape = _Tape(*saved[10:])
+                tape = _Tape(*rest)
             else:  # recompute this span's tape from its start state
                 tape = raw_np = st_np = g_raw_np = gates_np = cb_np = tanh_c_np = None  # free
-                k = t0 // span
+                k, starts = t0 // span, _Starts(*rest)
                 scratch = torch.empty(N_DAY_OUT, n_cells, t1 - t0, dtype=dtype)
-                tape = _run(p, t0, t1, saved[10][k], saved[11][k], saved[12][k], scratch, t0,
+                tape = _run(p, t0, t1, starts.x[k], starts.cb[k], starts.st[k], scratch, t0,
                             keep=True)
             g_raw = torch.empty(t1 - t0, n_cells, 7, dtype=dtype)
             raw_np, st_np, g_raw_np = tape.raw.numpy(), tape.st.numpy(), g_raw.numpy()

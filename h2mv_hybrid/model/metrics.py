@@ -1,8 +1,8 @@
-"""A NaN-aware Pearson correlation that is safe under DDP.
+"""Validation metrics that are safe under DDP: a NaN-aware Pearson r and a share of counts.
 
-It keeps sums (n, Σx, Σy, Σx², Σy², Σxy) reduced by summation, and every rank updates it
-on every batch, even with no observed entry, so the collective calls of all ranks match
-(a rank that skipped an update would leave the others waiting in the all-gather).
+Both keep sums reduced by summation, and every rank updates them on every batch, even
+with no observed entry, so the collective calls of all ranks match (a rank that skipped
+an update would leave the others waiting in the all-gather).
 """
 
 from __future__ import annotations
@@ -41,3 +41,23 @@ class NanPearson(Metric):
         vy = self.syy / n - (self.sy / n) ** 2
         r = cov / torch.sqrt(vx * vy)
         return torch.where((self.n > 1) & (vx > 0) & (vy > 0), r, torch.nan).float()
+
+
+class Share(Metric):
+    """A ratio of two sums (e.g. inconsistent days / counted days), reduced over ranks."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("num", default=torch.tensor(0.0, dtype=torch.float64),
+                       dist_reduce_fx="sum")
+        self.add_state("den", default=torch.tensor(0.0, dtype=torch.float64),
+                       dist_reduce_fx="sum")
+
+    def update(self, num: Tensor, den: Tensor) -> None:  # noqa: D102
+        self.num += num.sum().double()
+        self.den += den.sum().double()
+
+    def compute(self) -> Tensor:  # noqa: D102
+        return (self.num / self.den.clamp(min=1)).float()

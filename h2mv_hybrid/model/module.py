@@ -9,27 +9,20 @@ from __future__ import annotations
 
 import warnings
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 
+from h2mv_hybrid.constraints import PAPER_CONSTRAINTS, Constraint, as_constraints
 from h2mv_hybrid.data.datamodule import Normalization
-from h2mv_hybrid.model.losses import (
-    PAPER_CONSTRAINTS,
-    Constraint,
-    MultiConstraintLoss,
-    Weighting,
-    align,
-    anomalies,
-)
-from h2mv_hybrid.model.metrics import NanPearson
+from h2mv_hybrid.heads.base import OutputScores, Task, require_stats
+from h2mv_hybrid.model.losses import MultiConstraintLoss, Weighting
 from h2mv_hybrid.model.networks import (
+    PAPER_NETWORK,
     Carry,
-    ChunkMode,
-    FeedbackBackend,
     HybridH2MV,
     HybridOutput,
+    HybridSettings,
 )
 
 
@@ -47,27 +40,16 @@ def first_nonfinite(daily: dict[str, Tensor], cell_index: Tensor) -> str:
     return f"process output {first[0]!r}, day {first[1]} of the period, cell {first[2]}"
 
 
-class H2MVHybrid(L.LightningModule):
+class H2MVHybrid(Task):
     """The H2MV hybrid model trained against declared constraints.
 
     Args:
         stats: normalization statistics of the DataModule (linked by the CLI).
-        constraints: the loss's constraints (default: the paper's five).
+        constraints: the loss's constraints (default: the paper's five); the CLI hands
+            them to the DataModule too, so they are declared once.
         weighting: ``fixed`` weights or ``uncertainty`` (Kendall et al. 2018).
-        static_hidden: width of the static module's hidden layer (paper: 150).
-        code_size: size of the static code (paper: 12).
-        lstm_hidden: LSTM hidden size (paper: 100).
-        state_feedback: the paper's configuration (storages fed back to the LSTM daily);
-            False: one whole-sequence LSTM, then the fused bucket (faster; see docs).
-        sm_max_floor: smallest SM_max, mm.
-        sm_max_scale: scale of the SM_max softplus, mm.
-        beta_init: initial β (snow, baseflow).
-        state_scale: storages enter the LSTM as log1p(storage / state_scale).
-        time_chunk: days per chunk of gradient checkpointing / truncation (None: off).
-        chunk_mode: ``checkpoint`` (exact) or ``truncate`` (truncated back-propagation).
-        feedback_backend: the state-feedback recurrence as one fused op with a hand-written
-            backward (``fused``; CPU, no autocast), day by day with autograd (``loop``; any
-            device and precision), or ``auto`` (fused where it can run).
+        network: the networks' sizes and how the recurrence runs
+            (:class:`~h2mv_hybrid.model.networks.HybridSettings`).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         spinup_refresh_epochs: training spin-up states are cached per cell and recomputed
@@ -80,52 +62,49 @@ class H2MVHybrid(L.LightningModule):
         stats: Normalization | None = None,
         constraints: list[Constraint] | None = None,
         weighting: Weighting = "fixed",
-        static_hidden: int = 150,
-        code_size: int = 12,
-        lstm_hidden: int = 100,
-        state_feedback: bool = True,
-        sm_max_floor: float = 10.0,
-        sm_max_scale: float = 100.0,
-        beta_init: dict[str, float] | None = None,
-        state_scale: float = 10.0,
-        time_chunk: int | None = None,
-        chunk_mode: ChunkMode = "checkpoint",
-        feedback_backend: FeedbackBackend = "auto",
+        network: HybridSettings = PAPER_NETWORK,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         spinup_refresh_epochs: int = 1,
     ):
         super().__init__()
-        if stats is None:
-            raise ValueError(
-                "stats: expected the DataModule's normalization statistics (the CLI links "
-                "data.stats to model.init_args.stats), found None"
-            )
+        stats = require_stats(stats)
+        # Through the CLI (and from its checkpoints) the settings arrive as a plain mapping.
+        network = network if isinstance(network, HybridSettings) else HybridSettings(**network)
         if spinup_refresh_epochs < 1:
             raise ValueError(f"spinup_refresh_epochs: expected ≥ 1, found {spinup_refresh_epochs}")
         self.save_hyperparameters()
-        self.constraints = tuple(constraints or PAPER_CONSTRAINTS)
+        self.constraints = self.declared_constraints(constraints)
         missing = [c.target for c in self.constraints if c.target not in stats.target_std]
         if missing:
             raise ValueError(
                 f"constraints: expected targets served by the DataModule "
                 f"({', '.join(stats.target_std)}), found {', '.join(missing)}"
             )
-        self.model = HybridH2MV(
-            len(stats.features), stats.forcing_mean, stats.forcing_std, stats.static_mean,
-            stats.static_std, static_hidden, code_size, lstm_hidden, state_feedback,
-            sm_max_floor, sm_max_scale, beta_init, state_scale, time_chunk, chunk_mode,
-            feedback_backend,
-        )
-        self.loss_fn = MultiConstraintLoss(self.constraints, weighting)
         self.target_std = dict(stats.target_std)
-        self.metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({c.target: NanPearson() for c in self.constraints})
-            for stage in ("val", "test")
-        })
+        self.settings = network
+        self.configure(stats)
         self.skipped_batches = 0
         self._skip_update = False
         self._spin: dict[str, tuple[Tensor, Tensor]] = {}
+
+    @staticmethod
+    def declared_constraints(constraints: list[Constraint] | None) -> tuple[Constraint, ...]:
+        """The constraints a model built with ``constraints`` uses (None: the paper's).
+
+        The CLI hands them to the DataModule (:mod:`h2mv_hybrid.lightning_cli`).
+        """
+        return as_constraints(constraints) or PAPER_CONSTRAINTS
+
+    def configure_models(self, stats: Normalization) -> None:  # noqa: D102
+        self.model = HybridH2MV(len(stats.features), stats.forcing_mean, stats.forcing_std,
+                                stats.static_mean, stats.static_std, self.settings)
+
+    def configure_losses(self) -> None:  # noqa: D102
+        self.loss_fn = MultiConstraintLoss(self.constraints, self.hparams.weighting)
+
+    def configure_metrics(self) -> None:  # noqa: D102
+        self.metrics = OutputScores([c.target for c in self.constraints], rmse=False)
 
     # -- spin-up -------------------------------------------------------------------------
     def _spinup(self, batch: dict[str, Tensor], stage: str) -> Carry:
@@ -172,7 +151,9 @@ class H2MVHybrid(L.LightningModule):
         days = int(batch["spinup_days"])
         return self.model(batch["forcing"][:, days:], batch["static"], carry)
 
-    def _shared_step(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> Tensor | None:
+    def shared_step(self, batch: dict[str, Tensor], batch_idx: int, stage: str
+                    ) -> Tensor | None:
+        """Loss of the constraints; a non-finite loss is located and the batch skipped."""
         out = self(batch, stage)
         loss, parts = self.loss_fn(out.daily, batch, self.target_std)
         n = batch["forcing"].shape[0]
@@ -191,33 +172,13 @@ class H2MVHybrid(L.LightningModule):
             # ranks; the update itself is skipped everywhere in on_before_optimizer_step.
             self._skip_update = True
             return sum(p.sum() * 0.0 for p in self.parameters())
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n,
-                 on_step=stage == "train", on_epoch=True, sync_dist=True)
-        for target, value in parts.items():
-            self.log(f"{stage}_{target}_loss", value, batch_size=n, on_epoch=True,
-                     on_step=False, sync_dist=True)
-        if stage in self.metrics:
+        self.log_losses(stage, loss, {f"{k}_loss": v for k, v in parts.items()}, n)
+        if stage != "train":
             for c in self.constraints:
-                pred, obs = align(out.daily[c.output], batch[c.target].to(
-                    out.daily[c.output].dtype), c.aggregation, batch["month_of_day"])
-                ok = ~torch.isnan(obs)
-                if c.anomaly:
-                    pred, obs = anomalies(pred, torch.where(ok, obs, 0), ok)
-                obs = torch.where(ok, obs, torch.nan)
-                metric = self.metrics[stage][c.target]
-                metric.update(pred.detach(), obs)  # every rank, every batch (DDP-safe)
-                self.log(f"{stage}_{c.target}_r", metric, on_epoch=True, on_step=False,
-                         batch_size=n)
+                pred, obs = c.pair(out.daily[c.output], batch[c.target], batch["month_of_day"],
+                                   saturate=False)
+                self.metrics.update(self, stage, c.target, pred, obs, n)
         return loss
-
-    def training_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, batch_idx, "train")
-
-    def validation_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, batch_idx, "val")
-
-    def test_step(self, batch, batch_idx):  # noqa: D102
-        return self._shared_step(batch, batch_idx, "test")
 
     def predict_step(self, batch, batch_idx):  # noqa: D102
         out = self(batch, "predict")
@@ -230,7 +191,7 @@ class H2MVHybrid(L.LightningModule):
         }
 
     def report_lines(self, metrics: dict[str, float]) -> list[str]:
-        """The end-of-fit summary (:class:`~h2mv_hybrid.model.report.FitReport`)."""
+        """The end-of-fit summary (:class:`~h2mv_hybrid.callbacks.report.FitReport`)."""
         targets = sorted({k[4:-2] for k in metrics if k.endswith("_r")})
         lines = ["validation scores (monthly, or daily for daily constraints):",
                  f"  {'constraint':<10} {'pearson r':>10} {'loss (z²)':>10}"]
@@ -274,7 +235,3 @@ class H2MVHybrid(L.LightningModule):
                 p.grad = None
         if self._trainer is not None:
             self.log("skipped_batches", float(self.skipped_batches))
-
-    def configure_optimizers(self):  # noqa: D102
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)

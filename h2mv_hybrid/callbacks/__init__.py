@@ -1,0 +1,1 @@
+"""Lightning callbacks: the zarr prediction writer and the end-of-fit report."""

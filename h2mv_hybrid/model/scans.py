@@ -1,0 +1,242 @@
+"""How the hybrid runs over time: one scan interface, three implementations.
+
+A scan takes the model, the :class:`~h2mv_hybrid.model.networks.Drivers` of a span of days
+and the carry at its start, and returns the daily outputs, the α and the carry at its
+end (the shape of diffrax's solvers: a small class per method, chosen once, instead of
+flags tested inside one loop):
+
+- :class:`DayLoop`: the state-feedback recurrence day by day with autograd (any device
+  and precision; the reference);
+- :class:`FusedFeedback`: the same recurrence as one autograd function with a
+  hand-written backward (:class:`~h2mv_hybrid.model.feedback.FeedbackScan`; CPU);
+- :class:`Decoupled`: one whole-sequence LSTM, then the fused bucket
+  (:func:`process_layers.h2mv.simulate`).
+
+The state-feedback scans share :class:`FeedbackChunks`: with ``time_chunk`` the days run
+in chunks, checkpointed (exact gradients) or truncated (carry detached between chunks).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from h2mv_hybrid.model.feedback import feedback_scan
+from process_layers import FLUX_NAMES, h2mv
+from process_layers.parameters import ALPHA_NAMES, activate
+from process_layers.units import kelvin_to_celsius, net_radiation_mm_per_day
+
+#: Rows of a state-feedback scan's output: the fluxes, then the α.
+ROWS: tuple[str, ...] = (*FLUX_NAMES, *ALPHA_NAMES)
+SWE_ROW, SM_ROW, GW_ROW = (ROWS.index(k) for k in ("swe", "sm", "gw"))
+
+Daily = dict[str, Tensor]
+
+
+def physics_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The bucket runs in float32, or float64 for a float64 model, never in half precision."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def activate_alpha(raw: Tensor) -> dict[str, Tensor]:
+    """Raw head outputs [..., 7] (order of ``ALPHA_NAMES``) → α inside their bounds."""
+    return activate("alpha", raw)
+
+
+class Carry(NamedTuple):
+    """Everything carried from one day to the next: storages (mm), LSTM state, fAPAR."""
+
+    swe: Tensor
+    sm: Tensor
+    gw: Tensor
+    h: Tensor
+    c: Tensor
+    fapar: Tensor
+
+    def detach(self) -> Carry:
+        """The same carry, cut from the graph (spin-up results, truncated BPTT)."""
+        return Carry(*(t.detach() for t in self))
+
+
+class Drivers(NamedTuple):
+    """What drives a span of days besides the carry (see :class:`HybridH2MV`)."""
+
+    forcing: Tensor  # [cells, days, 3]: rn (W m⁻²), prec (mm day⁻¹), tair (K)
+    f_norm: Tensor  # [cells, days, 3]: the forcing normalized
+    code: Tensor  # [cells, code]: the static code
+    sm_max: Tensor  # [cells], mm
+    beta: dict[str, Tensor]  # β by name, 0-d
+
+    def days(self, span: slice) -> Drivers:
+        """The same drivers over a span of days."""
+        return self._replace(forcing=self.forcing[:, span], f_norm=self.f_norm[:, span])
+
+
+
+class HybridH2MV(Protocol):
+    """What a scan reads of the model (:class:`h2mv_hybrid.model.networks.HybridH2MV`)."""
+
+    settings: Any  # HybridSettings
+    cell: nn.LSTMCell  # the state-feedback configuration's
+    lstm: nn.LSTM  # the decoupled configuration's
+    head: nn.Linear
+
+    def physics_day(self, rn_mm: Tensor, prec: Tensor, tair_c: Tensor, raw: Tensor,
+                    sm_max: Tensor, beta: dict[str, Tensor], carry: Carry) -> tuple:
+        """One bucket day: (fluxes, states, α)."""
+
+    def fused_feedback_reason(self, forcing: Tensor) -> str | None:
+        """Why the fused state-feedback op cannot run on ``forcing``, or None."""
+
+
+class Scan:
+    """One way to run the hybrid over a span of days."""
+
+    def __call__(self, net: HybridH2MV, d: Drivers, carry: Carry
+                 ) -> tuple[Daily, Daily, Carry]:
+        """``(daily outputs, α, carry at the end)``; daily outputs [cells, days] by name."""
+        raise NotImplementedError
+
+
+class FeedbackChunks(Scan):
+    """The state-feedback recurrence, in chunks of ``time_chunk`` days if asked.
+
+    Subclasses implement :meth:`days`: the recurrence over a span, as rows
+    [len(ROWS), cells, days].
+    """
+
+    def days(self, net: HybridH2MV, d: Drivers, carry: Carry) -> tuple[Tensor, Carry]:
+        """The recurrence over the days of ``d``: (rows [28, cells, days], carry)."""
+        raise NotImplementedError
+
+    def chunked(self, net: HybridH2MV, d: Drivers, carry: Carry) -> tuple[Tensor, Carry]:
+        """:meth:`days` over chunks of ``time_chunk`` days, checkpointed or truncated."""
+        s = net.settings
+        n_days = d.f_norm.shape[1]
+        span = s.time_chunk or n_days
+        pieces = []
+        for t0 in range(0, n_days, span):
+            part = d.days(slice(t0, t0 + span))
+            if s.time_chunk is not None and s.chunk_mode == "checkpoint" \
+                    and torch.is_grad_enabled():
+                def run(fo, fn, cd, sx, b_snow, b_gw, *cy):
+                    o, cr = self.days(net, Drivers(fo, fn, cd, sx, {"snow": b_snow,
+                                                                     "baseflow": b_gw}),
+                                      Carry(*cy))
+                    return (o, *cr)
+                res = checkpoint(run, *part[:4], part.beta["snow"], part.beta["baseflow"],
+                                 *carry, use_reentrant=False)
+                o, carry = res[0], Carry(*res[1:])
+            else:
+                o, carry = self.days(net, part, carry)
+                if s.time_chunk is not None and s.chunk_mode == "truncate":
+                    carry = carry.detach()
+            pieces.append(o)
+        return (torch.cat(pieces, -1) if len(pieces) > 1 else pieces[0]), carry
+
+    def __call__(self, net: HybridH2MV, d: Drivers, carry: Carry
+                 ) -> tuple[Daily, Daily, Carry]:
+        """The rows of :meth:`chunked` as daily outputs and α by name."""
+        out, carry = self.chunked(net, d, carry)
+        rows = dict(zip(ROWS, out.unbind(0), strict=True))
+        alpha = {k: rows[k] for k in ALPHA_NAMES}
+        daily = {k: rows[k] for k in FLUX_NAMES} | {"fapar": alpha["fapar"]}
+        return daily, alpha, carry
+
+
+class DayLoop(FeedbackChunks):
+    """Day by day with autograd: LSTM cell, head, activations, :func:`h2mv.day`."""
+
+    def days(self, net: HybridH2MV, d: Drivers, carry: Carry) -> tuple[Tensor, Carry]:  # noqa: D102
+        dtype = physics_dtype(net.head.weight.dtype)
+        rn_mm = net_radiation_mm_per_day(d.forcing[..., 0]).to(dtype)
+        prec = d.forcing[..., 1].to(dtype)
+        tair_c = kelvin_to_celsius(d.forcing[..., 2]).to(dtype)
+        scale = net.settings.state_scale
+        out = []
+        for t in range(d.f_norm.shape[1]):
+            states = torch.stack([carry.swe, carry.sm, carry.gw], -1)
+            x = torch.cat([d.f_norm[:, t], d.code, torch.log1p(states / scale),
+                           carry.fapar[:, None]], -1)
+            h, c = net.cell(x, (carry.h, carry.c))
+            fluxes, st, alpha = net.physics_day(rn_mm[:, t], prec[:, t], tair_c[:, t],
+                                                net.head(h), d.sm_max, d.beta, carry)
+            carry = Carry(st.swe, st.sm, st.gw, h, c, alpha["fapar"])
+            out.append(torch.stack([*(fluxes[k] for k in FLUX_NAMES),
+                                    *(alpha[k] for k in ALPHA_NAMES)]))
+        return torch.stack(out, -1), carry
+
+
+class FusedFeedback(FeedbackChunks):
+    """The recurrence as one :class:`~h2mv_hybrid.model.feedback.FeedbackScan` (CPU).
+
+    With ``chunk_mode: checkpoint`` the op checkpoints itself: it keeps the state every
+    ``time_chunk`` days and recomputes one chunk at a time in backward, with no autograd
+    machinery; truncation runs it once per chunk.
+    """
+
+    def days(self, net: HybridH2MV, d: Drivers, carry: Carry, chunk: int | None = None
+             ) -> tuple[Tensor, Carry]:
+        """The recurrence over the days of ``d``, checkpointed every ``chunk`` days inside."""
+        cell = net.cell
+        w_ih = cell.weight_ih
+        n_code = d.code.shape[1]
+        # Gate pre-activations = code_proj + [h, f_norm, states, fapar] @ w_x.T: the code
+        # is the same every day, so its share is computed once.
+        code_proj = torch.addmm(cell.bias_ih + cell.bias_hh, d.code, w_ih[:, 3:3 + n_code].t())
+        w_x = torch.cat([cell.weight_hh, w_ih[:, :3], w_ih[:, 3 + n_code:]], 1)
+        out, h, c = feedback_scan(d.f_norm, d.forcing, net.settings.state_scale, code_proj, w_x,
+                                  net.head.weight, net.head.bias, d.sm_max, d.beta["snow"],
+                                  d.beta["baseflow"], tuple(carry), chunk)
+        return out, Carry(out[SWE_ROW, :, -1], out[SM_ROW, :, -1], out[GW_ROW, :, -1], h, c,
+                          out[-1, :, -1])
+
+    def chunked(self, net: HybridH2MV, d: Drivers, carry: Carry) -> tuple[Tensor, Carry]:  # noqa: D102
+        if net.settings.chunk_mode == "checkpoint":
+            return self.days(net, d, carry, net.settings.time_chunk)
+        return super().chunked(net, d, carry)
+
+
+class Decoupled(Scan):
+    """One whole-sequence ``nn.LSTM`` over forcing and code, then the fused bucket."""
+
+    def __call__(self, net: HybridH2MV, d: Drivers, carry: Carry
+                 ) -> tuple[Daily, Daily, Carry]:
+        """Daily outputs, α and the carry at the end, as :class:`Scan` says."""
+        forcing = d.forcing
+        x = torch.cat([d.f_norm, d.code[:, None].expand(-1, d.f_norm.shape[1], -1)], -1)
+        hs, (h, c) = net.lstm(x, (carry.h[None], carry.c[None]))
+        raw = net.head(hs)
+        with torch.autocast(device_type=forcing.device.type, enabled=False):
+            alpha = activate_alpha(raw.float())
+            fluxes = h2mv.simulate(
+                {"rn": forcing[..., 0].float(), "prec": forcing[..., 1].float(),
+                 "tair": forcing[..., 2].float()},
+                alpha, {"sm_max": d.sm_max.float()}, {k: v.float() for k, v in d.beta.items()},
+                {"swe": carry.swe, "sm": carry.sm, "gw": carry.gw}, validate_inputs=False,
+            )
+        daily = {k: fluxes[k] for k in FLUX_NAMES} | {"fapar": alpha["fapar"]}
+        carry = Carry(fluxes.swe[:, -1], fluxes.sm[:, -1], fluxes.gw[:, -1], h[0].float(),
+                      c[0].float(), alpha["fapar"][:, -1])
+        return daily, alpha, carry
+
+
+def choose_scan(net: HybridH2MV, forcing: Tensor) -> Scan:
+    """The scan of ``net``'s settings that can run on ``forcing``.
+
+    ``feedback_backend: fused`` where the fused op cannot run (GPU tensors, autocast …) is
+    an error that says why; ``auto`` falls back to the day loop there.
+    """
+    s = net.settings
+    if not s.state_feedback:
+        return Decoupled()
+    reason = net.fused_feedback_reason(forcing)
+    if s.feedback_backend == "fused" and reason is not None:
+        raise ValueError(f"feedback_backend='fused' cannot run: {reason}; use 'loop' or "
+                         f"'auto'")
+    if s.feedback_backend == "fused" or (s.feedback_backend == "auto" and reason is None):
+        return FusedFeedback()
+    return DayLoop()
