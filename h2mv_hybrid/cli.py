@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +32,8 @@ COMMANDS: dict[str, Job | dict[str, Job]] = {
         "train the variants of a comparison spec through the CV, print their score table",
     ),
     "import": {
+        "basins": ("h2mv_hybrid.importers.basins:import_basins",
+                   "basin time series (CSV, Parquet, NetCDF) by a YAML mapping → a point store"),
         "camels": ("h2mv_hybrid.importers.camels:import_camels",
                    "catchments in the Caravan-CAMELS layout → a point store"),
         "netcdf": ("h2mv_hybrid.importers.netcdf:import_netcdf",
@@ -112,9 +115,14 @@ def split_fit_options(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _lists_as_json(func: Callable[..., Any], args: list[str]) -> list[str]:
-    """``--members 0 1 2`` → ``--members=[0, 1, 2]`` for the list options of ``func``."""
-    lists = {f"--{name}" for name, p in inspect.signature(func).parameters.items()
-             if any(t in str(p.annotation) for t in ("list[", "Sequence["))}
+    """``--members 0 1 2`` → ``--members=[0, 1, 2]`` for the list options of ``func``.
+
+    Items of a list of strings are quoted, so that an id such as ``01022500`` stays a
+    string (unquoted, YAML would read it as an octal number).
+    """
+    lists = {f"--{name}": "[str]" in str(p.annotation).replace("list", "").replace(
+        "Sequence", "") for name, p in inspect.signature(func).parameters.items()
+        if any(t in str(p.annotation) for t in ("list[", "Sequence["))}
     out: list[str] = []
     i = 0
     while i < len(args):
@@ -125,7 +133,8 @@ def _lists_as_json(func: Callable[..., Any], args: list[str]) -> list[str]:
                     "--"):
                 values.append(args[i + 1 + len(values)])
         if len(values) > 1 or (values and not values[0].lstrip().startswith("[")):
-            out.append(f"{word}=[{', '.join(values)}]")
+            items = [json.dumps(v) for v in values] if lists[word] else values
+            out.append(f"{word}=[{', '.join(items)}]")
             i += 1 + len(values)
         else:
             out.append(word)

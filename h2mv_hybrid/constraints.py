@@ -108,14 +108,21 @@ def as_constraints(given: Sequence[Constraint | Mapping[str, Any]] | None
     return tuple(c if isinstance(c, Constraint) else Constraint(**c) for c in given or ())
 
 
-def default_constraints(targets: Sequence[str]) -> tuple[Constraint, ...]:
-    """The constraint of each target when none is declared: the paper's, else a plain one.
+#: The default constraint of a target none is declared for: the paper's five, and the
+#: snow-covered fraction of a snow-cover product against the model's, daily.
+DEFAULT_CONSTRAINTS: dict[str, Constraint] = {
+    **{c.target: c for c in PAPER_CONSTRAINTS},
+    "sca": Constraint("sca", "snow_cover", "daily"),
+}
 
-    A plain constraint compares the target with the model output of the same name,
-    monthly, without anomaly or saturation.
+
+def default_constraints(targets: Sequence[str]) -> tuple[Constraint, ...]:
+    """The constraint of each target when none is declared (:data:`DEFAULT_CONSTRAINTS`).
+
+    Any other target gets a plain constraint: the model output of the same name, monthly,
+    without anomaly or saturation.
     """
-    paper = {c.target: c for c in PAPER_CONSTRAINTS}
-    return tuple(paper.get(t, Constraint(t, t)) for t in targets)
+    return tuple(DEFAULT_CONSTRAINTS.get(t, Constraint(t, t)) for t in targets)
 
 
 def aggregate(pred: Tensor, how: Aggregation, month_of_day: Tensor) -> Tensor:

@@ -83,8 +83,14 @@ def _value(kind: Any, value: Any, where: str) -> Any:
     if origin in (Union, UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _value(inner, value, where)
+        errors = []
+        for inner in (a for a in args if a is not type(None)):
+            try:
+                return _value(inner, value, where)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0] if len(errors) == 1 else
+                         f"{where}: expected one of the forms {kind}, found {value!r}")
     if origin is list:
         if not isinstance(value, list):
             raise ValueError(f"{where}: expected a list, found {value!r}")
@@ -92,6 +98,8 @@ def _value(kind: Any, value: Any, where: str) -> Any:
     if origin is dict or kind is dict:
         if not isinstance(value, Mapping):
             raise ValueError(f"{where}: expected a mapping of settings, found {value!r}")
+        if len(args) == 2 and is_dataclass(args[1]):
+            return {k: parse_record(args[1], v, f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if is_dataclass(kind):
         return parse_record(kind, value, where)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Group = Literal["alpha", "static", "beta"]
+Group = Literal["alpha", "static", "beta", "observation"]
 Activation = Literal["softplus", "sigmoid"]
 
 
@@ -93,6 +93,10 @@ COEFFICIENTS: tuple[Coefficient, ...] = (
                 "–", "A1", "global snowfall correction (precipitation over-correction)"),
     Coefficient("baseflow", "beta", "β_gw", 0.0, 1.0, "sigmoid",
                 "day⁻¹", "A21", "global baseflow recession constant"),
+    # Observation operators: not in the bucket, they map its states to what is observed.
+    Coefficient("snow_cover_scale", "observation", "k_SCA", 0.0, math.inf, "softplus",
+                "mm", "snow.snow_covered_fraction",
+                "SWE at which 63 % of a basin is snow-covered", floor=1.0, scale=20.0),
 )
 
 BY_NAME: dict[tuple[Group, str], Coefficient] = {(c.group, c.name): c for c in COEFFICIENTS}

@@ -1,11 +1,13 @@
 """Snow: accumulation, degree-day melt and the SWE store (H2MV Appendix A1, eqs A1–A3).
 
 All functions are elementwise over cells: inputs and outputs have shape [cells] (or any
-common broadcastable shape).
+common broadcastable shape). :func:`snow_covered_fraction` is an observation operator,
+not part of the bucket: it maps SWE to the snow-covered fraction a satellite sees.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, where
 
 from process_layers._ops import maximum, minimum
@@ -45,3 +47,22 @@ def snow_melt(tair_c: Tensor, alpha_snow_melt: Tensor, swe_prev: Tensor) -> Tens
 def snow_water_equivalent(swe_prev: Tensor, snow_acc: Tensor, melt: Tensor) -> Tensor:
     """SWE update, eq. A3: SWE_t = max(SWE_{t−1} + s_acc − s_melt, 0), all in mm (day⁻¹)."""
     return maximum(swe_prev + snow_acc - melt, 0.0)
+
+
+def snow_covered_fraction(swe: Tensor, scale: Tensor) -> Tensor:
+    """Snow-covered fraction of a cell or basin from its SWE: 1 − exp(−SWE / k).
+
+    A one-parameter areal depletion curve: the basin is bare at SWE = 0, and its
+    snow-covered fraction grows with SWE and saturates at 1, as the snow of a basin
+    melts out from its shallow parts first (the idea of the areal depletion curves of
+    SNOW-17, Anderson 1973, in a smooth form with a single scale; issue 18 names it).
+    k is the SWE at which 63 % of the basin is covered.
+
+    Args:
+        swe: snow water equivalent, mm.
+        scale: k > 0, mm.
+
+    Returns:
+        Snow-covered fraction, – (in [0, 1)); gradient finite at SWE = 0.
+    """
+    return -torch.expm1(-swe / scale)

@@ -8,7 +8,7 @@ For point stores of gauged basins (``h2mv import camels``) and the ensemble stor
   fold);
 - :func:`doy_climatology`: the day-of-year mean runoff of the training period, the
   benchmark a useful model must beat;
-- :func:`skill_groups`: NSE and KGE per basin, for the *temporal test* (basins a member
+- :func:`skill_groups`: NSE, KGE and KGE′ per basin, for the *temporal test* (basins a member
   trained on, scored on later years; median over those members), the *spatial test*
   (the test fold's basins, never trained on; median over members) and the
   *cross-validated* held-out basins (each basin scored by the one member that left it
@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from h2mv_hybrid.analysis.metrics import kge, nse
+from h2mv_hybrid.analysis.metrics import kge, kge_prime, nse
 from h2mv_hybrid.analysis.patterns import baseflow_index, runoff_coefficient
 from h2mv_hybrid.atomic import atomic_file
+from h2mv_hybrid.data.folds import EVERY_STAGE, TEST_FOLD
 
 ROLES = ("train", "val", "test")
 #: score groups of :func:`skill_groups` and the roles they come from
@@ -34,12 +35,16 @@ GROUPS = {"temporal": "train", "spatial": "test", "cross-validated": "val"}
 
 
 def basin_roles(ens: xr.Dataset) -> xr.DataArray:
-    """``train`` / ``val`` / ``test`` for every (member, cell) of an ensemble store."""
+    """``train`` / ``val`` / ``test`` for every (member, cell) of an ensemble store.
+
+    A temporal split's basins (fold ``EVERY_STAGE``) were trained on by every member in
+    earlier years: ``train``, scored in the *temporal* group.
+    """
     fold = ens["fold"].values
     member = ens["member"].values
-    out = np.where(fold[None, :] == -1, "test",
+    out = np.where(fold[None, :] == TEST_FOLD, "test",
                    np.where(fold[None, :] == member[:, None], "val", "train"))
-    out = np.where(fold[None, :] < -1, "", out)  # not modelled
+    out = np.where((fold[None, :] < TEST_FOLD) & (fold[None, :] != EVERY_STAGE), "", out)
     return xr.DataArray(out, dims=("member", "cell"), coords={"member": member})
 
 
@@ -54,7 +59,8 @@ def doy_climatology(q: xr.DataArray, start: str, end: str, days: pd.DatetimeInde
         days: the days to lay it over (the test period).
     """
     train = q.sel(time=slice(start, end))
-    clim = train.groupby("time.dayofyear").mean("time")
+    # every day of the year, NaN for one the period lacks (day 366 without a leap year)
+    clim = train.groupby("time.dayofyear").mean("time").reindex(dayofyear=np.arange(1, 367))
     doy = xr.DataArray(pd.DatetimeIndex(days).day_of_year.to_numpy(), dims="time",
                        coords={"time": days})
     out = clim.sel(dayofyear=doy).drop_vars("dayofyear")
@@ -64,9 +70,10 @@ def doy_climatology(q: xr.DataArray, start: str, end: str, days: pd.DatetimeInde
 
 
 def basin_skill(pred: xr.DataArray, obs: xr.DataArray) -> xr.Dataset:
-    """NSE and KGE of daily runoff per basin (and member, if ``pred`` has one)."""
+    """NSE, KGE and KGE′ of daily runoff per basin (and member, if ``pred`` has one)."""
     obs = obs.sel(time=pred["time"])
-    return xr.Dataset({"nse": nse(pred, obs), "kge": kge(pred, obs)})
+    return xr.Dataset({"nse": nse(pred, obs), "kge": kge(pred, obs),
+                       "kge_prime": kge_prime(pred, obs)})
 
 
 def skill_groups(scores: xr.Dataset, roles: xr.DataArray) -> xr.Dataset:

@@ -7,7 +7,10 @@ NaN. The formulas are short enough that xarray expresses them directly; a metric
 
 - Pearson r; RMSE; standard-deviation ratio SDR = σ_pred / σ_obs; bias = mean(pred − obs);
 - NSE = 1 − Σ(pred − obs)² / Σ(obs − mean(obs))²  (Nash and Sutcliffe 1970);
-- KGE = 1 − √((r − 1)² + (σ_pred/σ_obs − 1)² + (μ_pred/μ_obs − 1)²)  (Gupta et al. 2009).
+- KGE = 1 − √((r − 1)² + (σ_pred/σ_obs − 1)² + (μ_pred/μ_obs − 1)²)  (Gupta et al. 2009);
+- KGE′ = 1 − √((r − 1)² + (γ − 1)² + (β − 1)²), γ = (σ_pred/μ_pred)/(σ_obs/μ_obs), the ratio of
+  the coefficients of variation, so that bias and variability do not cross-correlate
+  (Kling et al. 2012).
 
 Standard deviations are population ones (ddof 0), as in Gupta et al. (2009).
 """
@@ -77,6 +80,15 @@ def kge(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time",
         return 1 - np.sqrt((r - 1) ** 2 + (alpha - 1) ** 2)
     beta = p.mean(dim) / o.mean(dim)
     return 1 - np.sqrt((r - 1) ** 2 + (alpha - 1) ** 2 + (beta - 1) ** 2)
+
+
+def kge_prime(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Modified Kling–Gupta efficiency KGE′ over ``dim`` (Kling et al. 2012, eq. 3)."""
+    p, o = _paired(pred, obs)
+    r = pearson_r(p, o, dim)
+    beta = p.mean(dim) / o.mean(dim)
+    gamma = (p.std(dim) / p.mean(dim)) / (o.std(dim) / o.mean(dim))
+    return 1 - np.sqrt((r - 1) ** 2 + (gamma - 1) ** 2 + (beta - 1) ** 2)
 
 
 Metric = Callable[[xr.DataArray, xr.DataArray, str], xr.DataArray]

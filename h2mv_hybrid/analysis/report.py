@@ -101,7 +101,8 @@ def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
         maps[[k for k in maps.data_vars if str(k).startswith("tws_share_")]]),
         fig_dir / "tws_decomposition.png")
     plots.save(plots.plot_patterns(maps, ["sm_max", "sm_max_spread"]), fig_dir / "sm_max.png")
-    if "fold" in results["folds"]:
+    if "fold" in results["folds"] and bool((results["folds"]["fold"] >= 0).any()):
+        # a temporal split has no folds to draw: every cell is in every stage
         plots.save(plots.plot_folds(results["folds"]["fold"].load()), fig_dir / "folds.png")
 
 

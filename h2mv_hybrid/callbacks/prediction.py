@@ -35,6 +35,8 @@ def output_metadata(name: str, prediction: dict) -> tuple[str, str, str]:
         return tuple(own[name])
     if name == "fapar":
         return "1", "fraction of absorbed PAR", "A5"
+    if name == "snow_cover":
+        return "1", "snow-covered fraction 1 − exp(−SWE / k)", "snow.snow_covered_fraction"
     return FLUX_METADATA.get(name, ("1", name, ""))
 
 
@@ -71,10 +73,12 @@ def record_variables(record: dict[str, Any]) -> list[RecordVariable]:
     if "sm_max" in record:
         out.append(RecordVariable("sm_max", "cells", "sm_max", None,
                                   {"units": "mm", "long_name": "learned SM_max"}))
-    for name in record.get("beta", {}):
-        coef = BY_NAME[("beta", name)]
-        out.append(RecordVariable(f"beta_{name}", "scalar", "beta", name,
-                                  {"units": coef.unit, "long_name": f"learned {coef.symbol}"}))
+    for group, prefix in (("beta", "beta"), ("observation", "obs")):
+        for name in record.get(group, {}):
+            coef = BY_NAME[(group, name)]
+            out.append(RecordVariable(f"{prefix}_{name}", "scalar", group, name,
+                                      {"units": coef.unit,
+                                       "long_name": f"learned {coef.symbol}"}))
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from h2mv_hybrid.constraints import Constraint, as_constraints, default_constraints
 from h2mv_hybrid.data.batches import CellBatches, TileBatchSampler, Window, make_window
-from h2mv_hybrid.data.folds import fold_map, member_split
+from h2mv_hybrid.data.folds import fold_map, member_split, temporal_fold_map
 from h2mv_hybrid.data.schema import (
     FORCING_NAMES,
     StoreError,
@@ -33,8 +34,10 @@ from h2mv_hybrid.data.schema import (
 )
 from h2mv_hybrid.data.store import open_store, store_tile, tile_keys, write_store
 from h2mv_hybrid.data.synth import TwinConfig, synthesize
+from h2mv_hybrid.options import check_choice
 
 STAGES = ("train", "val", "test", "predict")
+SplitMode = Literal["spatial", "temporal", "both"]
 
 
 @dataclass
@@ -68,7 +71,21 @@ torch.serialization.add_safe_globals([Normalization])
 
 
 class H2MVDataModule(L.LightningDataModule):
-    """Serve an H2MV store (grid or points) by batches of cells, with spatial-block CV.
+    """Serve an H2MV store (grid or points) by batches of cells, split in space or time.
+
+    Three splits (``split``):
+
+    - ``spatial`` (default, the paper's): member ``member`` of a K-fold spatial-block CV
+      trains on K − 1 folds, validates on its fold and is tested on the shared test fold;
+      the periods may be the same;
+    - ``temporal`` (the hydrological protocol: calibrate, validate, test on the same
+      basins): every modelled cell in every stage, trained in the training period,
+      validated (early stopping) and tested in later periods; one cell (a single basin) is
+      enough, and folds play no part;
+    - ``both``: spatial folds *and* separate periods (ungauged basins in ungauged years).
+
+    With ``temporal`` or ``both`` the validation and test periods must be given and no
+    two of the three periods may overlap.
 
     Args:
         store: path of the zarr store (or anything ``xarray.open_zarr`` opens).
@@ -93,7 +110,8 @@ class H2MVDataModule(L.LightningDataModule):
         patch_inputs: variables served as k × k patches (``<name>_patch``): forcing or
             input variables, or ``static``; every name must also be a forcing, an
             input or ``static``.
-        n_folds: K, the number of validation folds (ensemble members).
+        split: ``spatial``, ``temporal`` or ``both`` (see above).
+        n_folds: K, the number of validation folds (ensemble members); spatial splits.
         member: which fold this run validates on (0 … K−1); the test fold is shared.
         block_deg: size of the spatial blocks of the folds, degrees.
         fold_seed: seed of the block-to-fold assignment.
@@ -124,6 +142,7 @@ class H2MVDataModule(L.LightningDataModule):
         train_fraction: float = 1.0,
         patch: int = 1,
         patch_inputs: list[str] | None = None,
+        split: SplitMode = "spatial",
         n_folds: int = 10,
         member: int = 0,
         block_deg: float = 10.0,
@@ -147,6 +166,7 @@ class H2MVDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size: expected ≥ 1 cells, found {batch_size}")
+        check_choice("split", split, SplitMode)
         if not 0 <= member < n_folds:
             raise ValueError(
                 f"member: expected 0 … {n_folds - 1} for {n_folds} folds, found {member}"
@@ -177,8 +197,10 @@ class H2MVDataModule(L.LightningDataModule):
         self.train_fraction = train_fraction
         self.patch = patch
         self.patch_inputs = tuple(patch_inputs or ()) if patch > 1 else ()
+        self.split = split
         self.n_folds, self.member = n_folds, member
         self.block_deg, self.fold_seed = block_deg, fold_seed
+        self.given_periods = {"val": (val_start, val_end), "test": (test_start, test_end)}
         self.periods = {
             "train": (train_start, train_end),
             "val": (val_start or train_start, val_end or train_end),
@@ -242,8 +264,14 @@ class H2MVDataModule(L.LightningDataModule):
     # -- folds and windows -------------------------------------------------------------
     @cached_property
     def folds(self) -> xr.DataArray:
-        """Fold of every cell (see :func:`h2mv_hybrid.data.folds.fold_map`)."""
+        """Fold of every cell (:func:`~h2mv_hybrid.data.folds.fold_map`).
+
+        A temporal split has every modelled cell in every stage
+        (:func:`~h2mv_hybrid.data.folds.temporal_fold_map`).
+        """
         _ = self.info
+        if self.split == "temporal":
+            return temporal_fold_map(self.dataset)
         return fold_map(self.dataset, n_folds=self.n_folds, block_deg=self.block_deg,
                         seed=self.fold_seed)
 
@@ -340,10 +368,34 @@ class H2MVDataModule(L.LightningDataModule):
 
     # -- Lightning hooks -----------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        """Check the store and build the folds (before any training)."""
-        _ = self.info, self.folds
-        for name in ("train", "val", "test"):
-            self.window(name)
+        """Check the store, the periods and the folds (before any training)."""
+        _ = self.info
+        windows = {name: self.window(name) for name in ("train", "val", "test")}
+        if self.split != "spatial":
+            self._check_periods(windows)
+        _ = self.folds
+
+    def _check_periods(self, windows: dict[str, Window]) -> None:
+        """A temporal split's periods are given and do not overlap."""
+        for name in ("val", "test"):
+            if None in self.given_periods[name]:
+                raise StoreError(
+                    f"{name}_start, {name}_end: expected the {name} period of split "
+                    f"{self.split!r} (later years of the same cells), found "
+                    f"{name}_start={self.given_periods[name][0]}, "
+                    f"{name}_end={self.given_periods[name][1]}"
+                )
+        time = self.dataset.indexes["time"]
+        span = {k: (w.start_day, w.end_day) for k, w in windows.items()}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            (a0, a1), (b0, b1) = span[a], span[b]
+            if a0 < b1 and b0 < a1:
+                date = lambda i: str(time[i].date())  # noqa: E731
+                raise StoreError(
+                    f"{b} period: expected no overlap with the {a} period in split "
+                    f"{self.split!r} ({a}: {date(a0)} … {date(a1 - 1)}), found "
+                    f"{date(b0)} … {date(b1 - 1)}"
+                )
 
     def batches(self, stage: str) -> CellBatches:
         """The dataset of one stage; ``dataset[positions]`` returns a batch."""

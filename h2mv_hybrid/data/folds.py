@@ -5,6 +5,10 @@ the range of spatial autocorrelation keep validation cells from being near-copie
 training cells). Blocks, not cells, are assigned to K validation folds and one test fold,
 in a random order fixed by the seed and balanced by the number of modelled cells. Member
 k of the ensemble validates on fold k, is tested on the test fold, and trains on the rest.
+
+A temporal split (:func:`temporal_fold_map`) has no folds: every modelled cell trains in
+the training period and is validated and tested in later periods (fold
+:data:`EVERY_STAGE`); a single cell (one basin) is enough.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import numpy as np
 import xarray as xr
 
 TEST_FOLD = -1
+#: A temporal split's cells: trained on in the training period, validated and tested later.
+EVERY_STAGE = -2
 NOT_MODELLED = -9
 
 
@@ -49,6 +55,11 @@ def assign_folds(
     if n_folds < 2:
         raise ValueError(f"n_folds: expected at least 2 folds, found {n_folds}")
     mask = np.asarray(mask, dtype=bool)
+    unplaced = mask & ~(np.isfinite(lat) & np.isfinite(lon))
+    if unplaced.any():
+        raise ValueError(f"lat, lon: expected coordinates of every modelled cell for spatial "
+                         f"folds (split spatial or both), found none for {int(unplaced.sum())} "
+                         f"cells; give them, or use split temporal")
     blocks = block_ids(lat, lon, block_deg)
     ids, counts = np.unique(blocks[mask], return_counts=True)
     n_groups = n_folds + 1
@@ -97,6 +108,18 @@ def fold_map(
     )
 
 
+def temporal_fold_map(ds: xr.Dataset) -> xr.DataArray:
+    """The fold map of a temporal split: :data:`EVERY_STAGE` on every modelled cell."""
+    mask = ds["mask"].values.astype(bool)
+    folds = np.where(mask, EVERY_STAGE, NOT_MODELLED).astype(np.int16)
+    return xr.DataArray(
+        folds, dims=ds["mask"].dims, coords=ds["mask"].coords, name="fold",
+        attrs={"long_name": "split of each cell (temporal: every cell in every stage)",
+               "units": "1", "flag_values": [NOT_MODELLED, EVERY_STAGE],
+               "flag_meanings": "not_modelled every_stage"},
+    )
+
+
 @dataclass(frozen=True)
 class Split:
     """Boolean cell masks of one ensemble member (same shape as the fold map)."""
@@ -107,7 +130,14 @@ class Split:
 
 
 def member_split(folds: np.ndarray, member: int) -> Split:
-    """Member k validates on fold k, tests on the test fold and trains on the others."""
+    """Member k validates on fold k, tests on the test fold and trains on the others.
+
+    A temporal fold map (:func:`temporal_fold_map`) gives every modelled cell to every
+    stage, whatever the member.
+    """
+    every = folds == EVERY_STAGE
+    if every.any():
+        return Split(train=every, val=every, test=every)
     n_folds = int(folds.max()) + 1
     if not 0 <= member < n_folds:
         raise ValueError(f"member: expected 0 … {n_folds - 1} for {n_folds} folds, found {member}")

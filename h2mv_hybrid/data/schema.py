@@ -111,6 +111,10 @@ VARIABLES: tuple[VariableSpec, ...] = (
                  (0.0, 1.0), hints=(Hint("max", ">", 1.0, "fAPAR is a fraction in [0, 1]"),)),
     VariableSpec("swe", "constraint", "time", "mm", "snow water equivalent (daily)", _MM,
                  (0.0, 1e5)),
+    # Snow-covered area (MODIS-like, cloud gaps as NaN), a basin's mean over its area or
+    # elevation bands: compared with the model's snow-covered fraction (docs/data.md).
+    VariableSpec("sca", "constraint", "time", "1", "snow-covered fraction (daily)", _ONE,
+                 (0.0, 1.0), hints=(Hint("max", ">", 1.0, "looks like percent: divide by 100"),)),
     # Optional inputs of the other model heads (their issues fill them in the generator).
     VariableSpec("sm_layers", "optional", "time", "m3 m-3", "volumetric soil moisture by layer",
                  ("m3/m3", "m**3 m**-3"), (0.0, 1.0), extra_dims=("layer",), gaps=True),

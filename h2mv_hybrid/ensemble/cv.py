@@ -55,23 +55,29 @@ def _is(entry: Any, class_path: str) -> bool:
     return name == class_path or (name and class_path.endswith("." + name))
 
 
-def member_config(base: dict[str, Any], member: int, folds: int, member_dir: Path
-                  ) -> dict[str, Any]:
+def member_config(base: dict[str, Any], member: int, folds: int, member_dir: Path,
+                  seed: int | None = None) -> dict[str, Any]:
     """The config of member ``member``: base config with the fold, seeds and directories set.
 
-    Loggers with a ``save_dir`` and the ``ModelCheckpoint`` callback are pointed into the
-    member's directory (a checkpoint callback saving ``last.ckpt`` is added if the config
-    has none, since resuming needs it). A ``ZarrPredictionWriter`` is dropped: the
-    ensemble writes one store for all members instead.
+    With ``seed`` (an ensemble of seeds over one temporal split) the member trains with
+    that seed and the config's split; otherwise it validates on fold ``member`` of
+    ``folds``, with the config's seeds offset by ``member``. Loggers with a ``save_dir``
+    and the ``ModelCheckpoint`` callback are pointed into the member's directory (a
+    checkpoint callback saving ``last.ckpt`` is added if the config has none, since
+    resuming needs it). A ``ZarrPredictionWriter`` is dropped: the ensemble writes one
+    store for all members instead.
     """
     cfg = copy.deepcopy(base)
-    seed = cfg.get("seed_everything")
-    base_seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
-    cfg["seed_everything"] = base_seed + member
     data = cfg.setdefault("data", {}) or {}
     cfg["data"] = data
-    data["n_folds"], data["member"] = folds, member
-    data["seed"] = int(data.get("seed", 0) or 0) + member
+    if seed is not None:
+        cfg["seed_everything"] = data["seed"] = seed
+    else:
+        given = cfg.get("seed_everything")
+        base_seed = given if isinstance(given, int) and not isinstance(given, bool) else 0
+        cfg["seed_everything"] = base_seed + member
+        data["n_folds"], data["member"] = folds, member
+        data["seed"] = int(data.get("seed", 0) or 0) + member
     trainer = cfg.setdefault("trainer", {}) or {}
     cfg["trainer"] = trainer
     trainer["default_root_dir"] = str(member_dir)
@@ -105,10 +111,22 @@ class MemberResult:
     best_checkpoint: str
 
 
-def _fingerprint(config_text: str, overrides: Sequence[str], folds: int) -> str:
+def _fingerprint(config_text: str, overrides: Sequence[str], folds: int,
+                 seeds: Sequence[int] | None = None) -> str:
     h = hashlib.sha256(config_text.encode())
-    h.update(json.dumps([list(overrides), folds]).encode())
+    h.update(json.dumps([list(overrides), folds, *([list(seeds)] if seeds else [])]).encode())
     return h.hexdigest()
+
+
+def config_split(base: dict[str, Any], overrides: Sequence[str]) -> str:
+    """The ``data.split`` of a config with its overrides (default ``spatial``)."""
+    split = str((base.get("data") or {}).get("split", "spatial"))
+    for i, arg in enumerate(overrides):
+        if arg.startswith("--data.split="):
+            split = arg.split("=", 1)[1]
+        elif arg == "--data.split" and i + 1 < len(overrides):
+            split = overrides[i + 1]
+    return split
 
 
 def _check_overrides(overrides: Sequence[str]) -> None:
@@ -131,6 +149,7 @@ def cross_validate(
     ensemble: str | os.PathLike | None = None,
     device: str = "auto",
     ensemble_of: EnsembleOf = "all",
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume, or skip) the CV members, then write the ensemble prediction store.
 
@@ -151,6 +170,9 @@ def cross_validate(
         ensemble_of: the store holds ``all`` K members (written once every member is
             finished, whichever process finishes last) or only ``these`` members of this
             call (a partial ensemble, when compute allows only some members).
+        seeds: an ensemble of seeds over one temporal split (``data.split: temporal``):
+            member k trains with seed ``seeds[k]`` on the same cells and periods; K is the
+            number of seeds and ``folds`` is not used.
 
     Returns:
         ``root``, ``members`` (a :class:`MemberResult` per member of this call) and
@@ -162,7 +184,20 @@ def cross_validate(
     if not config.is_file():
         raise FileNotFoundError(f"config: expected an experiment YAML file, found nothing at "
                                 f"{config}")
-    if folds < 2:
+    text = config.read_text()
+    base = yaml.safe_load(text) or {}
+    overrides = list(overrides)
+    if seeds is not None:
+        seeds = [int(s) for s in seeds]
+        split = config_split(base, overrides)
+        if split != "temporal":
+            raise ValueError(f"seeds: expected a config with data.split temporal (an ensemble "
+                             f"of seeds over one split), found split {split!r}; a spatial "
+                             f"ensemble's members are its folds (--folds)")
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds: expected distinct seeds, found {seeds}")
+        folds = len(seeds)
+    elif folds < 2:
         raise ValueError(f"folds: expected at least 2, found {folds}")
     check_choice("ensemble_of", ensemble_of, EnsembleOf)  # before any member trains
     members = list(range(folds)) if members is None else sorted(set(int(m) for m in members))
@@ -170,13 +205,11 @@ def cross_validate(
     if bad:
         raise ValueError(f"members: expected 0 … {folds - 1} for {folds} folds, found {bad}")
     check_choice("predict", predict, PredictCells)
-    overrides = list(overrides)
     _check_overrides(overrides)
-    text = config.read_text()
     root = (Path(root) if root is not None else Path("h2mv_outputs/cv") / config.stem).resolve()
-    _claim_root(root, config, text, overrides, folds)
-    base = yaml.safe_load(text) or {}
-    results = [train_member(base, k, folds, root, overrides) for k in members]
+    _claim_root(root, config, text, overrides, folds, seeds)
+    results = [train_member(base, k, folds, root, overrides, None if seeds is None else seeds[k])
+               for k in members]
 
     out = None
     wanted = list(range(folds)) if ensemble_of == "all" else members
@@ -199,10 +232,13 @@ def cross_validate(
     return {"root": root, "members": results, "ensemble": out}
 
 
-def _claim_root(root: Path, config: Path, text: str, overrides: list[str], folds: int) -> None:
+def _claim_root(root: Path, config: Path, text: str, overrides: list[str], folds: int,
+                seeds: list[int] | None) -> None:
     """Record this CV in ``root/cv.json``, or check that the root holds this CV."""
     manifest = {"config": str(config.resolve()), "config_text": text, "overrides": overrides,
-                "folds": folds, "fingerprint": _fingerprint(text, overrides, folds)}
+                "folds": folds, "fingerprint": _fingerprint(text, overrides, folds, seeds)}
+    if seeds is not None:
+        manifest["seeds"] = seeds
     existing = root / "cv.json"
     if not existing.exists():
         write_json(existing, manifest)
@@ -217,8 +253,11 @@ def _claim_root(root: Path, config: Path, text: str, overrides: list[str], folds
 
 
 def train_member(base: dict[str, Any], k: int, folds: int, root: Path,
-                 overrides: Sequence[str]) -> MemberResult:
-    """Train member ``k`` (or resume it, or skip it when finished) in ``root/member_<k>``."""
+                 overrides: Sequence[str], seed: int | None = None) -> MemberResult:
+    """Train member ``k`` (or resume it, or skip it when finished) in ``root/member_<k>``.
+
+    ``seed``: the member of an ensemble of seeds (see :func:`member_config`).
+    """
     from h2mv_hybrid.lightning_cli import run
 
     mdir = root / f"member_{k}"
@@ -231,7 +270,8 @@ def train_member(base: dict[str, Any], k: int, folds: int, root: Path,
     cfg_path = mdir / "config.yaml"
     mdir.mkdir(parents=True, exist_ok=True)
     # atomic: under DDP every rank runs this loop and writes the same file
-    write_text(cfg_path, yaml.safe_dump(member_config(base, k, folds, mdir), sort_keys=False))
+    write_text(cfg_path, yaml.safe_dump(member_config(base, k, folds, mdir, seed),
+                                        sort_keys=False))
     args = ["fit", "--config", str(cfg_path), *overrides]
     action = "trained"
     if last.exists():

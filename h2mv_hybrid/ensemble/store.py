@@ -193,6 +193,8 @@ class EnsembleWriter:
             "predicted_cells": self.cells,
             "n_predicted_cells": int(len(self.rows)),
             "period": " … ".join(identity["period"]),
+            "split": self.dm.split,
+            **({"seeds": json.dumps(manifest["seeds"])} if "seeds" in manifest else {}),
             "provenance_key": key,
         }
 
@@ -235,7 +237,9 @@ class EnsembleWriter:
         coords = {"member": np.array(self.ids), "time": self.time,
                   **{c: ds[c] for c in ("lat", "lon")}}
         skeleton = xr.Dataset(data, coords=coords, attrs=self.provenance)
-        skeleton["member"].attrs["long_name"] = "cross-validation member (its validation fold)"
+        skeleton["member"].attrs["long_name"] = (
+            "ensemble member (the seed of seeds[member] over one temporal split)"
+            if "seeds" in self.provenance else "cross-validation member (its validation fold)")
         skeleton.to_zarr(self.partial, mode="w", compute=False, encoding=enc,
                          consolidated=False)
 

@@ -1,1 +1,1 @@
-"""Importers: real data sets into the H2MV store schema (``h2mv import camels|netcdf``)."""
+"""Importers: real data sets into the H2MV store schema (``h2mv import basins|camels|netcdf``)."""

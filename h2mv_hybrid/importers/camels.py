@@ -1,5 +1,8 @@
 """CAMELS catchments (Caravan forcing, USGS streamflow) as a point-layout H2MV store.
 
+A preset of the basin importer (:mod:`h2mv_hybrid.importers.basins`): the same period
+alignment and point store, with the CAMELS folder layout, attribute tables and features.
+
 The folder layout is that of shared/data/camels-caravan-41 (its README): one
 ``<gauge_id>.csv.gz`` per basin with ``date, P_mm, T_degC, PET_era5land_mm, Q_mm``, a
 ``basins.csv`` with the gauges' latitude and longitude, and the CAMELS v2.0 attribute
@@ -35,8 +38,9 @@ import pandas as pd
 import xarray as xr
 
 from h2mv_hybrid.data.pet import oudin_pet
-from h2mv_hybrid.data.schema import StoreError, annotate, check_store, month_starts
+from h2mv_hybrid.data.schema import StoreError, check_store
 from h2mv_hybrid.data.store import write_store
+from h2mv_hybrid.importers.basins import align_period, point_store
 from process_layers.constants import ZERO_CELSIUS_IN_KELVIN
 
 #: Static features: CAMELS attribute names and their tables (Addor et al. 2017, Table 1–4).
@@ -124,23 +128,8 @@ def camels_store(source: str | os.PathLike, basins: list[str] | None = None,
         raise StoreError(f"basins: expected gauge ids of {index_path}, found "
                          f"{', '.join(unknown)}")
     frames = {b: read_basin(source / f"{b}.csv.gz") for b in basins}
-    first = max(df.index[0] for df in frames.values())
-    last = min(df.index[-1] for df in frames.values())
-    days = pd.date_range(start or first, end or last, freq="D")
-    if len(days) < 2:
-        raise StoreError(f"start, end: expected a period of at least 2 days, found {start} … "
-                         f"{end}")
-    series = {}
-    for b, df in frames.items():
-        if df.index[0] > days[0] or df.index[-1] < days[-1]:
-            raise StoreError(f"{b}: expected series over {days[0].date()} … "
-                             f"{days[-1].date()}, found {df.index[0].date()} … "
-                             f"{df.index[-1].date()}")
-        df = df.loc[days[0]:days[-1]]
-        if len(df) != len(days) or not (df.index == days).all():
-            raise StoreError(f"{b}: expected consecutive daily dates, found "
-                             f"{len(df)} rows for {len(days)} days")
-        series[b] = df
+    days = align_period(frames, start, end)
+    series = {b: df.loc[days[0]:days[-1]] for b, df in frames.items()}
 
     attrs = read_attributes(source, basins)
     names = list(features) if features else [n for group in FEATURES.values() for n in group]
@@ -165,33 +154,18 @@ def camels_store(source: str | os.PathLike, basins: list[str] | None = None,
     stack = lambda col: np.stack([series[b][col].to_numpy(np.float32) for b in basins], 1)  # noqa: E731
     tair_c = stack("T_degC")
     pet = oudin_pet(tair_c, lat[None, :], days.day_of_year.to_numpy()[:, None])
-    dims = ("time", "cell")
-    store = xr.Dataset(
-        {
-            "prec": (dims, stack("P_mm")),
-            "tair": (dims, tair_c + np.float32(ZERO_CELSIUS_IN_KELVIN)),
-            "pet": (dims, pet.astype(np.float32)),
-            "q": (dims, stack("Q_mm")),
-            "static": (("feature", "cell"), static),
-            "mask": (("cell",), np.ones(len(basins), bool)),
-        },
-        coords={"time": days, "month": month_starts(days), "feature": names,
-                "lat": ("cell", lat), "lon": ("cell", lon),
-                "gauge_id": ("cell", np.array(basins, dtype="U"))},
-    )
-    for name in ("prec", "tair", "pet", "static", "mask"):
-        annotate(store[name], name)
-    store["q"].attrs.update(units="mm day-1", long_name="observed streamflow (daily)")
-    store["pet"].attrs["method"] = "Oudin et al. 2005 (temperature, gauge latitude)"
+    store = point_store(
+        {"prec": stack("P_mm"), "tair": tair_c + np.float32(ZERO_CELSIUS_IN_KELVIN),
+         "pet": pet, "q": stack("Q_mm")}, days, basins,
+        pd.DataFrame(static.T, columns=names, index=basins), lat, lon,
+        "Oudin et al. 2005 (temperature, gauge latitude)", "h2mv_hybrid.importers.camels",
+        "CAMELS-US basins: Caravan ERA5-Land forcing, USGS streamflow, CAMELS v2.0 "
+        "attributes")
     store["static"].attrs.update(
         standardized="over the imported basins", feature_mean=mean.tolist(),
         feature_std=std.tolist())
-    store.attrs.update(
-        source="h2mv_hybrid.importers.camels",
-        title="CAMELS-US basins: Caravan ERA5-Land forcing, USGS streamflow, CAMELS v2.0 "
-              "attributes",
-        references="Kratzert et al. 2023 (Caravan); Newman et al. 2015; Addor et al. 2017",
-    )
+    store.attrs["references"] = ("Kratzert et al. 2023 (Caravan); Newman et al. 2015; "
+                                 "Addor et al. 2017")
     group = xr.Dataset({c: ("cell", attrs[c].to_numpy(float)) for c in attrs.columns},
                        coords={"gauge_id": ("cell", np.array(basins, dtype="U")),
                                "lat": ("cell", lat), "lon": ("cell", lon)})

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
 from h2mv_hybrid.constraints import PAPER_CONSTRAINTS, Constraint, as_constraints
 from h2mv_hybrid.data.datamodule import Normalization
-from h2mv_hybrid.heads.base import OutputScores, Task, require_stats
+from h2mv_hybrid.heads.base import SCORED, OutputScores, Task, require_stats
 from h2mv_hybrid.model.losses import MultiConstraintLoss, Weighting
+from h2mv_hybrid.model.metrics import SKILL_SCORES, BasinSkill
 from h2mv_hybrid.model.networks import (
     PAPER_NETWORK,
     Carry,
@@ -24,6 +26,7 @@ from h2mv_hybrid.model.networks import (
     HybridOutput,
     HybridSettings,
 )
+from h2mv_hybrid.model.observers import OBSERVERS
 
 
 def first_nonfinite(daily: dict[str, Tensor], cell_index: Tensor) -> str:
@@ -99,12 +102,20 @@ class H2MVHybrid(Task):
     def configure_models(self, stats: Normalization) -> None:  # noqa: D102
         self.model = HybridH2MV(len(stats.features), stats.forcing_mean, stats.forcing_std,
                                 stats.static_mean, stats.static_std, self.settings)
+        # observation operators the constraints compare (snow cover …), after the networks
+        # so that their random initialization stays the same
+        self.observers = nn.ModuleDict({c.output: OBSERVERS[c.output]()
+                                        for c in self.constraints if c.output in OBSERVERS})
 
     def configure_losses(self) -> None:  # noqa: D102
         self.loss_fn = MultiConstraintLoss(self.constraints, self.hparams.weighting)
 
     def configure_metrics(self) -> None:  # noqa: D102
         self.metrics = OutputScores([c.target for c in self.constraints], rmse=False)
+        # NSE, KGE, KGE′ per cell of every target observed daily (gauged runoff …)
+        targets = dict.fromkeys(c.target for c in self.constraints)
+        self.skill = nn.ModuleDict({f"{s}_{t}": BasinSkill() for s in SCORED for t in targets})
+        self.basin_scores: dict[str, dict[str, dict[str, np.ndarray]]] = {}
 
     # -- spin-up -------------------------------------------------------------------------
     def _spinup(self, batch: dict[str, Tensor], stage: str) -> Carry:
@@ -146,10 +157,13 @@ class H2MVHybrid(Task):
 
     # -- the shared step -----------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor], stage: str = "predict") -> HybridOutput:
-        """Spin up, then run the period of a DataModule batch."""
+        """Spin up, then run the period of a DataModule batch (and the observers)."""
         carry = self._spinup(batch, stage)
         days = int(batch["spinup_days"])
-        return self.model(batch["forcing"][:, days:], batch["static"], carry)
+        out = self.model(batch["forcing"][:, days:], batch["static"], carry)
+        for name, observer in self.observers.items():
+            out.daily[name] = observer(out.daily)
+        return out
 
     def shared_step(self, batch: dict[str, Tensor], batch_idx: int, stage: str
                     ) -> Tensor | None:
@@ -174,11 +188,44 @@ class H2MVHybrid(Task):
             return sum(p.sum() * 0.0 for p in self.parameters())
         self.log_losses(stage, loss, {f"{k}_loss": v for k, v in parts.items()}, n)
         if stage != "train":
-            for c in self.constraints:
-                pred, obs = c.pair(out.daily[c.output], batch[c.target], batch["month_of_day"],
-                                   saturate=False)
-                self.metrics.update(self, stage, c.target, pred, obs, n)
+            self._score(stage, out.daily, batch)
         return loss
+
+    def _score(self, stage: str, daily: dict[str, Tensor], batch: dict[str, Tensor]) -> None:
+        """Pearson r of every constraint; daily skill per cell of daily-observed targets."""
+        n = batch["forcing"].shape[0]
+        skilled = set()
+        for c in self.constraints:
+            pred, obs = c.pair(daily[c.output], batch[c.target], batch["month_of_day"],
+                               saturate=False)
+            self.metrics.update(self, stage, c.target, pred, obs, n)
+            observed = batch[c.target]
+            if observed.shape[1] == daily[c.output].shape[1] and c.target not in skilled:
+                skilled.add(c.target)
+                self.skill[f"{stage}_{c.target}"].update(daily[c.output].detach(), observed,
+                                                         batch["cell_index"])
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        self._basin_skill("val")
+
+    def on_test_epoch_end(self) -> None:  # noqa: D102
+        self._basin_skill("test")
+
+    def _basin_skill(self, stage: str) -> None:
+        """Per-cell NSE, KGE, KGE′ of the epoch (:attr:`basin_scores`), medians logged."""
+        scores = {}
+        for key, metric in self.skill.items():
+            if not key.startswith(f"{stage}_") or not metric.update_called:
+                continue
+            target = key[len(stage) + 1:]
+            # atleast_1d: torchmetrics squeezes the results of a single cell to scalars
+            result = {k: np.atleast_1d(v.cpu().numpy()) for k, v in metric.compute().items()}
+            metric.reset()
+            scores[target] = result
+            for name in SKILL_SCORES:
+                self.log(f"{stage}_{target}_{name}", float(np.nanmedian(result[name]))
+                         if np.isfinite(result[name]).any() else float("nan"))
+        self.basin_scores[stage] = scores
 
     def predict_step(self, batch, batch_idx):  # noqa: D102
         out = self(batch, "predict")
@@ -188,6 +235,8 @@ class H2MVHybrid(Task):
             "alpha": {k: v.detach() for k, v in out.alpha.items()},
             "sm_max": out.sm_max.detach(),
             "beta": {k: float(v) for k, v in out.beta.items()},
+            "observation": {k: float(v) for o in self.observers.values()
+                            for k, v in o.constants().items()},
         }
 
     def report_lines(self, metrics: dict[str, float]) -> list[str]:
