@@ -178,8 +178,6 @@ def cross_validate(
         ``root``, ``members`` (a :class:`MemberResult` per member of this call) and
         ``ensemble`` (the store's path, or None when it was not written).
     """
-    from lightning.pytorch.utilities import rank_zero_only
-
     config = Path(config)
     if not config.is_file():
         raise FileNotFoundError(f"config: expected an experiment YAML file, found nothing at "
@@ -187,17 +185,9 @@ def cross_validate(
     text = config.read_text()
     base = yaml.safe_load(text) or {}
     overrides = list(overrides)
-    if seeds is not None:
-        seeds = [int(s) for s in seeds]
-        split = config_split(base, overrides)
-        if split != "temporal":
-            raise ValueError(f"seeds: expected a config with data.split temporal (an ensemble "
-                             f"of seeds over one split), found split {split!r}; a spatial "
-                             f"ensemble's members are its folds (--folds)")
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds: expected distinct seeds, found {seeds}")
-        folds = len(seeds)
-    elif folds < 2:
+    seeds = None if seeds is None else _check_seeds(seeds, config_split(base, overrides))
+    folds = len(seeds) if seeds is not None else folds
+    if seeds is None and folds < 2:
         raise ValueError(f"folds: expected at least 2, found {folds}")
     check_choice("ensemble_of", ensemble_of, EnsembleOf)  # before any member trains
     members = list(range(folds)) if members is None else sorted(set(int(m) for m in members))
@@ -211,18 +201,7 @@ def cross_validate(
     results = [train_member(base, k, folds, root, overrides, None if seeds is None else seeds[k])
                for k in members]
 
-    out = None
-    wanted = list(range(folds)) if ensemble_of == "all" else members
-    waiting = [k for k in wanted if not (root / f"member_{k}" / "done.json").exists()]
-    if rank_zero_only.rank != 0:
-        pass  # the other ranks of a multi-device fit leave the ensemble store to rank 0
-    elif predict != "none" and not waiting:
-        from h2mv_hybrid.ensemble.store import predict_ensemble
-
-        out = predict_ensemble(root, ensemble, cells=predict, device=device,
-                               members=None if ensemble_of == "all" else members)
-    elif predict != "none":
-        print(f"ensemble store not written yet: members {waiting} are not finished")
+    out = _publish(root, folds, members, predict, ensemble, device, ensemble_of)
     lines = ["", f"cross-validation: {root}"]
     lines += [f"  member {m.member}: {m.action:<8} {m.seconds:7.1f} s  {m.best_checkpoint}"
               for m in results]
@@ -230,6 +209,36 @@ def cross_validate(
         lines.append(f"ensemble store: {out}")
     print("\n".join(lines))
     return {"root": root, "members": results, "ensemble": out}
+
+
+def _publish(root: Path, folds: int, members: list[int], predict: str,
+             ensemble: str | os.PathLike | None, device: str, ensemble_of: str) -> Path | None:
+    """Write the ensemble store once its members are finished (on rank 0); its path."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    wanted = list(range(folds)) if ensemble_of == "all" else members
+    waiting = [k for k in wanted if not (root / f"member_{k}" / "done.json").exists()]
+    if rank_zero_only.rank != 0 or predict == "none":
+        return None  # the other ranks of a multi-device fit leave the store to rank 0
+    if waiting:
+        print(f"ensemble store not written yet: members {waiting} are not finished")
+        return None
+    from h2mv_hybrid.ensemble.store import predict_ensemble
+
+    return predict_ensemble(root, ensemble, cells=predict, device=device,
+                            members=None if ensemble_of == "all" else members)
+
+
+def _check_seeds(seeds: Sequence[int], split: str) -> list[int]:
+    """The seeds of an ensemble over one temporal split, checked."""
+    seeds = [int(s) for s in seeds]
+    if split != "temporal":
+        raise ValueError(f"seeds: expected a config with data.split temporal (an ensemble "
+                         f"of seeds over one split), found split {split!r}; a spatial "
+                         f"ensemble's members are its folds (--folds)")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected distinct seeds, found {seeds}")
+    return seeds
 
 
 def _claim_root(root: Path, config: Path, text: str, overrides: list[str], folds: int,

@@ -43,11 +43,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
-import yaml
 
 from h2mv_hybrid.data.pet import oudin_pet
 from h2mv_hybrid.data.schema import SPECS, StoreError, annotate, check_store, month_starts
 from h2mv_hybrid.data.store import write_store
+from h2mv_hybrid.importers.mapping import read_mapping
 from h2mv_hybrid.options import parse_record
 from process_layers.constants import ZERO_CELSIUS_IN_KELVIN
 
@@ -394,12 +394,8 @@ def import_basins(mapping: str, out: str, basins: list[str] | None = None,
             else every numeric attribute column but the coordinates).
         overwrite: replace an existing store.
     """
-    path = Path(mapping)
-    if not path.is_file():
-        raise FileNotFoundError(f"mapping: expected a YAML file, found nothing at {path}")
-    if Path(out).exists() and not overwrite:
-        raise FileExistsError(f"out: {out} exists; pass --overwrite true to replace it")
-    spec = parse_record(BasinMapping, yaml.safe_load(path.read_text()) or {}, str(path))
+    path, raw = read_mapping(mapping, out, overwrite)
+    spec = parse_record(BasinMapping, raw, str(path))
     if features is not None:
         if spec.attributes is None:
             raise StoreError("features: expected an attribute table in the mapping "

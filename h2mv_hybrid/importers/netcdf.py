@@ -48,10 +48,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import xarray as xr
-import yaml
 
 from h2mv_hybrid.data.schema import SPECS, StoreError, check_store, month_starts
 from h2mv_hybrid.data.store import TILE, write_store
+from h2mv_hybrid.importers.mapping import read_mapping
 from h2mv_hybrid.options import check_choice
 
 Regrid = Literal["auto", "coarsen", "interp"]
@@ -273,12 +273,7 @@ def import_netcdf(mapping: str, out: str, overwrite: bool = False) -> str:
         out: the zarr store to write (atomically, chunk by chunk).
         overwrite: replace an existing store.
     """
-    path = Path(mapping)
-    if not path.exists():
-        raise FileNotFoundError(f"mapping: expected a YAML file at {path}, found nothing")
-    if Path(out).exists() and not overwrite:
-        raise FileExistsError(f"out: {out} exists; pass --overwrite true to replace it")
-    spec = yaml.safe_load(path.read_text()) or {}
+    path, spec = read_mapping(mapping, out, overwrite)
     store = netcdf_store(spec, root=path.parent)
     write_store(store, None, out, overwrite=overwrite)
     print(f"wrote {out}: {store.sizes['lat']} × {store.sizes['lon']} cells "
