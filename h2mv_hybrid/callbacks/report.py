@@ -14,6 +14,8 @@ import xarray as xr
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
+from h2mv_hybrid.model.metrics import SKILL_SCORES
+
 #: Cells up to which the skill table lists every one (beyond: median and quartiles).
 MAX_ROWS = 50
 HEAD = ("NSE", "KGE", "KGE′")
@@ -32,6 +34,8 @@ def skill_lines(dm, stage: str, scores: dict[str, dict[str, np.ndarray]]) -> lis
     from h2mv_hybrid.analysis.catchments import doy_climatology
     from h2mv_hybrid.analysis.metrics import kge, kge_prime, nse
 
+    scorers = {"nse": nse, "kge": kge, "kge_prime": kge_prime}  # SKILL_SCORES, on xarray
+
     ds = dm.dataset
     time = pd.DatetimeIndex(ds.indexes["time"])
     train, period = dm.window("train"), dm.window(stage)
@@ -43,8 +47,7 @@ def skill_lines(dm, stage: str, scores: dict[str, dict[str, np.ndarray]]) -> lis
         obs = daily_series(ds, target, cells)
         clim = doy_climatology(obs, str(first), str(last), days)
         o = obs.sel(time=days)
-        ref = {k: f(clim, o).values for k, f in (("nse", nse), ("kge", kge),
-                                                  ("kge_prime", kge_prime))}
+        ref = {k: scorers[k](clim, o).values for k in SKILL_SCORES}
         points = "gauge_id" in ds.coords
         label = (ds["gauge_id"].values[cells].astype(str) if points
                  else np.array([str(c) for c in cells]))
@@ -54,8 +57,8 @@ def skill_lines(dm, stage: str, scores: dict[str, dict[str, np.ndarray]]) -> lis
                   f"{first} … {last}",
                   f"  {what:<12}" + "".join(f" {h:>8}" for h in HEAD) + " |"
                   + "".join(f" {h:>8}" for h in HEAD)]
-        model = np.stack([s[k] for k in ("nse", "kge", "kge_prime")], 1)
-        bench = np.stack([ref[k] for k in ("nse", "kge", "kge_prime")], 1)
+        model = np.stack([s[k] for k in SKILL_SCORES], 1)
+        bench = np.stack([ref[k] for k in SKILL_SCORES], 1)
         row = lambda name, m, b: (f"  {name:<12}" + "".join(f" {x:>8.2f}" for x in m)  # noqa: E731
                                   + " |" + "".join(f" {x:>8.2f}" for x in b))
         if len(cells) <= MAX_ROWS:

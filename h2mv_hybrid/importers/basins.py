@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +144,7 @@ class BasinMapping:
     attributes: AttributeSource | None = None
     start: str | None = None
     end: str | None = None
-    title: str = field(default="basin time series")
+    title: str = "basin time series"
 
 
 # -- reading -------------------------------------------------------------------------------

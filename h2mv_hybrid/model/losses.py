@@ -41,7 +41,15 @@ def constraint_loss(
         ``(loss, count)``: the mean squared error over observed entries (0 when there are
         none, with a zero gradient) and the number of entries it averaged.
     """
-    pred, obs = comparable(pred, obs, anomaly=anomaly, saturation=saturation)
+    return masked_mse(*comparable(pred, obs, anomaly=anomaly, saturation=saturation), std)
+
+
+def masked_mse(pred: Tensor, obs: Tensor, std: float) -> tuple[Tensor, Tensor]:
+    """``(loss, count)`` of series already made comparable (:func:`comparable`).
+
+    The mean of ((pred − obs) / std)² over the entries where ``obs`` is not NaN (0 when
+    there are none, with a zero gradient), and the number of those entries.
+    """
     observed = ~torch.isnan(obs)
     err = (pred - torch.where(observed, obs, torch.zeros_like(obs))) / std
     sq = torch.where(observed, err * err, torch.zeros_like(err))
@@ -90,7 +98,7 @@ class MultiConstraintLoss(nn.Module):
                 raise KeyError(f"constraint {c.target}: the batch has no target {c.target!r}; "
                                f"add it to the DataModule's constraints")
             pred, obs = c.pair(outputs[c.output], batch[c.target], batch["month_of_day"])
-            loss, _ = constraint_loss(pred, obs, std[c.target])
+            loss, _ = masked_mse(pred, obs, std[c.target])
             parts[c.target] = loss
             if self.weighting == "uncertainty":
                 term = 0.5 * torch.exp(-self.log_var[i]) * loss + 0.5 * self.log_var[i]
