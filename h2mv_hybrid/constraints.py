@@ -27,7 +27,14 @@ import torch
 import xarray as xr
 from torch import Tensor
 
+from h2mv_hybrid.options import check_choice
+from h2mv_hybrid.signatures import SIGNATURES, Signature
+
 Aggregation = Literal["daily", "monthly", "8day"]
+ConstraintLoss = Literal["mse", "nse_star", "kge"]
+#: ε of the NSE* loss, as a share of the target's training standard deviation
+#: (Kratzert et al. 2019: 0.1 on normalized discharge).
+NSE_STAR_EPS = 0.1
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,18 @@ class Constraint:
         saturation: where observation and prediction both exceed it, count a match
             (snow products saturate); None for no saturation.
         weight: the fixed weight of this constraint (ignored with uncertainty weighting).
+        loss: ``mse`` (z-scored squared error, the paper's) or ``nse_star``, the
+            basin-normalized squared error of Kratzert et al. (2019, HESS 23, 5089, eq. 3):
+            each cell's squared error divided by (σ_b + ε σ)², σ_b the cell's standard
+            deviation of the target over the training period, σ the training cells' and
+            ε = 0.1, so that every basin weighs alike whatever its flow variability; or
+            ``kge``, 1 − KGE of each cell over the batch's observed steps (Gupta et al.
+            2009, J. Hydrol. 377, 80), averaged over cells: correlation, variability and
+            bias weigh alike, where a squared error lets the variability shrink.
+        signature: compare a signature of the target series rather than the series
+            (``baseflow_index`` or ``runoff_ratio``, :mod:`h2mv_hybrid.signatures`):
+            observed from the target over each stage's period, modelled from the bucket's
+            outputs over the observed days; ``output`` and ``aggregation`` are then unused.
     """
 
     target: str
@@ -55,6 +74,23 @@ class Constraint:
     anomaly: bool = False
     saturation: float | None = None
     weight: float = 1.0
+    loss: ConstraintLoss = "mse"
+    signature: Signature | None = None
+
+    def __post_init__(self):
+        check_choice("aggregation", self.aggregation, Aggregation)
+        check_choice("loss", self.loss, ConstraintLoss)
+        if self.signature is not None and self.signature not in SIGNATURES:
+            raise ValueError(f"constraint {self.target}: signature expected one of "
+                             f"{', '.join(SIGNATURES)} or None, found {self.signature!r}")
+        if self.weight < 0:
+            raise ValueError(f"constraint {self.target}: weight expected ≥ 0, found "
+                             f"{self.weight}")
+
+    @property
+    def name(self) -> str:
+        """How the loss and the logs call it: the target, or ``<target>_<signature>``."""
+        return self.target if self.signature is None else f"{self.target}_{self.signature}"
 
     # -- torch: the loss and the metrics ---------------------------------------------------
     def pair(self, pred: Tensor, obs: Tensor, month_of_day: Tensor, *, saturate: bool = True

@@ -129,12 +129,13 @@ def _day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, 
 @njit(parallel=True, cache=True)
 def _forward_kernel(rn, prec, tair, alpha, smax, betas, s0, consts, out):  # noqa: D103
     # rn (W m⁻²), prec (mm day⁻¹), tair (K): [C, T]; alpha: 7 × [C, T]; smax: [C];
-    # betas: [2]; s0: [3, C]; consts: CONSTANTS; out: 21 × [C, T], written in place.
+    # betas: [2, C] (β_snow, β_gw of each cell); s0: [3, C]; consts: CONSTANTS;
+    # out: 21 × [C, T], written in place.
     n_cells, n_days = rn.shape
-    bs = _f64(betas[0])
-    bg = _f64(betas[1])
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
+        bs = _f64(betas[0, c])
+        bg = _f64(betas[1, c])
         swe = _f64(s0[0, c])
         sm = _f64(s0[1, c])
         gw = _f64(s0[2, c])
@@ -328,10 +329,10 @@ def _backward_kernel(  # noqa: D103
     # caller) and g_s0 [3, C]. Each day recomputes its forward values from the stored
     # start-of-day storages and runs _day_adjoint.
     n_cells, n_days = rn.shape
-    bs = _f64(betas[0])
-    bg = _f64(betas[1])
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
+        bs = _f64(betas[0, c])
+        bg = _f64(betas[1, c])
         smx = _f64(smax[c])
         lam_swe = 0.0
         lam_sm = 0.0
@@ -411,10 +412,10 @@ def _day_forward(raw, forcing, s_prev, smax, betas, consts, out, t, s_next):  # 
     # (W m⁻²), prec (mm day⁻¹), tair (K); s_prev, s_next [C, 3]: swe, sm, gw (mm);
     # out [28, C, T]: writes the 21 fluxes and the 7 α of day t.
     n_cells = raw.shape[0]
-    bs = _f64(betas[0])
-    bg = _f64(betas[1])
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
+        bs = _f64(betas[0, c])
+        bg = _f64(betas[1, c])
         am, aei, aes, at, ars, arg, f, _, _, _, _, _, _, _ = _activate(raw, c)
         v = _day(
             _energy(_f64(forcing[c, 0]), rn_factor), _f64(forcing[c, 1]),
@@ -465,10 +466,10 @@ def _day_backward(  # noqa: D103
     # of the end-of-day swe, sm, gw and of fAPAR (their other consumers). Writes g_raw
     # [C, 7]; adds to g_smax [C] and g_betas [2, C].
     n_cells = raw.shape[0]
-    bs = _f64(betas[0])
-    bg = _f64(betas[1])
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
+        bs = _f64(betas[0, c])
+        bg = _f64(betas[1, c])
         am, aei, aes, at, ars, arg, f, d_am, d_aei, d_aes, d_at, d_ars, d_arg, d_f = _activate(
             raw, c)
         cot = (
@@ -540,7 +541,7 @@ def day_forward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, be
         forcing: [cells, 3]: rn (W m⁻²), prec (mm day⁻¹), tair (K) of the day.
         s_prev: [cells, 3] start-of-day swe, sm, gw (mm).
         sm_max: [cells] (mm).
-        betas: [2]: β_snow, β_gw.
+        betas: [2, cells]: β_snow, β_gw of each cell.
         out: [28, cells, days]; row k < 21 receives flux ``FLUX_NAMES[k]`` of day ``t``,
             row 21 + j the activated ``ALPHA_NAMES[j]``.
         t: the day's column in ``out``.
@@ -580,6 +581,18 @@ def day_backward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, b
            g_sm_max.numpy(), g_betas.numpy())
 
 
+def per_cell_betas(beta_snow: Tensor, beta_gw: Tensor, n_cells: int, dtype: torch.dtype
+                   ) -> Tensor:
+    """β_snow and β_gw as the kernels read them: [2, cells] (a global β repeated)."""
+    return torch.stack([beta_snow.detach().expand(n_cells),
+                        beta_gw.detach().expand(n_cells)]).to(dtype).contiguous()
+
+
+def beta_gradients(g_betas: Tensor, dims: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Per-cell β cotangents [2, cells] → those of β_snow, β_gw as given (0-d: summed)."""
+    return tuple(g if d else g.sum() for g, d in zip(g_betas, dims, strict=True))
+
+
 def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
@@ -589,9 +602,10 @@ class FusedScan(torch.autograd.Function):
 
     Inputs (CPU tensors of one floating dtype): ``rn``, ``prec``, ``tair`` [C, T] in
     W m⁻², mm day⁻¹, K (no gradient; converted inside the kernel); the seven α [C, T]
-    in the order of :data:`process_layers.parameters.ALPHA_NAMES`; ``sm_max`` [C]; ``beta_snow``,
-    ``beta_gw`` (0-d); initial ``swe``, ``sm``, ``gw`` [C]. Returns the 21 fluxes of
-    :class:`process_layers.containers.Fluxes`, each [C, T].
+    in the order of :data:`process_layers.parameters.ALPHA_NAMES`; ``sm_max`` [C];
+    ``beta_snow``, ``beta_gw`` (0-d, global, or [C], per cell); initial ``swe``, ``sm``,
+    ``gw`` [C]. Returns the 21 fluxes of :class:`process_layers.containers.Fluxes`, each
+    [C, T].
     """
 
     @staticmethod
@@ -601,7 +615,8 @@ class FusedScan(torch.autograd.Function):
         n_cells, n_days = rn.shape
         outs = tuple(torch.empty((n_cells, n_days), dtype=dtype) for _ in range(N_FLUX))
         alphas = tuple(a.detach().contiguous() for a in alphas)
-        betas = torch.stack([beta_snow.detach(), beta_gw.detach()]).to(dtype)
+        betas = per_cell_betas(beta_snow, beta_gw, n_cells, dtype)
+        ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
         s0 = torch.stack([swe0.detach(), sm0.detach(), gw0.detach()]).contiguous()
         rn_c, prec_c, tc_c = (x.detach().contiguous() for x in (rn, prec, tair))
         sm_max_c = sm_max.detach().contiguous()
@@ -635,8 +650,7 @@ class FusedScan(torch.autograd.Function):
             gw_out.numpy(), g_np, present, tuple(a.numpy() for a in g_alpha),
             g_smax.numpy(), g_betas.numpy(), g_s0.numpy(),
         )
-        g_beta_sum = g_betas.sum(dim=1)
+        g_bs, g_bg = beta_gradients(g_betas, ctx.beta_dims)
         return (
-            None, None, None, *g_alpha, g_smax, g_beta_sum[0], g_beta_sum[1],
-            g_s0[0], g_s0[1], g_s0[2],
+            None, None, None, *g_alpha, g_smax, g_bs, g_bg, g_s0[0], g_s0[1], g_s0[2],
         )

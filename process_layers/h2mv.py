@@ -10,9 +10,9 @@ Public contract::
 ``forcing``: ``rn`` (W m⁻², daily mean), ``prec`` (mm day⁻¹), ``tair`` (K).
 ``alpha`` (activated, inside their bounds): ``snow_melt``, ``Ei``, ``Es``, ``T``,
 ``r_soil``, ``r_gw``, ``fapar``. ``static``: ``sm_max`` (mm) [cells].
-``beta``: ``snow``, ``baseflow`` (scalars). Fluxes are :class:`Fluxes` records whose
-storages are end-of-day values. The order of operations is that of Appendix A of
-Baghirov et al. (2024); see ``docs/process_layers.md``.
+``beta``: ``snow``, ``baseflow`` (scalars, or one per cell [cells]). Fluxes are
+:class:`Fluxes` records whose storages are end-of-day values. The order of operations is
+that of Appendix A of Baghirov et al. (2024); see ``docs/process_layers.md``.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def day(
         tair_c: air temperature, °C [cells].
         alpha: activated coefficients, each [cells].
         sm_max: soil water capacity, mm [cells].
-        beta: global constants, 0-d.
+        beta: global constants, 0-d (or [cells], one per cell).
         states: storages at the end of the previous day, mm [cells].
 
     Returns:
@@ -136,7 +136,7 @@ def step(
         forcing_t: ``rn`` (W m⁻²), ``prec`` (mm day⁻¹), ``tair`` (K), each [cells].
         alpha_t: activated coefficients, each [cells].
         static: ``sm_max`` (mm) [cells].
-        beta: ``snow``, ``baseflow`` (scalars).
+        beta: ``snow``, ``baseflow`` (0-d, or [cells] for a per-cell constant).
         states: ``swe``, ``sm``, ``gw`` (mm) at the end of the previous day [cells].
         validate_inputs: check keys, shapes, units and bounds (see
             :func:`process_layers.validation.validate`). Callers that step through a
@@ -214,7 +214,7 @@ def simulate(
         forcing: ``rn`` (W m⁻²), ``prec`` (mm day⁻¹), ``tair`` (K), each [cells, time].
         alpha: activated coefficients, each [cells, time].
         static: ``sm_max`` (mm) [cells].
-        beta: ``snow``, ``baseflow`` (scalars).
+        beta: ``snow``, ``baseflow`` (0-d, or [cells] for a per-cell constant).
         states: initial storages (mm) [cells]; empty buckets if None.
         backend: ``"fused"`` (compiled scan with a hand-written adjoint; CPU), ``"loop"``
             (per-day tensor ops; any device, differentiable w.r.t. the forcing too) or

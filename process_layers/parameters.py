@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Group = Literal["alpha", "static", "beta", "observation"]
+Group = Literal["alpha", "static", "beta", "observation", "routing"]
 Activation = Literal["softplus", "sigmoid"]
 
 
@@ -97,6 +97,13 @@ COEFFICIENTS: tuple[Coefficient, ...] = (
     Coefficient("snow_cover_scale", "observation", "k_SCA", 0.0, math.inf, "softplus",
                 "mm", "snow.snow_covered_fraction",
                 "SWE at which 63 % of a basin is snow-covered", floor=1.0, scale=20.0),
+    # Routing to a catchment's outlet (process_layers.routing), per cell from the static code.
+    Coefficient("route_shape", "routing", "a_UH", 0.5, 6.0, "sigmoid",
+                "–", "routing.gamma_kernel", "shape of the gamma unit hydrograph",
+                floor=0.5, scale=5.5),
+    Coefficient("route_scale", "routing", "θ_UH", 0.2, 10.0, "sigmoid",
+                "day", "routing.gamma_kernel", "scale of the gamma unit hydrograph "
+                "(mean delay ≈ a θ)", floor=0.2, scale=9.8),
 )
 
 BY_NAME: dict[tuple[Group, str], Coefficient] = {(c.group, c.name): c for c in COEFFICIENTS}

@@ -222,10 +222,10 @@ def validate(
         _check_shape(v, shape, f"alpha[{k!r}]", dims)
     _check_shape(s.sm_max, (n_cells,), "static['sm_max']", "[cells]")
     for k, v in b.items():
-        if v.numel() != 1:
+        if v.numel() != 1 and tuple(v.shape) != (n_cells,):
             raise ValueError(
-                f"beta[{k!r}]: expected a scalar (global constant), found shape "
-                f"{tuple(v.shape)}"
+                f"beta[{k!r}]: expected a scalar (global constant) or one per cell "
+                f"[{n_cells}], found shape {tuple(v.shape)}"
             )
     if st is not None:
         for k, v in st.items():
@@ -235,7 +235,7 @@ def validate(
     f = f.map(lambda x: x.to(dtype))
     a = a.map(lambda x: x.to(dtype))
     s = s.map(lambda x: x.to(dtype))
-    b = b.map(lambda x: x.to(device=device, dtype=dtype).reshape(()))
+    b = b.map(lambda x: x.to(device=device, dtype=dtype).reshape(() if x.numel() == 1 else -1))
     if st is not None:
         st = st.map(lambda x: x.to(dtype))
 

@@ -66,6 +66,22 @@ def test_water_balance_closes_and_detects_a_leak():
     ens["q_total"][0, 10, 1] += 5.0  # 5 mm leave without a trace in storage
     wb = water_balance(ens)
     assert float(wb["residual"][0, 1]) == pytest.approx(-5.0)
+    # routed: the outlet's runoff and the water in transit, by the routing functions
+    import torch
+
+    from process_layers import routing
+
+    ens["q_total"][0, 10, 1] -= 5.0
+    q = torch.as_tensor(ens["q_total"].values[0].T)
+    w = routing.gamma_kernel(torch.full((3,), 2.0, dtype=q.dtype),
+                             torch.full((3,), 1.5, dtype=q.dtype), 10)
+    hist = torch.zeros(3, 9, dtype=q.dtype)
+    ens["q_routed"] = (dims, routing.route(q, hist, w).numpy().T[None])
+    ens["routing_store"] = (dims, routing.routing_storage(q, hist, w).numpy().T[None])
+    wb = water_balance(ens)
+    assert float(abs(wb["residual"]).max()) < 1e-9
+    ens["routing_store"] = ens["routing_store"] * 0  # forgetting the water in transit leaks
+    assert float(abs(water_balance(ens)["residual"]).max()) > 0.1
 
 
 def test_pattern_correlations():
@@ -101,7 +117,12 @@ def test_camels_chain_through_the_cli(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "climatology" in text and "temporal" in text and "spatial" in text
     skill = pd.read_csv(out / "skill.csv")
-    assert set(skill.model) == {"hybrid", "LSTM", "climatology"}
+    assert set(skill.model) == {"hybrid", "LSTM", "climatology", "hybrid (ensemble mean)",
+                                "LSTM (ensemble mean)"}
+    # the member-mean series is scored only where every member had the same role: never
+    # on a basin one member held out and the other trained on
+    mean = skill[skill.model == "hybrid (ensemble mean)"]
+    assert "spatial" in set(mean.group) and "cross-validated" not in set(mean.group)
     assert set(skill.group) >= {"temporal", "spatial", "cross-validated"}
     # 6 basins, one per fold: the test fold's basin is the spatial test of both members
     spatial = skill[(skill.group == "spatial") & (skill.score == "nse")]
@@ -112,3 +133,24 @@ def test_camels_chain_through_the_cli(tmp_path, capsys):
     assert len(patterns) == 6 and patterns["model_bfi"].between(0, 1).all()
     for fig in ("hydrographs.png", "nse_maps.png", "patterns_vs_camels.png"):
         assert (out / fig).stat().st_size > 10_000
+
+
+def test_the_ensemble_mean_is_scored_where_every_member_shares_the_role():
+
+    from h2mv_hybrid.analysis.catchments import basin_skill, ensemble_mean_groups
+
+    time = pd.date_range("2000-01-01", periods=50)
+    rng = np.random.default_rng(0)
+    obs = xr.DataArray(rng.random((50, 3)) + 1, dims=("time", "cell"), coords={"time": time})
+    pred = xr.DataArray(rng.random((2, 50, 3)) + 1, dims=("member", "time", "cell"),
+                        coords={"time": time})
+    roles = xr.DataArray([["train", "test", "val"], ["train", "test", "train"]],
+                         dims=("member", "cell"))
+    g = ensemble_mean_groups(pred, obs, roles)
+    by_hand = basin_skill(pred.mean("member"), obs)
+    assert float(g["nse"].sel(group="temporal", cell=0)) == pytest.approx(
+        float(by_hand["nse"].isel(cell=0)))
+    assert float(g["nse"].sel(group="spatial", cell=1)) == pytest.approx(
+        float(by_hand["nse"].isel(cell=1)))
+    assert np.isnan(g["nse"].sel(cell=2)).all()  # held out by one member, trained by the other
+    assert np.isnan(g["nse"].sel(group="cross-validated")).all()

@@ -50,8 +50,9 @@ def test_batch_contents_match_the_store(store_path):
     dm = dm_for(store_path)
     ds = open_store(store_path)
     batch = next(iter(dm.train_dataloader()))
+    # nothing from the truth group; the daily target's per-basin std (the NSE* scale)
     assert set(batch) == {"forcing", "static", "month_of_day", "spinup_days", "lat", "lon",
-                          "cell_index", *CONSTRAINTS}  # nothing from the truth group
+                          "cell_index", *CONSTRAINTS, "swe_basin_std"}
     n = batch["forcing"].shape[0]
     assert n == 16 and batch["forcing"].shape[1:] == (ds.sizes["time"], 3)
     w = dm.window("train")
@@ -65,6 +66,8 @@ def test_batch_contents_match_the_store(store_path):
         np.testing.assert_array_equal(batch["static"][i].numpy(), cell["static"].values)
         np.testing.assert_array_equal(batch["et"][i].numpy(), cell["et"].values[12:])
         np.testing.assert_array_equal(batch["swe"][i].numpy(), cell["swe"].values[365:])
+        assert float(batch["swe_basin_std"][i]) == pytest.approx(
+            float(np.nanstd(cell["swe"].values[365:])), rel=1e-5, nan_ok=True)
         assert bool(cell["mask"])
     months = ds.indexes["month"][12:]
     days = ds.indexes["time"][365:]

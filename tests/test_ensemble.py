@@ -116,6 +116,16 @@ def test_a_root_holds_one_ensemble(cv, store):
     with pytest.raises(ValueError, match="holds a CV of"):
         cross_validate(QUICKSTART, FOLDS, root=root,
                        overrides=overrides(store, "--model.init_args.lr", "0.1"))
+    # the same file and options, other contents (the config was edited since): said so
+    original = (root / "cv.json").read_text()
+    manifest = json.loads(original)
+    manifest.update(config_text="an earlier version", fingerprint="of the earlier version")
+    (root / "cv.json").write_text(json.dumps(manifest))
+    try:
+        with pytest.raises(ValueError, match="the config's contents differ from the ensemble's"):
+            cross_validate(QUICKSTART, FOLDS, root=root, overrides=overrides(store))
+    finally:
+        (root / "cv.json").write_text(original)
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -172,7 +172,8 @@ def test_day_kernels_equal_the_equation_functions():
 
     out = torch.empty(N_DAY_OUT, cells, 2, dtype=D)
     s_next = torch.empty(cells, 3, dtype=D)
-    day_forward(raw.detach(), forcing, s_prev.detach(), sm_max.detach(), betas.detach(), out, 1,
+    day_forward(raw.detach(), forcing, s_prev.detach(), sm_max.detach(),
+                betas.detach()[:, None].expand(2, cells).contiguous(), out, 1,
                 s_next)
     torch.testing.assert_close(out[:, :, 1], ref.detach(), rtol=0, atol=1e-12)
     torch.testing.assert_close(s_next, out[[FLUX_NAMES.index(k) for k in ("swe", "sm", "gw")],
@@ -192,7 +193,8 @@ def test_day_kernels_equal_the_equation_functions():
     g_raw = torch.empty(cells, 7, dtype=D)
     g_sm_max, g_betas = torch.zeros(cells, dtype=D), torch.zeros(2, cells, dtype=D)
     lam_io = lam.clone()
-    day_backward(raw.detach(), forcing, s_prev.detach(), sm_max.detach(), betas.detach(), g_out,
+    day_backward(raw.detach(), forcing, s_prev.detach(), sm_max.detach(),
+                 betas.detach()[:, None].expand(2, cells).contiguous(), g_out,
                  1, lam_io, g_feed, g_raw, g_sm_max, g_betas)
     for got, exp in zip((g_raw, lam_io, g_sm_max, g_betas.sum(1)), want, strict=True):
         torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-10)
@@ -217,3 +219,28 @@ def test_reused_buffers_give_identical_steps_and_stale_graphs_raise():
     weighted_loss(m(forcing, static), 33).backward()
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_per_cell_baseflow_constant_fused_equals_loop_and_is_learned():
+    """β_gw from the static code (one per basin): the fused kernels read it per cell."""
+    forcing, static = inputs(days=50, seed=4)
+    fused = run("fused", forcing, static, basin_baseflow=True)
+    assert_same(fused, run("loop", forcing, static, basin_baseflow=True))
+    out, grads = fused
+    assert out.beta["baseflow"].shape == (6,) and out.beta["snow"].dim() == 0
+    assert out.beta["baseflow"].std() > 0  # one per cell
+    assert "beta_raw.baseflow" not in grads  # no global constant left unused
+    assert grads["baseflow_head.weight"].abs().sum() > 0
+    # the decoupled configuration runs the per-cell β through the fused series kernel
+    dec_fused = model("auto", state_feedback=False, basin_baseflow=True)
+    out = dec_fused(forcing, static)
+    g = torch.autograd.grad(out.daily["q_base"].sum(), dec_fused.baseflow_head.weight,
+                            retain_graph=True)[0]
+    beta = out.beta
+    alpha = out.alpha
+    ref = h2mv.simulate({"rn": forcing[..., 0], "prec": forcing[..., 1],
+                         "tair": forcing[..., 2]}, alpha, {"sm_max": out.sm_max}, beta,
+                        backend="loop")
+    torch.testing.assert_close(out.daily["q_base"], ref.q_base, rtol=0, atol=1e-10)
+    ref_g = torch.autograd.grad(ref.q_base.sum(), dec_fused.baseflow_head.weight)[0]
+    torch.testing.assert_close(g, ref_g, rtol=1e-8, atol=1e-10)

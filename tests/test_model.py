@@ -145,8 +145,8 @@ def test_non_finite_gradient_is_named_and_the_update_skipped():
 def test_spinup_is_cached_per_cell_and_refreshed(monkeypatch):
     m = module(spinup_refresh_epochs=2)
     calls = []
-    original = m.model.spinup
-    monkeypatch.setattr(m.model, "spinup",
+    original = m.model.spinup_state
+    monkeypatch.setattr(m.model, "spinup_state",
                         lambda *a: calls.append(a[2] if len(a) > 2 else None) or original(*a))
     b = batch()
     m.training_step(b, 0)
@@ -157,3 +157,19 @@ def test_spinup_is_cached_per_cell_and_refreshed(monkeypatch):
     assert len(calls) == 2 and calls[1] is not None
     m.validation_step(b, 0)  # validation always spins up afresh
     assert len(calls) == 3
+
+
+def test_spinup_cycles_repeat_the_spin_up_from_its_own_end_state():
+    m = module(spinup_cycles=3)
+    b = batch(spin=40)
+    forcing, static = b["forcing"][:, :40], b["static"]
+    state = (None, None)
+    for _ in range(3):
+        state = m.model.spinup_state(forcing, static, *state)
+    carry, _ = m._spinup(b, "val")
+    for a, ref in zip(carry, state[0], strict=True):
+        torch.testing.assert_close(a, ref, rtol=0, atol=0)
+    once, _ = module()._spinup(b, "val")
+    assert not torch.allclose(once.gw, carry.gw)  # the slow store keeps filling
+    with pytest.raises(ValueError, match="spinup_cycles: expected ≥ 1, found 0"):
+        module(spinup_cycles=0)

@@ -65,10 +65,14 @@ def test_wrong_shape_static_and_states():
     _expect(case, "states['gw']", "[cells] = (4,)", "found (5,)")
 
 
-def test_beta_not_scalar():
+def test_beta_neither_scalar_nor_one_per_cell():
     case = _case()
-    case["beta"]["baseflow"] = torch.full((4,), 0.1, dtype=torch.float64)
-    _expect(case, "beta['baseflow']", "expected a scalar", "found shape (4,)")
+    n = case["static"]["sm_max"].shape[0]
+    case["beta"]["baseflow"] = torch.full((n + 1,), 0.1, dtype=torch.float64)
+    _expect(case, "beta['baseflow']", f"expected a scalar (global constant) or one per cell "
+            f"[{n}]", f"found shape ({n + 1},)")
+    case["beta"]["baseflow"] = torch.full((n,), 0.1, dtype=torch.float64)  # one per cell
+    assert torch.isfinite(_run(case).q_base).all()
 
 
 def test_negative_precipitation():

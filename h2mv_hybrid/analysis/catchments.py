@@ -28,6 +28,7 @@ from h2mv_hybrid.analysis.metrics import kge, kge_prime, nse
 from h2mv_hybrid.analysis.patterns import baseflow_index, runoff_coefficient
 from h2mv_hybrid.atomic import atomic_file
 from h2mv_hybrid.data.folds import EVERY_STAGE, TEST_FOLD
+from h2mv_hybrid.signatures import baseflow_index as observed_baseflow_index
 
 ROLES = ("train", "val", "test")
 #: score groups of :func:`skill_groups` and the roles they come from
@@ -88,6 +89,20 @@ def skill_groups(scores: xr.Dataset, roles: xr.DataArray) -> xr.Dataset:
     return xr.concat(parts, dim=xr.DataArray(list(GROUPS), dims="group", name="group"))
 
 
+def ensemble_mean_groups(pred: xr.DataArray, obs: xr.DataArray, roles: xr.DataArray
+                         ) -> xr.Dataset:
+    """Per-basin scores of the member-mean series, in each group (:data:`GROUPS`).
+
+    A basin belongs to a group only where every member had that role (all of a temporal
+    split's basins; a spatial split's test fold): the mean of members that trained on a
+    basin is no held-out prediction of it.
+    """
+    scores = basin_skill(pred.mean("member"), obs).load()
+    shared = roles.isel(member=0).where((roles == roles.isel(member=0)).all("member"), "")
+    parts = [scores.where(shared == role) for role in GROUPS.values()]
+    return xr.concat(parts, dim=xr.DataArray(list(GROUPS), dims="group", name="group"))
+
+
 def summarize(groups: xr.Dataset) -> pd.DataFrame:
     """Median and quartiles over basins of every score and group (rows: group, score)."""
     rows = []
@@ -106,14 +121,17 @@ def summarize(groups: xr.Dataset) -> pd.DataFrame:
 def water_balance(ens: xr.Dataset) -> xr.Dataset:
     """P − ET − Q − ΔS of the fitted model per member and basin over the period, mm.
 
-    P = rainfall + snowfall, Q = total runoff, ΔS the change of TWS (snow + soil +
-    groundwater) from the first to the last day; fluxes from the second day on, as the
-    first day's storage already holds the first day's fluxes. ``relative`` divides the
-    residual by ΣP.
+    P = rainfall + snowfall, Q = total runoff (at the outlet, routed, where the model
+    routes), ΔS the change of TWS (snow + soil + groundwater, and the water in transit to
+    the outlet where routed) from the first to the last day; fluxes from the second day
+    on, as the first day's storage already holds the first day's fluxes. ``relative``
+    divides the residual by ΣP.
     """
-    flux = (ens["rainfall"] + ens["snow_acc"] - ens["ET"] - ens["q_total"]).isel(
+    routed = "q_routed" in ens
+    storage = ens["tws"] + ens["routing_store"] if routed else ens["tws"]
+    flux = (ens["rainfall"] + ens["snow_acc"] - ens["ET"] - _runoff(ens)).isel(
         time=slice(1, None)).sum("time")
-    change = ens["tws"].isel(time=-1) - ens["tws"].isel(time=0)
+    change = storage.isel(time=-1) - storage.isel(time=0)
     prec = (ens["rainfall"] + ens["snow_acc"]).isel(time=slice(1, None)).sum("time")
     residual = (flux - change).load()
     return xr.Dataset({"residual": residual.assign_attrs(units="mm"),
@@ -148,6 +166,8 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
         "lat": store["lat"].values, "lon": store["lon"].values,
         **{f"model_{k}": model[k].values for k in model.data_vars},
         "observed_runoff_ratio": observed_ratio.values,
+        # the Lyne–Hollick BFI of the observed runoff over the same days (signatures.py)
+        "observed_bfi": observed_baseflow_index(q_obs.transpose("cell", "time").values),
     })
     for name in ("aridity", "baseflow_index", "runoff_ratio", "frac_snow", "p_mean",
                  "pet_mean", "max_water_content", "soil_depth_pelletier", "root_depth_99"):
@@ -158,6 +178,7 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
 
 #: pairs of (model column, CAMELS column) that describe the same thing
 PAIRS = (("model_bfi", "camels_baseflow_index"),
+         ("model_bfi", "observed_bfi"),
          ("model_runoff_ratio", "camels_runoff_ratio"),
          ("model_runoff_ratio", "observed_runoff_ratio"),
          ("model_et_over_p", "camels_aridity"),
@@ -173,7 +194,9 @@ def pattern_correlations(table: pd.DataFrame) -> pd.DataFrame:
             x = table[[a, b]].dropna()
             rows.append({"model": a, "reference": b, "basins": len(x),
                          "pearson_r": x[a].corr(x[b]),
-                         "spearman_rho": x[a].corr(x[b], method="spearman")})
+                         "spearman_rho": x[a].corr(x[b], method="spearman"),
+                         "median_abs_error": float((x[a] - x[b]).abs().median())
+                         if len(x) else float("nan")})
     return pd.DataFrame(rows)
 
 
@@ -194,7 +217,8 @@ def _train_period(ens: xr.Dataset) -> tuple[str, str]:
 
 
 def _runoff(ens: xr.Dataset) -> xr.DataArray:
-    for name in ("q_total", "q"):
+    """The runoff a gauge sees: routed where the model routes, else the bucket's."""
+    for name in ("q_routed", "q_total", "q"):
         if name in ens:
             return ens[name]
     raise ValueError(f"ensemble: expected daily runoff (q_total or q), found "
@@ -214,9 +238,20 @@ def catchment_scores(store: xr.Dataset, runs: dict[str, xr.Dataset], clim: xr.Da
             raise ValueError(f"{name}: expected the same folds as the other runs, found others")
     obs = store["q"]
     tables, groups = [], {}
-    for name, ens in {**runs, "climatology": None}.items():
-        pred = clim.expand_dims(member=first["member"].values) if ens is None else _runoff(ens)
-        g = skill_groups(basin_skill(pred, obs).load(), roles)
+    members = {}
+    for name, ens in runs.items():
+        members[name] = _runoff(ens)
+        if ens.sizes.get("member", 1) > 1:
+            members[f"{name} (ensemble mean)"] = None
+    for name, pred in {**members, "climatology": None}.items():
+        if name == "climatology":
+            g = skill_groups(basin_skill(clim.expand_dims(member=first["member"].values),
+                                         obs).load(), roles)
+        elif pred is None:  # the member-mean series of the run before it
+            g = ensemble_mean_groups(members[name.removesuffix(" (ensemble mean)")], obs,
+                                     roles)
+        else:
+            g = skill_groups(basin_skill(pred, obs).load(), roles)
         groups[name] = g
         t = summarize(g)
         t.insert(0, "model", name)

@@ -37,9 +37,10 @@ def parameter_recovery(checkpoint: str, store: str, member: int = 0, n_folds: in
     ds, truth = dm.dataset, open_store(store, group="truth")
     static = torch.as_tensor(ds["static"].values[:, test].T, dtype=torch.float32)
     with torch.no_grad():
-        _, code_sm_max = model.model.static((static - model.model.static_mean)
-                                            / model.model.static_std)
-        beta = {k: float(v) for k, v in model.model.beta().items()}
+        code, code_sm_max = model.model.static((static - model.model.static_mean)
+                                               / model.model.static_std)
+        # a β learned per cell is reported as its median over the test cells
+        beta = {k: float(v.median()) for k, v in model.model.beta(code).items()}
     learned = code_sm_max.numpy()
     true = truth["sm_max"].values[test]
     return {

@@ -37,7 +37,18 @@ def output_metadata(name: str, prediction: dict) -> tuple[str, str, str]:
         return "1", "fraction of absorbed PAR", "A5"
     if name == "snow_cover":
         return "1", "snow-covered fraction 1 − exp(−SWE / k)", "snow.snow_covered_fraction"
+    if name == "q_routed":
+        return "mm day-1", "runoff at the outlet (q_total routed)", "routing.route"
+    if name == "routing_store":
+        return "mm", "water in transit to the outlet", "routing.routing_storage"
     return FLUX_METADATA.get(name, ("1", name, ""))
+
+
+#: Per-cell coefficients a predict record may hold (``record["cells"]``): store name →
+#: row of the coefficient table.
+CELL_COEFFICIENTS = {"route_shape": ("routing", "route_shape"),
+                     "route_scale": ("routing", "route_scale"),
+                     "beta_baseflow": ("beta", "baseflow")}
 
 
 class RecordVariable(NamedTuple):
@@ -73,6 +84,10 @@ def record_variables(record: dict[str, Any]) -> list[RecordVariable]:
     if "sm_max" in record:
         out.append(RecordVariable("sm_max", "cells", "sm_max", None,
                                   {"units": "mm", "long_name": "learned SM_max"}))
+    for name in record.get("cells", {}):
+        coef = BY_NAME[CELL_COEFFICIENTS[name]]
+        out.append(RecordVariable(name, "cells", "cells", name,
+                                  {"units": coef.unit, "long_name": f"learned {coef.symbol}"}))
     for group, prefix in (("beta", "beta"), ("observation", "obs")):
         for name in record.get(group, {}):
             coef = BY_NAME[(group, name)]

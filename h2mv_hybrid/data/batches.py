@@ -1,6 +1,8 @@
 """Batches of cells: the periods they span, the order they come in, how they are read.
 
-A batch is a group of cells read over a whole time window. Cells are grouped by the
+A batch is a group of cells read over a time window: the whole period of a stage, or,
+in training with :class:`TrainWindows`, one random window of the training period
+(:class:`RandomWindowSampler`). Cells are grouped by the
 store's chunk tiles (16 × 16 cells × the whole period); every epoch the tiles are
 shuffled (and the cells within each tile) with a seeded local generator, and the
 sequence is cut into batches of ``batch_size``. A batch thus spans one to a few tiles,
@@ -15,7 +17,11 @@ and each tile's part is read as one bounding box of whole series. Each batch is 
   daily land-surface fields) over the same days as ``forcing``: [cells, days] or
   [cells, days, layers];
 - ``month_of_day`` [period days]: the month index of each day of the period;
-- ``spinup_days`` (0-d): how many leading days of ``forcing`` are spin-up;
+- ``spinup_days`` (0-d): how many leading days of ``forcing`` are spin-up (or warm-up);
+- with random windows, ``state_slot`` (0-d): the cached-state day the warm-up starts from
+  (:meth:`TrainWindows.slot_day`); absent from whole-period batches;
+- one entry per requested per-cell value (``cell_values``: a target's per-basin standard
+  deviation, its observed signatures) [cells];
 - ``lat``, ``lon``, ``cell_index`` [cells]: where the cells are (flat index into the
   store's spatial layout, for writing predictions back);
 - with ``patch`` k > 1 (grid stores): ``<name>_patch`` for every name of ``patch_inputs``,
@@ -95,6 +101,120 @@ def make_window(time: pd.DatetimeIndex, months: pd.DatetimeIndex | None, start: 
                   np.asarray(codes, dtype=np.int64))
 
 
+@dataclass(frozen=True)
+class TrainWindows:
+    """Random training windows of a long daily period, shared by every model.
+
+    The LSTM practice of many short sequences per epoch (Kratzert et al. 2019, HESS 23,
+    5089).
+
+    A training batch is ``batch_size`` cells drawn at random over one random window: a
+    warm-up of at least ``warmup_days`` run without gradient, then ``days`` scored days.
+    The warm-up starts on a *state day* (every ``state_every_days`` days from the start of
+    the training spin-up), where a model with storages (the hybrid) starts from the states
+    it cached on a continuous run of the whole training period at the start of the epoch;
+    a pure LSTM starts from zero states. Validation, test and prediction still run over
+    whole periods.
+
+    Args:
+        days: L, scored days per window (whole months with a monthly target: rounded up).
+        warmup_days: W, the least number of days run without gradient before them.
+        batches: windows (batches) per training epoch.
+        state_every_days: spacing of the state days, days.
+    """
+
+    days: int = 365
+    warmup_days: int = 180
+    batches: int = 200
+    state_every_days: int = 30
+
+    def __post_init__(self):
+        for name in ("days", "batches", "state_every_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"windows.{name}: expected ≥ 1, found {getattr(self, name)}")
+        if self.warmup_days < 0:
+            raise ValueError(f"windows.warmup_days: expected ≥ 0, found {self.warmup_days}")
+
+    def slot_day(self, period: Window, start_day: int) -> tuple[int, int]:
+        """``(slot, day)``: the last state day at least ``warmup_days`` before ``start_day``.
+
+        Slot k is the day ``period.first_day + k · state_every_days`` (k ≥ 0); with too
+        little forcing before ``start_day`` it is the first day of the spin-up (slot 0).
+        """
+        slot = max(0, (start_day - self.warmup_days - period.first_day) // self.state_every_days)
+        return slot, period.first_day + slot * self.state_every_days
+
+    def n_slots(self, period: Window) -> int:
+        """State days in the spin-up and period (the cache size of one cell)."""
+        return (period.end_day - 1 - period.first_day) // self.state_every_days + 1
+
+
+torch.serialization.add_safe_globals([TrainWindows])
+
+
+def window_starts(period: Window, time: pd.DatetimeIndex, days: int, monthly: bool
+                  ) -> np.ndarray:
+    """The days a training window may start on.
+
+    Any day of the period that leaves ``days`` days before its end (month starts only
+    with a monthly target).
+    """
+    last = max(period.start_day, period.end_day - days)
+    starts = np.arange(period.start_day, last + 1)
+    if monthly:
+        starts = starts[time[starts].day == 1]
+    return starts
+
+
+def window_at(period: Window, windows: TrainWindows, time: pd.DatetimeIndex,
+              months: pd.DatetimeIndex | None, start_day: int, monthly: bool
+              ) -> tuple[Window, int]:
+    """One training window of ``period`` starting on ``start_day`` and its state slot."""
+    end = min(start_day + windows.days, period.end_day)
+    if monthly and end < period.end_day:  # whole months: up to the next month start
+        nxt = (time[end - 1] + pd.offsets.MonthBegin(1))
+        end = min(int(time.get_loc(nxt)) if nxt <= time[-1] else period.end_day,
+                  period.end_day)
+    slot, first = windows.slot_day(period, start_day)
+    days = time[start_day:end]
+    codes = np.asarray((days.year - days.year[0]) * 12 + days.month - days.month[0], np.int64)
+    start_month = end_month = 0
+    if monthly and months is not None:
+        start_month = int(months.get_loc(days[0].to_period("M").to_timestamp()))
+        end_month = start_month + int(codes.max()) + 1
+    return Window(first, start_day, end, start_month, end_month, codes), slot
+
+
+class RandomWindowSampler(Sampler[tuple[np.ndarray, int]]):
+    """Training batches of random cells over random windows: ``(positions, start day)``.
+
+    ``batches`` per epoch; each draws ``batch_size`` distinct cells and one start day
+    (from ``starts``) with a generator seeded by (seed, epoch), so that a resumed run
+    draws the same windows.
+    """
+
+    def __init__(self, n_cells: int, batch_size: int, batches: int, starts: np.ndarray,
+                 seed: int):
+        self.n_cells, self.batch_size, self.batches = n_cells, batch_size, batches
+        self.starts = np.asarray(starts)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw differently for each epoch (called by the training loop)."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch, 31])
+        self.epoch += 1
+        k = min(self.batch_size, self.n_cells)
+        for _ in range(self.batches):
+            yield rng.choice(self.n_cells, k, replace=False), int(rng.choice(self.starts))
+
+    def __len__(self) -> int:
+        return self.batches
+
+
 class TileBatchSampler(Sampler[np.ndarray]):
     """Batches of cell positions: tiles in a seeded random order, cut into full batches."""
 
@@ -133,7 +253,9 @@ class CellBatches(Dataset):
     def __init__(self, ds: xr.Dataset, rows: np.ndarray, cols: np.ndarray | None,
                  window: Window, targets: Sequence[str], tile: tuple[int, ...],
                  inputs: Sequence[str] = (), patch: int = 1,
-                 patch_inputs: Sequence[str] = ()):
+                 patch_inputs: Sequence[str] = (),
+                 cell_values: dict[str, np.ndarray] | None = None,
+                 windows: TrainWindows | None = None):
         self.ds = ds
         self.rows, self.cols = rows, cols
         self.window = window
@@ -142,6 +264,21 @@ class CellBatches(Dataset):
         self.inputs = tuple(inputs)
         self.patch = patch
         self.patch_inputs = tuple(patch_inputs) if patch > 1 else ()
+        #: per-cell values in the store's spatial layout, served at the batch's cells
+        self.cell_values = dict(cell_values or {})
+        self.windows = windows
+        self._time = pd.DatetimeIndex(ds.indexes["time"])
+        self._months = pd.DatetimeIndex(ds.indexes["month"]) if "month" in ds.indexes else None
+
+    @property
+    def monthly(self) -> bool:
+        """Whether a target is on the month axis (windows then cover whole months)."""
+        return any(time_axis(self.ds, k) == "month" for k in self.targets)
+
+    def starts(self) -> np.ndarray:
+        """The days a training window may start on (:func:`window_starts`)."""
+        assert self.windows is not None
+        return window_starts(self.window, self._time, self.windows.days, self.monthly)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -200,11 +337,27 @@ class CellBatches(Dataset):
         back = np.argsort(np.concatenate(order))
         return {n: np.concatenate(p)[back] for n, p in parts.items()}
 
-    def __getitem__(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: np.ndarray | tuple[np.ndarray, int]) -> dict[str, torch.Tensor]:
+        """A batch over the stage's period, or over a training window.
+
+        ``dataset[positions]`` reads the period, ``dataset[positions, start_day]`` a
+        training window (:class:`TrainWindows`).
+        """
+        if isinstance(key, tuple):
+            positions, start_day = key
+            assert self.windows is not None, "windows: expected TrainWindows for a window"
+            w, slot = window_at(self.window, self.windows, self._time, self._months,
+                                int(start_day), self.monthly)
+            batch = self.read(positions, w)
+            batch["state_slot"] = torch.tensor(slot)
+            return batch
+        return self.read(key, self.window)
+
+    def read(self, positions: np.ndarray, w: Window) -> dict[str, torch.Tensor]:
+        """The batch of cells ``positions`` over window ``w``."""
         positions = np.sort(np.asarray(positions))
         r = self.rows[positions]
         c = None if self.cols is None else self.cols[positions]
-        w = self.window
         f = self._block(FORCING_NAMES, slice(w.first_day, w.end_day), "time", r, c)
         s = self._block(["static"], None, None, r, c)
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
@@ -234,6 +387,8 @@ class CellBatches(Dataset):
             lon = self.ds["lon"].values[c]
             index = r * self.ds.sizes["lon"] + c
         batch.update(lat=as_t(lat), lon=as_t(lon), cell_index=torch.as_tensor(index))
+        for name, values in self.cell_values.items():
+            batch[name] = as_t(values.reshape(-1)[index])
         if self.patch_inputs:
             daily = [n for n in self.patch_inputs if n != "static"]
             names = [*daily, "mask", *(["static"] if "static" in self.patch_inputs else [])]

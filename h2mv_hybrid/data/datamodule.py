@@ -4,12 +4,14 @@ The store is opened lazily (xarray + zarr, dask for the statistics) and checked 
 the schema before anything is served. Cells are split into training, validation and test
 cells by spatial-block folds; normalization statistics come from training cells only.
 
-Batches (:mod:`h2mv_hybrid.data.batches`) are groups of cells read over a whole time
-window.
+Batches (:mod:`h2mv_hybrid.data.batches`) are groups of cells read over a whole period,
+or in training over random windows (``windows``: many short sequences per epoch for long
+daily series).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +25,14 @@ import xarray as xr
 from torch.utils.data import DataLoader
 
 from h2mv_hybrid.constraints import Constraint, as_constraints, default_constraints
-from h2mv_hybrid.data.batches import CellBatches, TileBatchSampler, Window, make_window
+from h2mv_hybrid.data.batches import (
+    CellBatches,
+    RandomWindowSampler,
+    TileBatchSampler,
+    TrainWindows,
+    Window,
+    make_window,
+)
 from h2mv_hybrid.data.folds import fold_map, member_split, temporal_fold_map
 from h2mv_hybrid.data.schema import (
     FORCING_NAMES,
@@ -35,6 +44,7 @@ from h2mv_hybrid.data.schema import (
 from h2mv_hybrid.data.store import open_store, store_tile, tile_keys, write_store
 from h2mv_hybrid.data.synth import TwinConfig, synthesize
 from h2mv_hybrid.options import check_choice
+from h2mv_hybrid.signatures import observed_signature
 
 STAGES = ("train", "val", "test", "predict")
 SplitMode = Literal["spatial", "temporal", "both"]
@@ -68,6 +78,24 @@ class Normalization:
 # Checkpoints keep the statistics in their hyperparameters; allow them under torch.load's
 # default weights_only unpickler (plain data: lists and dicts of floats and strings).
 torch.serialization.add_safe_globals([Normalization])
+
+
+def served_targets(targets: list[str] | None, declared: tuple[Constraint, ...]
+                   ) -> list[str] | None:
+    """The targets to serve.
+
+    Those given (which must hold the declared constraints'), else the declared
+    constraints', else None (every constraint the store holds).
+    """
+    if targets is not None and declared:
+        unserved = [c.target for c in declared if c.target not in targets]
+        if unserved:
+            raise ValueError(f"data.targets: expected the targets of the model's "
+                             f"constraints ({', '.join(c.target for c in declared)}), "
+                             f"found {targets}; drop data.targets to serve them")
+    elif declared:
+        targets = list(dict.fromkeys(c.target for c in declared))
+    return targets
 
 
 class H2MVDataModule(L.LightningDataModule):
@@ -123,6 +151,10 @@ class H2MVDataModule(L.LightningDataModule):
         test_start: test period start; default: the training period.
         test_end: test period end; default: the training period.
         spinup_years: years of forcing before each period used to spin up the states.
+        windows: train on random windows of the training period
+            (:class:`~h2mv_hybrid.data.batches.TrainWindows`: scored days L, warm-up
+            W, batches per epoch, state spacing); None: every batch spans the whole
+            period. Validation, test and prediction always span whole periods.
         batch_size: cells per batch.
         num_workers: DataLoader worker processes.
         seed: seed of the batch order.
@@ -154,6 +186,7 @@ class H2MVDataModule(L.LightningDataModule):
         test_start: str | None = None,
         test_end: str | None = None,
         spinup_years: float = 1.0,
+        windows: TrainWindows | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
@@ -182,16 +215,8 @@ class H2MVDataModule(L.LightningDataModule):
             raise ValueError("patch_inputs: expected the variables to serve as patches "
                              f"(patch is {patch}), found none")
         declared = as_constraints(model_constraints)
-        if targets is not None and declared:
-            unserved = [c.target for c in declared if c.target not in targets]
-            if unserved:
-                raise ValueError(f"data.targets: expected the targets of the model's "
-                                 f"constraints ({', '.join(c.target for c in declared)}), "
-                                 f"found {targets}; drop data.targets to serve them")
-        elif declared:
-            targets = list(dict.fromkeys(c.target for c in declared))
         self.store_path = store
-        self.requested_targets = targets
+        self.requested_targets = served_targets(targets, declared)
         self.declared_constraints = declared
         self.inputs = tuple(inputs or ())
         self.train_fraction = train_fraction
@@ -207,10 +232,13 @@ class H2MVDataModule(L.LightningDataModule):
             "test": (test_start or train_start, test_end or train_end),
         }
         self.spinup_years = spinup_years
+        self.windows = (windows if windows is None or isinstance(windows, TrainWindows)
+                        else TrainWindows(**windows))
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.check_values = check_values
         self.twin = TwinConfig(res=twin_res, years=twin_years, seed=twin_seed) \
             if create_twin else None
+        self._signatures: dict[str, dict[str, np.ndarray]] = {}
         self.save_hyperparameters()
 
     # -- the store, checked once -------------------------------------------------------
@@ -366,6 +394,56 @@ class H2MVDataModule(L.LightningDataModule):
             layer_thickness_mm=[float(x) for x in thickness],
         )
 
+    # -- per-cell values ---------------------------------------------------------------
+    @cached_property
+    def basin_std(self) -> dict[str, np.ndarray]:
+        """``<target>_basin_std``: each cell's standard deviation of each daily target.
+
+        Over the training period, as its constraint compares it (store layout; NaN:
+        unobserved).
+
+        The scale of the NSE* loss (:func:`~h2mv_hybrid.model.losses.nse_star`).
+        """
+        ds, w = self.dataset, self.window("train")
+        out = {}
+        for c in self.target_constraints:
+            if time_axis(ds, c.target) != "time":
+                continue
+            x = c.as_compared(ds[c.target].isel(time=slice(w.start_day, w.end_day)), "time")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells: NaN
+                out[f"{c.target}_basin_std"] = np.asarray(x.std("time").values, np.float64)
+        return out
+
+    def signatures(self, stage: str) -> dict[str, np.ndarray]:
+        """``<target>_<signature>``: each declared signature observed in every cell.
+
+        Over the stage's period (store layout; :mod:`h2mv_hybrid.signatures`).
+        """
+        if stage not in self._signatures:
+            ds, w = self.dataset, self.window(stage)
+            days = slice(w.start_day, w.end_day)
+            out = {}
+            for c in self.declared_constraints:
+                if c.signature is None or f"{c.name}" in out:
+                    continue
+                if time_axis(ds, c.target) != "time":
+                    raise StoreError(f"constraint {c.name}: expected a daily target {c.target!r} "
+                                     f"(time axis) for its signature, found a monthly one")
+                flat = lambda v: np.moveaxis(  # noqa: E731
+                    np.asarray(ds[v].isel(time=days).values, np.float64), 0, -1
+                ).reshape(-1, w.end_day - w.start_day)
+                values = observed_signature(c.signature, flat(c.target), flat("prec"))
+                out[c.name] = values.reshape(ds["mask"].shape)
+            self._signatures[stage] = out
+        return self._signatures[stage]
+
+    def cell_values(self, stage: str) -> dict[str, np.ndarray]:
+        """The per-cell values served with the batches of a stage (store layout)."""
+        if stage == "predict":
+            return {}
+        return {**self.basin_std, **self.signatures(stage)}
+
     # -- Lightning hooks -----------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         """Check the store, the periods and the folds (before any training)."""
@@ -407,7 +485,8 @@ class H2MVDataModule(L.LightningDataModule):
         cols = idx[:, 1] if idx.shape[1] == 2 else None
         return CellBatches(self.reader, rows, cols, self.window(stage), self.targets,
                            store_tile(self.dataset), self.inputs, self.patch,
-                           self.patch_inputs)
+                           self.patch_inputs, self.cell_values(stage),
+                           self.windows if stage == "train" else None)
 
     def tiles(self, data: CellBatches) -> list[np.ndarray]:
         """Positions of a stage's cells grouped by chunk tile (one read each)."""
@@ -418,12 +497,24 @@ class H2MVDataModule(L.LightningDataModule):
 
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         data = self.batches(stage)
-        sampler = TileBatchSampler(self.tiles(data), self.batch_size, shuffle, self.seed)
+        if shuffle and data.windows is not None:
+            sampler = RandomWindowSampler(len(data), self.batch_size, data.windows.batches,
+                                          data.starts(), self.seed)
+        else:
+            sampler = TileBatchSampler(self.tiles(data), self.batch_size, shuffle, self.seed)
         return DataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:  # noqa: D102
         return self._loader("train", shuffle=True)
+
+    def state_dataloader(self) -> DataLoader:
+        """Whole-period batches of the training cells, spin-up included, in a fixed order.
+
+        What a model with storages runs to cache its states on the state days of
+        :class:`~h2mv_hybrid.data.batches.TrainWindows`.
+        """
+        return self._loader("train", shuffle=False)
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
         return self._loader("val", shuffle=False)

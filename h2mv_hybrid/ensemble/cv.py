@@ -254,10 +254,15 @@ def _claim_root(root: Path, config: Path, text: str, overrides: list[str], folds
         return
     old = read_json(existing)
     if old.get("fingerprint") != manifest["fingerprint"]:
+        # name what differs: the same file and options can hold another config since
+        edited = (old.get("config_text") != text and old.get("overrides") == overrides
+                  and old.get("folds") == folds)
         raise ValueError(
             f"root: {root} holds a CV of {old.get('config')} with {old.get('folds')} folds "
             f"and overrides {old.get('overrides')}; found {config} with {folds} folds and "
-            f"overrides {overrides}. Use another --root (one root holds one ensemble)"
+            f"overrides {overrides}"
+            + ("; the config's contents differ from the ensemble's" if edited else "")
+            + ". Use another --root (one root holds one ensemble)"
         )
 
 

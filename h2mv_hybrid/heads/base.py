@@ -11,6 +11,9 @@ and of every alternate head in this package, in the spirit of torchgeo's ``BaseT
   returns the loss (None: skip the batch);
 - :meth:`Task.log_losses` logs ``{stage}_loss`` and the loss's parts the same way for
   every model; :class:`OutputScores` keeps and logs Pearson r and RMSE per output;
+- :meth:`Task.configure_skill` and :meth:`Task.update_skill` keep the per-basin NSE,
+  KGE and KGE′ of daily-observed targets (gauged runoff), logged as medians and kept in
+  ``basin_scores`` for the end-of-fit table, the same for every model;
 - every task trains with Adam on its ``lr`` and ``weight_decay`` hyperparameters.
 
 The sequence-to-sequence heads read every scored day after at least ``warmup_days`` of
@@ -22,12 +25,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanSquaredError
 
 from h2mv_hybrid.data.datamodule import Normalization
-from h2mv_hybrid.model.metrics import NanPearson
+from h2mv_hybrid.model.metrics import SKILL_SCORES, BasinSkill, NanPearson
 
 #: Stages whose outputs are scored.
 SCORED = ("val", "test")
@@ -78,6 +82,42 @@ class Task(L.LightningModule):
         for name, value in parts.items():
             self.log(f"{stage}_{name}", value, batch_size=batch_size, on_epoch=True,
                      on_step=False, sync_dist=True)
+
+    # -- per-basin skill -----------------------------------------------------------------
+    def configure_skill(self, targets: Sequence[str]) -> None:
+        """Keep per-cell NSE, KGE, KGE′ of ``targets`` in validation and test."""
+        self.skill = nn.ModuleDict({f"{s}_{t}": BasinSkill() for s in SCORED
+                                    for t in dict.fromkeys(targets)})
+        self.basin_scores: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+
+    def update_skill(self, stage: str, target: str, pred: Tensor, obs: Tensor,
+                     cell_index: Tensor) -> None:
+        """Add a batch's daily ``pred`` and ``obs`` [cells, days] of ``target``."""
+        self.skill[f"{stage}_{target}"].update(pred.detach(), obs, cell_index)
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        self._basin_skill("val")
+
+    def on_test_epoch_end(self) -> None:  # noqa: D102
+        self._basin_skill("test")
+
+    def _basin_skill(self, stage: str) -> None:
+        """Per-cell NSE, KGE, KGE′ of the epoch (``basin_scores``), medians logged."""
+        if not hasattr(self, "skill"):  # a head without daily-observed targets
+            return
+        scores = {}
+        for key, metric in self.skill.items():
+            if not key.startswith(f"{stage}_") or not metric.update_called:
+                continue
+            target = key[len(stage) + 1:]
+            # atleast_1d: torchmetrics squeezes the results of a single cell to scalars
+            result = {k: np.atleast_1d(v.cpu().numpy()) for k, v in metric.compute().items()}
+            metric.reset()
+            scores[target] = result
+            for name in SKILL_SCORES:
+                self.log(f"{stage}_{target}_{name}", float(np.nanmedian(result[name]))
+                         if np.isfinite(result[name]).any() else float("nan"))
+        self.basin_scores[stage] = scores
 
     def configure_optimizers(self):  # noqa: D102
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
@@ -160,9 +200,14 @@ def sequence_window(batch: dict[str, Tensor], stage: str, warmup_days: int,
     Training draws one random window of ``warmup_days + train_days`` days whose scored
     part lies in the period; other stages read the spin-up and the whole period, whose
     spin-up must hold ``warmup_days``. The scored days are the window's last ones.
+    A batch that is already a training window of the DataModule
+    (:class:`~h2mv_hybrid.data.batches.TrainWindows`, marked by ``state_slot``) is read
+    whole: its warm-up is the DataModule's.
     """
     n_days = batch["forcing"].shape[1]
     spin = int(batch["spinup_days"])
+    if stage == "train" and "state_slot" in batch:
+        return 0, None, n_days - spin
     if stage != "train":
         if spin < warmup_days:
             raise ValueError(f"data.spinup_years: expected at least {warmup_days} days of "

@@ -47,10 +47,12 @@ from h2mv_hybrid.heads.daily_inputs import (
     daily_column,
     require_inputs,
 )
+from h2mv_hybrid.model.losses import nse_star
 from h2mv_hybrid.options import check_choice
 from process_layers.layered_balance import balance_residual
 
 Physics = Literal["none", "fixed", "learned"]
+TaskLoss = Literal["rmse", "nse_star"]
 #: The paper's tasks: soil moisture of the three layers and daily ET (output names).
 TASKS: tuple[str, ...] = ("sm_layer1", "sm_layer2", "sm_layer3", "et_daily")
 _LAYER = re.compile(r"sm_layer(\d+)$")
@@ -106,6 +108,11 @@ class MultiTaskLSTM(SequenceTask):
         warmup_days: forcing days read before the first scored day (paper: a year of
             meteorology for every estimate).
         train_days: days scored per training window of each batch.
+        loss: each task's term: ``rmse`` (of the target scaled by its training std) or
+            ``nse_star`` (Kratzert et al. 2019: squared errors scaled per basin, for
+            daily constraints such as gauged runoff; :func:`~h2mv_hybrid.model.losses.nse_star`).
+        forget_bias: initial bias of the LSTM's forget gate (neuralhydrology's
+            ``initial_forget_bias``, 3 in its CAMELS recipes: remember by default).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
     """
@@ -125,12 +132,15 @@ class MultiTaskLSTM(SequenceTask):
         dropout: float = 0.15,
         warmup_days: int = 365,
         train_days: int = 365,
+        loss: TaskLoss = "rmse",
+        forget_bias: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ):
         super().__init__()
         tasks = list(tasks or TASKS)
         check_choice("physics", physics, Physics)
+        check_choice("loss", loss, TaskLoss)
         if not tasks or len(set(tasks)) != len(tasks):
             raise ValueError(f"tasks: expected distinct task names, found {tasks}")
         check_window(warmup_days, train_days)
@@ -170,6 +180,9 @@ class MultiTaskLSTM(SequenceTask):
         self.register_buffer("y_std", torch.tensor([pairs[t][1] for t in self.tasks]))
         self.p_std = column_stats(stats, "prec")[1]
         self.lstm = nn.LSTM(self.inputs.size, hp.hidden, batch_first=True)
+        if hp.get("forget_bias"):
+            with torch.no_grad():  # gate order i, f, g, o: the second quarter
+                self.lstm.bias_hh_l0[hp.hidden:2 * hp.hidden] = hp.forget_bias
         self.drop = nn.Dropout(hp.dropout)
         self.heads = nn.ModuleDict({t: nn.Sequential(nn.Linear(hp.hidden, hp.head_hidden),
                                                      nn.ReLU(), nn.Linear(hp.head_hidden, 1))
@@ -180,6 +193,9 @@ class MultiTaskLSTM(SequenceTask):
 
     def configure_metrics(self) -> None:  # noqa: D102
         self.scores = OutputScores(self.tasks)
+        # per-basin NSE, KGE, KGE′ of the tasks that are store variables (gauged runoff …)
+        self.skilled = tuple(t for t in self.tasks if task_source(t)[0] == t)
+        self.configure_skill(self.skilled)
 
     # -- the networks ------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor], first: int = 0, last: int | None = None
@@ -213,7 +229,16 @@ class MultiTaskLSTM(SequenceTask):
         data = 0.0
         for i, t in enumerate(self.tasks):
             y = task_target(batch, t)[:, first:last][:, -scored:]
-            terms[f"rmse_{t}"] = scaled_rmse(out[t][:, -scored:], y, self.y_std[i])
+            pred = out[t][:, -scored:]
+            if self.hparams.get("loss", "rmse") == "nse_star":
+                key = f"{task_source(t)[0]}_basin_std"
+                if key not in batch:
+                    raise ValueError(f"loss: nse_star expected the per-basin std of task {t} "
+                                     f"(a daily target of data.targets), found none")
+                terms[f"nse_star_{t}"] = nse_star(pred, y, batch[key], float(self.y_std[i]))[0]
+                data = data + self.weights[t] * terms[f"nse_star_{t}"]
+                continue
+            terms[f"rmse_{t}"] = scaled_rmse(pred, y, self.y_std[i])
             data = data + self.weights[t] * terms[f"rmse_{t}"]
         total = data
         if self.hparams.physics != "none":
@@ -248,8 +273,10 @@ class MultiTaskLSTM(SequenceTask):
                scored: int) -> None:
         n = batch["forcing"].shape[0]
         for t in self.tasks:
-            self.scores.update(self, stage, t, out[t][:, -scored:],
-                               task_target(batch, t)[:, -scored:], n)
+            obs = task_target(batch, t)[:, -scored:]
+            self.scores.update(self, stage, t, out[t][:, -scored:], obs, n)
+            if t in self.skilled:
+                self.update_skill(stage, t, out[t][:, -scored:], obs, batch["cell_index"])
         if self.has_balance and self.hparams.runoff in batch:
             b = self.balance(out, batch, 0, None, with_residual=False)[:, -(scored - 1):]
             self.log(f"{stage}_balance_mae", b.abs().mean(), on_epoch=True, on_step=False,

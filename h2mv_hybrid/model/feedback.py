@@ -33,7 +33,14 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from process_layers.fused import CONSTANTS, N_DAY_OUT, PARALLEL_CELLS, day_kernels
+from process_layers.fused import (
+    CONSTANTS,
+    N_DAY_OUT,
+    PARALLEL_CELLS,
+    beta_gradients,
+    day_kernels,
+    per_cell_betas,
+)
 
 #: Days whose gate cotangents are gathered before one weight-gradient ``mm``; at 512
 #: cells a block (26 MB) stays under glibc's largest mmap threshold (32 MB), so its memory
@@ -252,7 +259,8 @@ class FeedbackScan(torch.autograd.Function):
         p = _Setup(f_norm.detach().transpose(0, 1).to(dtype).contiguous(),
                    forcing.detach().transpose(0, 1).to(dtype).contiguous(), code_proj,
                    code_proj2, w_x, w_x2.t(), w_head, b_head, sm_max,
-                   torch.stack([beta_snow.detach(), beta_gw.detach()]).to(dtype), float(scale))
+                   per_cell_betas(beta_snow, beta_gw, n_cells, dtype), float(scale))
+        ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
         s0 = torch.stack([swe0, sm0, gw0], 1).detach().to(dtype)
         x0 = torch.empty(n_cells, hidden + 7, dtype=dtype)
         x0[:, :hidden] = h0
@@ -350,7 +358,7 @@ class FeedbackScan(torch.autograd.Function):
         g_s0 = lam + g_x[:, hidden + 3:hidden + 6] / (tape.st[0] + p.scale)
         return (
             None, None, None, None, None, g_code_proj, g_w_x, g_w_head[:, :hidden], g_b_head,
-            g_sm_max, g_betas[0].sum(), g_betas[1].sum(), g_s0[:, 0], g_s0[:, 1], g_s0[:, 2],
+            g_sm_max, *beta_gradients(g_betas, ctx.beta_dims), g_s0[:, 0], g_s0[:, 1], g_s0[:, 2],
             g_x[:, hidden + 6].clone(), g_x[:, :hidden].clone(), g_c,
         )
 

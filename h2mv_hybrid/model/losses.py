@@ -5,6 +5,11 @@ between z-scored prediction and z-scored observation over the observed entries o
 after the constraint's own rules (aggregation, anomalies, saturation; see
 :mod:`h2mv_hybrid.constraints`); a batch without observations of a constraint
 contributes zero, not NaN.
+
+Two other kinds of terms (fields of the constraint): ``loss: nse_star``, the
+basin-normalized squared error of Kratzert et al. (2019) (:func:`nse_star`), and
+``signature``, a signature of the observed series against the model's
+(:mod:`h2mv_hybrid.signatures`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from h2mv_hybrid.constraints import Constraint, comparable
+from h2mv_hybrid.constraints import NSE_STAR_EPS, Constraint, comparable
 from h2mv_hybrid.options import check_choice
+from h2mv_hybrid.signatures import modelled_signature, signature_loss
 
 Weighting = Literal["fixed", "uncertainty"]
 
@@ -57,6 +63,86 @@ def masked_mse(pred: Tensor, obs: Tensor, std: float) -> tuple[Tensor, Tensor]:
     return sq.sum() / count.clamp(min=1), count
 
 
+def nse_star(pred: Tensor, obs: Tensor, basin_std: Tensor, std: float,
+             eps: float = NSE_STAR_EPS) -> tuple[Tensor, Tensor]:
+    """``(loss, count)``: the NSE* loss of Kratzert et al. (2019, HESS 23, 5089, eq. 3).
+
+    The mean over observed entries of (pred − obs)² / (σ_b + ε σ)²: each cell's squared
+    error scaled by its own standard deviation σ_b over the training period (plus ε times
+    the training cells' σ, so that a near-constant basin does not dominate). Over a
+    basin's whole training period it equals (1 − NSE_b) · σ_b² / (σ_b + ε σ)², so that
+    minimizing it maximizes the basins' NSE with every basin weighed alike.
+
+    Args:
+        pred: prediction [cells, steps] on the observation's axis.
+        obs: observation [cells, steps], NaN where unobserved.
+        basin_std: σ_b [cells], in the unit of ``obs`` (NaN: a cell without training
+            observations, which is left out).
+        std: σ of the training cells.
+        eps: ε, a share of ``std``.
+    """
+    scale = (basin_std + eps * std)[:, None]
+    known = torch.isfinite(scale)
+    scale = torch.where(known, scale, torch.ones_like(scale))
+    obs = torch.where(known, obs, torch.full_like(obs, float("nan")))
+    observed = ~torch.isnan(obs)
+    err = (pred - torch.where(observed, obs, torch.zeros_like(obs))) / scale
+    sq = torch.where(observed, err * err, torch.zeros_like(err))
+    count = observed.sum()
+    return sq.sum() / count.clamp(min=1), count
+
+
+def kge_loss(pred: Tensor, obs: Tensor) -> tuple[Tensor, Tensor]:
+    """``(loss, count)``: the mean over cells of 1 − KGE.
+
+    Gupta et al. (2009, J. Hydrol. 377, 80, eq. 9): KGE = 1 − √((r − 1)² + (α − 1)² +
+    (β − 1)²) of each cell over its observed steps, α = σ_pred / σ_obs, β = μ_pred /
+    μ_obs. Cells with fewer than two observed steps, or a constant or zero-mean
+    observation, are left out; ``count`` is the number of cells averaged. Small
+    constants keep the square roots' gradients finite at a perfect fit.
+    """
+    ok = ~torch.isnan(obs)
+    w = ok.to(pred.dtype)
+    n = w.sum(1)
+    o = torch.where(ok, obs, torch.zeros_like(obs))
+    p = torch.where(ok, pred, torch.zeros_like(pred))
+    safe_n = n.clamp(min=1)
+    mo, mp = o.sum(1) / safe_n, p.sum(1) / safe_n
+    do, dp = (o - mo[:, None]) * w, (p - mp[:, None]) * w
+    vo, vp = (do * do).sum(1) / safe_n, (dp * dp).sum(1) / safe_n
+    tiny = torch.finfo(pred.dtype).eps
+    usable = (n >= 2) & (vo > tiny) & (mo.abs() > tiny)
+    vo = torch.where(usable, vo, torch.ones_like(vo))
+    mo = torch.where(usable, mo, torch.ones_like(mo))
+    sp = torch.sqrt(vp + tiny)
+    r = (do * dp).sum(1) / safe_n / (torch.sqrt(vo) * sp)
+    alpha = sp / torch.sqrt(vo)
+    beta = mp / mo
+    ed = torch.sqrt((r - 1) ** 2 + (alpha - 1) ** 2 + (beta - 1) ** 2 + tiny)
+    count = usable.sum()
+    return torch.where(usable, ed, torch.zeros_like(ed)).sum() / count.clamp(min=1), count
+
+
+def constraint_term(c: Constraint, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor],
+                    std: Mapping[str, float]) -> Tensor:
+    """The loss of one constraint on a batch (before its weight)."""
+    if c.signature is not None:
+        q = outputs["q_total"]
+        prec = batch["forcing"][:, -q.shape[1]:, 1].to(q.dtype)
+        observed = batch[c.target]
+        mask = (~torch.isnan(observed) if observed.shape == q.shape
+                else torch.ones_like(q, dtype=torch.bool))
+        pred = modelled_signature(c.signature, outputs, prec, mask)
+        return signature_loss(pred, batch[f"{c.target}_{c.signature}"].to(q.dtype))[0]
+    pred, obs = c.pair(outputs[c.output], batch[c.target], batch["month_of_day"])
+    if c.loss == "nse_star":
+        return nse_star(pred, obs, batch[f"{c.target}_basin_std"].to(pred.dtype),
+                        std[c.target])[0]
+    if c.loss == "kge":
+        return kge_loss(pred, obs)[0]
+    return masked_mse(pred, obs, std[c.target])[0]
+
+
 class MultiConstraintLoss(nn.Module):
     """Sum of the constraints' losses, weighted fixed or by learned task uncertainty.
 
@@ -85,21 +171,21 @@ class MultiConstraintLoss(nn.Module):
 
         Args:
             outputs: daily model outputs [cells, period days] keyed by output name.
-            batch: the DataModule batch (targets, ``month_of_day``).
+            batch: the DataModule batch (targets, ``month_of_day``, and the per-cell
+                ``<target>_basin_std`` and ``<target>_<signature>`` the constraints use).
             std: z-scoring standard deviation per target (training cells).
         """
         parts: dict[str, Tensor] = {}
         total = None
         for i, c in enumerate(self.constraints):
-            if c.output not in outputs:
+            if c.signature is None and c.output not in outputs:
                 raise KeyError(f"constraint {c.target}: the model has no output {c.output!r}; "
                                f"valid: {', '.join(sorted(outputs))}")
             if c.target not in batch:
                 raise KeyError(f"constraint {c.target}: the batch has no target {c.target!r}; "
                                f"add it to the DataModule's constraints")
-            pred, obs = c.pair(outputs[c.output], batch[c.target], batch["month_of_day"])
-            loss, _ = masked_mse(pred, obs, std[c.target])
-            parts[c.target] = loss
+            loss = constraint_term(c, outputs, batch, std)
+            parts[c.name] = loss
             if self.weighting == "uncertainty":
                 term = 0.5 * torch.exp(-self.log_var[i]) * loss + 0.5 * self.log_var[i]
             else:

@@ -9,24 +9,25 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from h2mv_hybrid.constraints import PAPER_CONSTRAINTS, Constraint, as_constraints
 from h2mv_hybrid.data.datamodule import Normalization
-from h2mv_hybrid.heads.base import SCORED, OutputScores, Task, require_stats
+from h2mv_hybrid.heads.base import OutputScores, Task, require_stats
 from h2mv_hybrid.model.losses import MultiConstraintLoss, Weighting
-from h2mv_hybrid.model.metrics import SKILL_SCORES, BasinSkill
 from h2mv_hybrid.model.networks import (
+    OUTPUT_NAMES,
     PAPER_NETWORK,
+    ROUTING_OUTPUTS,
     Carry,
     HybridH2MV,
     HybridOutput,
     HybridSettings,
 )
 from h2mv_hybrid.model.observers import OBSERVERS
+from h2mv_hybrid.model.state_cache import StateCache
 
 
 def first_nonfinite(daily: dict[str, Tensor], cell_index: Tensor) -> str:
@@ -58,6 +59,10 @@ class H2MVHybrid(Task):
         spinup_refresh_epochs: training spin-up states are cached per cell and recomputed
             every this many epochs (1: every epoch); each recomputation starts from the
             previous one's end state, so the states keep converging.
+        spinup_cycles: run the spin-up forcing this many times, each from the previous
+            end state, where no cached state exists (validation, test, prediction, the
+            first training epoch): a slow groundwater store (a recession of months) is
+            far from equilibrium after one year from empty.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class H2MVHybrid(Task):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         spinup_refresh_epochs: int = 1,
+        spinup_cycles: int = 1,
     ):
         super().__init__()
         stats = require_stats(stats)
@@ -76,6 +82,8 @@ class H2MVHybrid(Task):
         network = network if isinstance(network, HybridSettings) else HybridSettings(**network)
         if spinup_refresh_epochs < 1:
             raise ValueError(f"spinup_refresh_epochs: expected ≥ 1, found {spinup_refresh_epochs}")
+        if spinup_cycles < 1:
+            raise ValueError(f"spinup_cycles: expected ≥ 1, found {spinup_cycles}")
         self.save_hyperparameters()
         self.constraints = self.declared_constraints(constraints)
         missing = [c.target for c in self.constraints if c.target not in stats.target_std]
@@ -86,10 +94,18 @@ class H2MVHybrid(Task):
             )
         self.target_std = dict(stats.target_std)
         self.settings = network
+        outputs = {*OUTPUT_NAMES, *OBSERVERS, *(ROUTING_OUTPUTS if network.routing_days else ())}
+        unknown = [f"{c.target}: {c.output!r}" for c in self.constraints
+                   if c.signature is None and c.output not in outputs]
+        if unknown:
+            hint = (" (q_routed needs network.routing_days)"
+                    if any("q_routed" in u for u in unknown) else "")
+            raise ValueError(f"constraints: expected outputs of the hybrid "
+                             f"({', '.join(sorted(outputs))}), found {', '.join(unknown)}{hint}")
         self.configure(stats)
         self.skipped_batches = 0
         self._skip_update = False
-        self._spin: dict[str, tuple[Tensor, Tensor]] = {}
+        self._new_caches()
 
     @staticmethod
     def declared_constraints(constraints: list[Constraint] | None) -> tuple[Constraint, ...]:
@@ -111,56 +127,111 @@ class H2MVHybrid(Task):
         self.loss_fn = MultiConstraintLoss(self.constraints, self.hparams.weighting)
 
     def configure_metrics(self) -> None:  # noqa: D102
-        self.metrics = OutputScores([c.target for c in self.constraints], rmse=False)
+        self.metrics = OutputScores([c.target for c in self.constraints if c.signature is None],
+                                    rmse=False)
         # NSE, KGE, KGE′ per cell of every target observed daily (gauged runoff …)
-        targets = dict.fromkeys(c.target for c in self.constraints)
-        self.skill = nn.ModuleDict({f"{s}_{t}": BasinSkill() for s in SCORED for t in targets})
-        self.basin_scores: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        self.configure_skill([c.target for c in self.constraints])
 
-    # -- spin-up -------------------------------------------------------------------------
-    def _spinup(self, batch: dict[str, Tensor], stage: str) -> Carry:
+    # -- spin-up and cached states ---------------------------------------------------------
+    def _new_caches(self) -> None:
+        history = (self.settings.routing_days or 1) - 1
+        self._spin = StateCache(self.model.lstm_hidden, history)
+        self._windows = StateCache(self.model.lstm_hidden, history)
+        self._windows_refresh = -1
+
+    def _spinup(self, batch: dict[str, Tensor], stage: str) -> tuple[Carry, Tensor | None]:
+        """The state the period (or window) of a batch starts from, and its runoff history.
+
+        Validation, test and prediction spin up from empty storages. Training spins up from
+        the cached spin-up state (recomputed every ``spinup_refresh_epochs``, each time
+        from the previous one); a random window warms up from the state cached on its
+        state day (:meth:`cache_window_states`).
+        """
         forcing, static = batch["forcing"], batch["static"]
         days = int(batch["spinup_days"])
         if stage != "train":
-            return self.model.spinup(forcing[:, :days], static)
+            return self.cycled_spinup(forcing[:, :days], static)
         idx = batch["cell_index"]
+        if "state_slot" in batch:
+            if not self._windows.holds(idx):
+                raise RuntimeError("a training window arrived before the window states were "
+                                   "cached (on_train_epoch_start runs cache_window_states)")
+            start = self._windows.read(idx, int(batch["state_slot"]))
+            return self.model.spinup_state(forcing[:, :days], static, *start)
         refresh = self.current_epoch // self.hparams.spinup_refresh_epochs
-        cached = self._spin.get("train")
-        start = None
-        if cached is not None and int(cached[1].numel()) > int(idx.max()):
-            store, when = cached
-            if bool((when[idx] == refresh).all()):
-                return Carry(*self._unpack(store[idx]))
-            if bool((when[idx] >= 0).all()):
-                start = Carry(*self._unpack(store[idx]))  # warm start from the last spin-up
-        carry = self.model.spinup(forcing[:, :days], static, start)
-        self._remember(idx, carry, refresh)
-        return carry
+        if self._spin.holds(idx, refresh):
+            return self._spin.read(idx)
+        if self._spin.holds(idx):
+            state = self.model.spinup_state(forcing[:, :days], static, *self._spin.read(idx))
+        else:
+            state = self.cycled_spinup(forcing[:, :days], static)
+        self._spin.write(idx, self._spin.pack(*state)[:, None], refresh)
+        return state
 
-    def _unpack(self, flat: Tensor) -> tuple[Tensor, ...]:
-        h = self.model.lstm_hidden
-        return (flat[:, 0], flat[:, 1], flat[:, 2], flat[:, 3:3 + h], flat[:, 3 + h:3 + 2 * h],
-                flat[:, 3 + 2 * h])
+    def cycled_spinup(self, forcing: Tensor, static: Tensor, cycles: int | None = None
+                      ) -> tuple[Carry, Tensor | None]:
+        """The state after ``cycles`` runs of the spin-up days from empty storages.
 
-    def _remember(self, idx: Tensor, carry: Carry, refresh: int) -> None:
-        flat = torch.cat([carry.swe[:, None], carry.sm[:, None], carry.gw[:, None], carry.h,
-                          carry.c, carry.fapar[:, None]], 1)
-        size = int(idx.max()) + 1
-        store, when = self._spin.get("train", (flat.new_zeros(0, flat.shape[1]),
-                                              idx.new_full((0,), -1)))
-        if store.shape[0] < size:
-            store = torch.cat([store, flat.new_zeros(size - store.shape[0], flat.shape[1])])
-            when = torch.cat([when, idx.new_full((size - when.shape[0],), -1)])
-        store[idx] = flat
-        when[idx] = refresh
-        self._spin["train"] = (store, when)
+        Each run starts from the previous one's end state; ``cycles`` defaults to
+        ``spinup_cycles``.
+        """
+        state: tuple = (None, None)
+        for _ in range(self.hparams.spinup_cycles if cycles is None else cycles):
+            state = self.model.spinup_state(forcing, static, *state)
+        return state
+
+    def cache_window_states(self, loader, every: int, refresh: int) -> None:
+        """Cache the states of a continuous run of the training period.
+
+        The whole training period (spin-up included) of every training cell runs without
+        gradient; its state is cached every ``every`` days from its first day.
+
+        Slot k holds the state at the start of day k · ``every`` of the batch's forcing;
+        the run starts from the state the previous refresh cached one spin-up later (the
+        same season), so that the storages keep converging from epoch to epoch; the first
+        refresh starts from ``spinup_cycles − 1`` runs of the spin-up days.
+        """
+        cache = self._windows
+        with torch.no_grad():
+            for batch in loader:
+                forcing = batch["forcing"].to(self.device)
+                static = batch["static"].to(self.device)
+                idx = batch["cell_index"].to(self.device)
+                n_days, spin = forcing.shape[1], int(batch["spinup_days"])
+                n_slots = (n_days - 1) // every + 1
+                state: tuple = (None, None)
+                if cache.holds(idx) and cache.values.shape[1] == n_slots:
+                    state = cache.read(idx, min(n_slots - 1, spin // every))
+                if state[0] is None:  # the first refresh: cycles of the spin-up year
+                    state = self.cycled_spinup(forcing[:, :spin], static,
+                                               self.hparams.spinup_cycles - 1)
+                    if state[0] is None:
+                        state = (self.model.initial_carry(len(idx), self.device),
+                                 self.model.initial_history(len(idx), self.device))
+                rows = []
+                for k in range(n_slots):
+                    rows.append(cache.pack(*state))
+                    state = self.model.spinup_state(
+                        forcing[:, k * every:(k + 1) * every], static, *state)
+                cache.write(idx, torch.stack(rows, 1), refresh)
+        self._windows_refresh = refresh
+
+    def on_train_epoch_start(self) -> None:
+        """With random training windows, (re)cache the window states when due."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        windows = getattr(dm, "windows", None)
+        if windows is None:
+            return
+        refresh = self.current_epoch // self.hparams.spinup_refresh_epochs
+        if refresh != self._windows_refresh:
+            self.cache_window_states(dm.state_dataloader(), windows.state_every_days, refresh)
 
     # -- the shared step -----------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor], stage: str = "predict") -> HybridOutput:
         """Spin up, then run the period of a DataModule batch (and the observers)."""
-        carry = self._spinup(batch, stage)
+        carry, history = self._spinup(batch, stage)
         days = int(batch["spinup_days"])
-        out = self.model(batch["forcing"][:, days:], batch["static"], carry)
+        out = self.model(batch["forcing"][:, days:], batch["static"], carry, history)
         for name, observer in self.observers.items():
             out.daily[name] = observer(out.daily)
         return out
@@ -196,36 +267,16 @@ class H2MVHybrid(Task):
         n = batch["forcing"].shape[0]
         skilled = set()
         for c in self.constraints:
+            if c.signature is not None:
+                continue
             pred, obs = c.pair(daily[c.output], batch[c.target], batch["month_of_day"],
                                saturate=False)
             self.metrics.update(self, stage, c.target, pred, obs, n)
             observed = batch[c.target]
             if observed.shape[1] == daily[c.output].shape[1] and c.target not in skilled:
                 skilled.add(c.target)
-                self.skill[f"{stage}_{c.target}"].update(daily[c.output].detach(), observed,
-                                                         batch["cell_index"])
-
-    def on_validation_epoch_end(self) -> None:  # noqa: D102
-        self._basin_skill("val")
-
-    def on_test_epoch_end(self) -> None:  # noqa: D102
-        self._basin_skill("test")
-
-    def _basin_skill(self, stage: str) -> None:
-        """Per-cell NSE, KGE, KGE′ of the epoch (:attr:`basin_scores`), medians logged."""
-        scores = {}
-        for key, metric in self.skill.items():
-            if not key.startswith(f"{stage}_") or not metric.update_called:
-                continue
-            target = key[len(stage) + 1:]
-            # atleast_1d: torchmetrics squeezes the results of a single cell to scalars
-            result = {k: np.atleast_1d(v.cpu().numpy()) for k, v in metric.compute().items()}
-            metric.reset()
-            scores[target] = result
-            for name in SKILL_SCORES:
-                self.log(f"{stage}_{target}_{name}", float(np.nanmedian(result[name]))
-                         if np.isfinite(result[name]).any() else float("nan"))
-        self.basin_scores[stage] = scores
+                self.update_skill(stage, c.target, daily[c.output], observed,
+                                  batch["cell_index"])
 
     def predict_step(self, batch, batch_idx):  # noqa: D102
         out = self(batch, "predict")
@@ -234,7 +285,10 @@ class H2MVHybrid(Task):
             "daily": {k: v.detach() for k, v in out.daily.items()},
             "alpha": {k: v.detach() for k, v in out.alpha.items()},
             "sm_max": out.sm_max.detach(),
-            "beta": {k: float(v) for k, v in out.beta.items()},
+            # per-cell coefficients: routing, and β where one per cell is learned
+            "cells": {**{k: v.detach() for k, v in (out.routing or {}).items()},
+                      **{f"beta_{k}": v.detach() for k, v in out.beta.items() if v.dim()}},
+            "beta": {k: float(v) for k, v in out.beta.items() if not v.dim()},
             "observation": {k: float(v) for o in self.observers.values()
                             for k, v in o.constants().items()},
         }
@@ -256,13 +310,18 @@ class H2MVHybrid(Task):
 
     # -- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the spin-up cache, so that a resumed run continues exactly."""
-        checkpoint["h2mv_spinup_cache"] = {k: (v[0].cpu(), v[1].cpu())
-                                           for k, v in self._spin.items()}
+        """Keep the cached states, so that a resumed run continues exactly."""
+        spin = self._spin.to_checkpoint()
+        checkpoint["h2mv_spinup_cache"] = {} if spin is None else {"train": spin}
+        checkpoint["h2mv_window_states"] = (self._windows.to_checkpoint(),
+                                            self._windows_refresh)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:  # noqa: D102
-        self._spin = {k: (v[0].to(self.device), v[1].to(self.device))
-                      for k, v in checkpoint.get("h2mv_spinup_cache", {}).items()}
+        self._new_caches()
+        self._spin.from_checkpoint(checkpoint.get("h2mv_spinup_cache", {}).get("train"),
+                                   self.device)
+        saved, self._windows_refresh = checkpoint.get("h2mv_window_states", (None, -1))
+        self._windows.from_checkpoint(saved, self.device)
 
     # -- optimisation --------------------------------------------------------------------
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -6,7 +6,12 @@
 - Dynamic module: an LSTM fed each day the normalized forcing, the static code and (in
   the paper's configuration) the previous day's storages and fAPAR; a linear layer
   emits the α and fAPAR, activated into their bounds by the same table.
-- Global constants β (snow, baseflow): learned directly, activated by the table (sigmoid).
+- Global constants β (snow, baseflow): learned directly, activated by the table (sigmoid);
+  with ``basin_baseflow`` the baseflow recession β_gw is one per cell, from the static
+  code (catchments differ in their recession as much as in their storage capacity).
+- Optional routing to a catchment's outlet (``routing_days``): a gamma unit hydrograph
+  per cell, its shape and scale from the static code (:mod:`process_layers.routing`),
+  adds the outputs ``q_routed`` and ``routing_store``.
 
 Two configurations: ``state_feedback=True`` (the paper's: one LSTM cell step and one
 bucket step per day, storages fed back) and ``state_feedback=False`` (one whole-sequence
@@ -35,11 +40,15 @@ from h2mv_hybrid.model.scans import (
     physics_dtype,
 )
 from h2mv_hybrid.options import check_choice
-from process_layers import FLUX_NAMES, Alpha, Beta, States, h2mv
-from process_layers.parameters import ALPHA_NAMES, BY_NAME
+from process_layers import FLUX_NAMES, Alpha, Beta, States, h2mv, routing
+from process_layers.parameters import ALPHA_NAMES, BY_NAME, names
 
 #: Daily outputs of the hybrid model: every flux and storage of the bucket, and fAPAR.
 OUTPUT_NAMES: tuple[str, ...] = (*FLUX_NAMES, "fapar")
+#: Daily outputs added by routing: runoff at the outlet (mm day⁻¹), water in transit (mm).
+ROUTING_OUTPUTS: tuple[str, ...] = ("q_routed", "routing_store")
+#: Initial unit hydrograph: shape a and scale θ (days), a mean delay of about two days.
+ROUTING_INIT = {"route_shape": 2.0, "route_scale": 1.0}
 ChunkMode = Literal["checkpoint", "truncate"]
 FeedbackBackend = Literal["auto", "fused", "loop"]
 
@@ -65,6 +74,12 @@ class HybridSettings:
             backward (``fused``; CPU, float32/float64, no autocast), day by day with
             autograd (``loop``; any device and precision), or ``auto`` (fused where it can
             run, else loop).
+        routing_days: K, the length of the unit hydrograph that routes the bucket's runoff
+            to the outlet (``q_routed``), days; None: no routing (gridded stores, where
+            runoff is compared monthly).
+        basin_baseflow: β_gw per cell from the static code (a catchment's recession
+            constant, as every conceptual model calibrates one per basin) instead of the
+            paper's global constant.
     """
 
     static_hidden: int = 150
@@ -78,10 +93,15 @@ class HybridSettings:
     time_chunk: int | None = None
     chunk_mode: ChunkMode = "checkpoint"
     feedback_backend: FeedbackBackend = "auto"
+    routing_days: int | None = None
+    basin_baseflow: bool = False
 
     def __post_init__(self):
         check_choice("feedback_backend", self.feedback_backend, FeedbackBackend)
         check_choice("chunk_mode", self.chunk_mode, ChunkMode)
+        if self.routing_days is not None and not 1 <= self.routing_days <= 365:
+            raise ValueError(f"routing_days: expected 1 … 365 days or None, found "
+                             f"{self.routing_days}")
         if self.time_chunk is not None and self.time_chunk < 1:
             raise ValueError(f"time_chunk: expected ≥ 1 days or None, found {self.time_chunk}")
         for k, v in (self.beta_init or {}).items():
@@ -96,13 +116,19 @@ PAPER_NETWORK = HybridSettings()
 
 
 class HybridOutput(NamedTuple):
-    """Daily outputs [cells, days] by name (``OUTPUT_NAMES``), coefficients, final carry."""
+    """Daily outputs [cells, days] by name (``OUTPUT_NAMES``), coefficients, final carry.
+
+    With routing also the routing coefficients per cell (``route_shape``, ``route_scale``)
+    and the runoff history that the next span of days starts from [cells, K − 1].
+    """
 
     daily: dict[str, Tensor]
     alpha: dict[str, Tensor]
     sm_max: Tensor
     beta: dict[str, Tensor]
     carry: Carry
+    routing: dict[str, Tensor] | None = None
+    history: Tensor | None = None
 
 
 class StaticModule(nn.Module):
@@ -163,14 +189,35 @@ class HybridH2MV(nn.Module):
         beta_init = {"snow": 0.9, "baseflow": 0.05, **(s.beta_init or {})}
         self.beta_raw = nn.ParameterDict({
             k: nn.Parameter(torch.tensor(BY_NAME[("beta", k)].inverse(v)))
-            for k, v in beta_init.items()
+            for k, v in beta_init.items() if not (k == "baseflow" and s.basin_baseflow)
         })
         self.lstm_hidden = s.lstm_hidden
+        # last, so that the other networks' random initialization does not depend on it
+        self.routing_head = None
+        if s.routing_days:
+            self.routing_head = nn.Linear(s.code_size, 2)
+            with torch.no_grad():
+                self.routing_head.weight.mul_(0.1)
+                self.routing_head.bias.copy_(torch.tensor(
+                    [BY_NAME[("routing", k)].inverse(v) for k, v in ROUTING_INIT.items()]))
+        self.baseflow_head = None
+        if s.basin_baseflow:
+            self.baseflow_head = nn.Linear(s.code_size, 1)
+            with torch.no_grad():
+                self.baseflow_head.weight.mul_(0.1)
+                self.baseflow_head.bias.fill_(BY_NAME[("beta", "baseflow")].inverse(
+                    beta_init["baseflow"]))
 
     # -- pieces --------------------------------------------------------------------------
-    def beta(self) -> dict[str, Tensor]:
-        """The global constants β in (0, 1)."""
-        return {k: BY_NAME[("beta", k)].activate(v) for k, v in self.beta_raw.items()}
+    def beta(self, code: Tensor | None = None) -> dict[str, Tensor]:
+        """The constants β in (0, 1): global (0-d), or per cell [cells] from ``code``."""
+        beta = {k: BY_NAME[("beta", k)].activate(v) for k, v in self.beta_raw.items()}
+        if self.baseflow_head is not None:
+            if code is None:
+                raise ValueError("beta: a per-cell baseflow constant needs the static code")
+            beta["baseflow"] = BY_NAME[("beta", "baseflow")].activate(
+                self.baseflow_head(code)[:, 0])
+        return beta
 
     def initial_carry(self, n_cells: int, device: torch.device) -> Carry:
         """Empty storages, zero LSTM state, bare vegetation."""
@@ -179,11 +226,35 @@ class HybridH2MV(nn.Module):
         h = torch.zeros(n_cells, self.lstm_hidden, device=device, dtype=dtype)
         return Carry(z, z.clone(), z.clone(), h, h.clone(), z.clone())
 
+    def initial_history(self, n_cells: int, device: torch.device) -> Tensor | None:
+        """No runoff before the first day [cells, K − 1] (None without routing)."""
+        if self.routing_head is None:
+            return None
+        dtype = physics_dtype(self.head.weight.dtype)
+        return torch.zeros(n_cells, self.settings.routing_days - 1, device=device, dtype=dtype)
+
+    def route(self, code: Tensor, daily: dict[str, Tensor], history: Tensor
+              ) -> tuple[dict[str, Tensor], Tensor]:
+        """Route ``q_total`` to the outlet.
+
+        Adds ``q_routed`` and ``routing_store`` to ``daily``; returns the routing
+        coefficients and the next history.
+        """
+        raw = self.routing_head(code)
+        coef = {k: BY_NAME[("routing", k)].activate(raw[:, i])
+                for i, k in enumerate(names("routing"))}
+        q = daily["q_total"]
+        kernel = routing.gamma_kernel(coef["route_shape"].to(q.dtype),
+                                      coef["route_scale"].to(q.dtype), self.settings.routing_days)
+        daily["q_routed"] = routing.route(q, history, kernel)
+        daily["routing_store"] = routing.routing_storage(q, history, kernel)
+        return coef, routing.next_history(q, history)
+
     def drivers(self, forcing: Tensor, static: Tensor) -> Drivers:
         """Normalized forcing, static code, SM_max and β of a span of days."""
         f_norm = (forcing - self.forcing_mean) / self.forcing_std
         code, sm_max = self.static((static - self.static_mean) / self.static_std)
-        return Drivers(forcing, f_norm, code, sm_max, self.beta())
+        return Drivers(forcing, f_norm, code, sm_max, self.beta(code))
 
     def physics_day(self, rn_mm, prec, tair_c, raw, sm_max, beta, carry: Carry):
         """One bucket day in float32 (float64 for a float64 model), whatever the networks'."""
@@ -210,13 +281,16 @@ class HybridH2MV(nn.Module):
         return None
 
     # -- public --------------------------------------------------------------------------
-    def forward(self, forcing: Tensor, static: Tensor, carry: Carry | None = None) -> HybridOutput:
+    def forward(self, forcing: Tensor, static: Tensor, carry: Carry | None = None,
+                history: Tensor | None = None) -> HybridOutput:
         """Run the hybrid over a span of days.
 
         Args:
             forcing: [cells, days, 3]: rn (W m⁻²), prec (mm day⁻¹), tair (K).
             static: [cells, features] in the store's units.
             carry: the state at the start (from :meth:`spinup`); empty if None.
+            history: with routing, the runoff of the K − 1 days before [cells, K − 1];
+                none if None.
 
         Returns:
             :class:`HybridOutput` with daily outputs [cells, days] by name.
@@ -225,12 +299,27 @@ class HybridH2MV(nn.Module):
         carry = carry if carry is not None else self.initial_carry(n_cells, forcing.device)
         d = self.drivers(forcing, static)
         daily, alpha, carry = choose_scan(self, forcing)(self, d, carry)
-        return HybridOutput(daily, alpha, d.sm_max, d.beta, carry)
+        coef = None
+        if self.routing_head is not None:
+            history = (history if history is not None
+                       else self.initial_history(n_cells, forcing.device))
+            coef, history = self.route(d.code, daily, history)
+        return HybridOutput(daily, alpha, d.sm_max, d.beta, carry, coef, history)
 
     @torch.no_grad()
+    def spinup_state(self, forcing: Tensor, static: Tensor, carry: Carry | None = None,
+                     history: Tensor | None = None) -> tuple[Carry, Tensor | None]:
+        """Run without gradients over the spin-up days (§2.3.3).
+
+        Returns the carry at their end and, with routing, the runoff history.
+        """
+        if forcing.shape[1] == 0:
+            n, device = forcing.shape[0], forcing.device
+            return (carry if carry is not None else self.initial_carry(n, device),
+                    history if history is not None else self.initial_history(n, device))
+        out = self.forward(forcing, static, carry, history)
+        return out.carry.detach(), None if out.history is None else out.history.detach()
+
     def spinup(self, forcing: Tensor, static: Tensor, carry: Carry | None = None) -> Carry:
         """Run without gradients over the spin-up days; the carry at their end (§2.3.3)."""
-        if forcing.shape[1] == 0:
-            return carry if carry is not None else self.initial_carry(forcing.shape[0],
-                                                                      forcing.device)
-        return self.forward(forcing, static, carry).carry.detach()
+        return self.spinup_state(forcing, static, carry)[0]

@@ -210,17 +210,19 @@ class Decoupled(Scan):
         x = torch.cat([d.f_norm, d.code[:, None].expand(-1, d.f_norm.shape[1], -1)], -1)
         hs, (h, c) = net.lstm(x, (carry.h[None], carry.c[None]))
         raw = net.head(hs)
+        dt = physics_dtype(raw.dtype)  # float32, or float64 for a float64 model
         with torch.autocast(device_type=forcing.device.type, enabled=False):
-            alpha = activate_alpha(raw.float())
+            alpha = activate_alpha(raw.to(dt))
             fluxes = h2mv.simulate(
-                {"rn": forcing[..., 0].float(), "prec": forcing[..., 1].float(),
-                 "tair": forcing[..., 2].float()},
-                alpha, {"sm_max": d.sm_max.float()}, {k: v.float() for k, v in d.beta.items()},
-                {"swe": carry.swe, "sm": carry.sm, "gw": carry.gw}, validate_inputs=False,
+                {"rn": forcing[..., 0].to(dt), "prec": forcing[..., 1].to(dt),
+                 "tair": forcing[..., 2].to(dt)},
+                alpha, {"sm_max": d.sm_max.to(dt)}, {k: v.to(dt) for k, v in d.beta.items()},
+                {"swe": carry.swe.to(dt), "sm": carry.sm.to(dt), "gw": carry.gw.to(dt)},
+                validate_inputs=False,
             )
         daily = {k: fluxes[k] for k in FLUX_NAMES} | {"fapar": alpha["fapar"]}
-        carry = Carry(fluxes.swe[:, -1], fluxes.sm[:, -1], fluxes.gw[:, -1], h[0].float(),
-                      c[0].float(), alpha["fapar"][:, -1])
+        carry = Carry(fluxes.swe[:, -1], fluxes.sm[:, -1], fluxes.gw[:, -1], h[0].to(dt),
+                      c[0].to(dt), alpha["fapar"][:, -1])
         return daily, alpha, carry
 
 
