@@ -358,11 +358,17 @@ class H2MVDataModule(L.LightningDataModule):
                   else slice(w.start_day, w.end_day))
             x = c.as_compared(ds[c.target].isel({axis: sl}).where(where), axis)
             lazy[c.target] = (x.mean(), x.std())
+            if axis == "time":  # every cell's own std (NSE*'s scale), in the same pass
+                y = c.as_compared(ds[c.target].isel(time=sl), "time")
+                lazy[f"basin:{c.target}"] = (y.count("time"), y.std("time"))
         for k in self.inputs:
             x = ds[k].isel(time=slice(w.start_day, w.end_day)).where(where)
             per = [d for d in x.dims if d != "layer"]
             lazy[f"input:{k}"] = (x.mean(per), x.std(per))
-        (computed,) = dask.compute(lazy)
+        with warnings.catch_warnings():  # cells never observed: NaN, not a warning
+            warnings.filterwarnings("ignore", "Degrees of freedom", RuntimeWarning)
+            warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+            (computed,) = dask.compute(lazy)
         v = {k: (np.asarray(m.values, float), np.asarray(s.values, float)) for k, (m, s) in
              computed.items()}
         for k in self.inputs:
@@ -381,6 +387,7 @@ class H2MVDataModule(L.LightningDataModule):
                     f"{k}: expected observations on training cells in the training period, "
                     f"found {'none' if not np.isfinite(v[k][1]) else 'a constant'}"
                 )
+        self._basin_std = {f"{k[6:]}_basin_std": v[k][1] for k in v if k.startswith("basin:")}
         return Normalization(
             forcing_mean=[float(v[k][0]) for k in FORCING_NAMES],
             forcing_std=[float(v[k][1]) for k in FORCING_NAMES],
@@ -395,25 +402,16 @@ class H2MVDataModule(L.LightningDataModule):
         )
 
     # -- per-cell values ---------------------------------------------------------------
-    @cached_property
+    @property
     def basin_std(self) -> dict[str, np.ndarray]:
         """``<target>_basin_std``: each cell's standard deviation of each daily target.
 
         Over the training period, as its constraint compares it (store layout; NaN:
-        unobserved).
-
+        unobserved); computed in the statistics' pass over the store (:attr:`stats`).
         The scale of the NSE* loss (:func:`~h2mv_hybrid.model.losses.nse_star`).
         """
-        ds, w = self.dataset, self.window("train")
-        out = {}
-        for c in self.target_constraints:
-            if time_axis(ds, c.target) != "time":
-                continue
-            x = c.as_compared(ds[c.target].isel(time=slice(w.start_day, w.end_day)), "time")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells: NaN
-                out[f"{c.target}_basin_std"] = np.asarray(x.std("time").values, np.float64)
-        return out
+        _ = self.stats
+        return self._basin_std
 
     def signatures(self, stage: str) -> dict[str, np.ndarray]:
         """``<target>_<signature>``: each declared signature observed in every cell.
