@@ -1,4 +1,4 @@
-"""One training step of the hybrid on each device here: CPU (fused) and CUDA (day loop).
+"""One training step of the hybrid on each device here: CPU (numba) and CUDA (Triton).
 
 Run from the repository root::
 
@@ -8,7 +8,7 @@ Run from the repository root::
 A step is the forward pass of :class:`h2mv_hybrid.model.networks.HybridH2MV` (LSTM hidden
 100, static hidden 150, code 12), a loss on ET, runoff, TWS and SWE and the backward pass,
 in float32, for both configurations: state feedback (the paper's; on the CPU the fused
-op, on a GPU the per-day loop) and decoupled (whole-sequence LSTM, then the bucket).
+op, on a GPU the Triton op) and decoupled (whole-sequence LSTM, then the bucket).
 Devices are timed alternately, in one process; on CUDA every step ends with a
 synchronization. The table gives the median of the repeats.
 """

@@ -175,10 +175,28 @@ def _simulate_loop(f: Forcing, a: Alpha, sm_max: Tensor, b: Beta, st: States) ->
     return Fluxes(**{k: torch.stack([o[k] for o in outputs], dim=1) for k in FLUX_NAMES})
 
 
-def _simulate_fused(f: Forcing, a: Alpha, sm_max: Tensor, b: Beta, st: States) -> Fluxes:
-    from process_layers.fused import FusedScan
+def fused_kernel(device: torch.device) -> str:
+    """Which compiled scan runs on ``device``: ``"numba"`` (CPU) or ``"triton"`` (CUDA)."""
+    return "triton" if device.type == "cuda" else "numba"
 
-    outs = FusedScan.apply(
+
+def triton_missing() -> str | None:
+    """Why the Triton kernels cannot be imported here, or None."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return ("Triton is not installed (it ships with PyTorch's CUDA builds; "
+                "pip install triton)")
+    return None
+
+
+def _simulate_fused(f: Forcing, a: Alpha, sm_max: Tensor, b: Beta, st: States) -> Fluxes:
+    if fused_kernel(a.fapar.device) == "triton":
+        from process_layers.triton_scan import TritonScan as Scan
+    else:
+        from process_layers.fused import FusedScan as Scan
+
+    outs = Scan.apply(
         f.rn, f.prec, f.tair, *(a[k] for k in ALPHA_NAMES), sm_max, b.snow, b.baseflow,
         st.swe, st.sm, st.gw,
     )
@@ -187,10 +205,13 @@ def _simulate_fused(f: Forcing, a: Alpha, sm_max: Tensor, b: Beta, st: States) -
 
 def fused_available(forcing: Forcing, alpha: Alpha) -> str | None:
     """Why the fused path cannot run on these inputs, or None if it can."""
-    if alpha.fapar.device.type != "cpu":
-        return f"tensors are on {alpha.fapar.device}; the fused kernel runs on the CPU"
+    device = alpha.fapar.device
+    if device.type not in ("cpu", "cuda"):
+        return f"tensors are on {device}; the fused kernels run on the CPU and CUDA GPUs"
     if any(v.requires_grad for v in forcing.values()):
         return "the forcing requires a gradient; the fused adjoint treats forcing as data"
+    if fused_kernel(device) == "triton":
+        return triton_missing()
     try:
         import numba  # noqa: F401
     except ImportError:  # pragma: no cover - numba is a core dependency
@@ -216,9 +237,10 @@ def simulate(
         static: ``sm_max`` (mm) [cells].
         beta: ``snow``, ``baseflow`` (0-d, or [cells] for a per-cell constant).
         states: initial storages (mm) [cells]; empty buckets if None.
-        backend: ``"fused"`` (compiled scan with a hand-written adjoint; CPU), ``"loop"``
-            (per-day tensor ops; any device, differentiable w.r.t. the forcing too) or
-            ``"auto"`` (fused where it can run, else loop).
+        backend: ``"fused"`` (compiled scan with a hand-written adjoint: numba on the CPU,
+            Triton on a CUDA GPU), ``"loop"`` (per-day tensor ops; any device,
+            differentiable w.r.t. the forcing too) or ``"auto"`` (fused where it can run,
+            else loop).
         validate_inputs: check keys, shapes, units and bounds once before running.
 
     Returns:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+import shutil
+
+# Without a GPU the Triton kernels run in Triton's interpreter (tests/test_triton.py). The
+# choice is read when a kernel is defined, Triton's own library functions included, which
+# happens when triton is first imported (by torch, lightning or us): hence here, first.
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from h2mv_hybrid.sites import site_coefficients, site_forcing
 from process_layers.parameters import ALPHA_NAMES

@@ -1,8 +1,9 @@
 """The hybrid's scans on a CUDA device, held to the CPU ones (skipped without a GPU).
 
-On a CUDA tensor the state-feedback recurrence runs as the day loop and the decoupled
-configuration's bucket as the per-day tensor loop; both must give the CPU's values and
-gradients (the CPU runs the fused kernels), in float64.
+On a CUDA tensor the state-feedback recurrence runs as the fused Triton op
+(:mod:`h2mv_hybrid.model.feedback_gpu`) or the day loop, and the decoupled
+configuration's bucket as the Triton scan; all must give the CPU's values and gradients
+(the CPU runs the numba kernels), in float64.
 """
 
 import pytest
@@ -12,7 +13,8 @@ from h2mv_hybrid.model.networks import HybridH2MV, HybridSettings
 from h2mv_hybrid.model.scans import DayLoop, Decoupled, FusedFeedback, choose_scan
 from h2mv_hybrid.sites import site_forcing
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 F = 6
 
 
@@ -48,16 +50,19 @@ def run(model, forcing, static):
     {"state_feedback": True},
     {"state_feedback": True, "time_chunk": 30, "chunk_mode": "checkpoint"},
     {"state_feedback": True, "time_chunk": 30, "chunk_mode": "truncate"},
+    {"state_feedback": True, "feedback_backend": "loop"},
     {"state_feedback": False},
-], ids=["feedback", "checkpoint", "truncate", "decoupled"])
+], ids=["feedback", "checkpoint", "truncate", "day loop", "decoupled"])
 def test_cuda_scans_equal_the_cpu(settings):
     model, forcing, static = case(**settings)
     cpu_scan = choose_scan(model, forcing)
     cpu = run(model, forcing, static)
     model = model.cuda()
     gpu_scan = choose_scan(model, forcing.cuda())
-    if settings["state_feedback"]:
-        assert isinstance(cpu_scan, FusedFeedback) and isinstance(gpu_scan, DayLoop)
+    if settings.get("feedback_backend") == "loop":
+        assert isinstance(cpu_scan, DayLoop) and isinstance(gpu_scan, DayLoop)
+    elif settings["state_feedback"]:
+        assert isinstance(cpu_scan, FusedFeedback) and isinstance(gpu_scan, FusedFeedback)
     else:
         assert isinstance(cpu_scan, Decoupled) and isinstance(gpu_scan, Decoupled)
     gpu = run(model, forcing.cuda(), static.cuda())
@@ -77,6 +82,8 @@ def test_cuda_bf16_autocast_keeps_the_physics_in_float32():
     model = model.float().cuda()
     forcing, static = forcing.float().cuda(), static.float().cuda()
     with torch.autocast("cuda", dtype=torch.bfloat16):
+        # the fused op runs under autocast too, its recurrence in float32
+        assert isinstance(choose_scan(model, forcing), FusedFeedback)
         out = model(forcing, static)
         loss = out.daily["ET"].mean() + out.daily["q_total"].mean()
     loss.backward()

@@ -173,3 +173,18 @@ def test_spinup_cycles_repeat_the_spin_up_from_its_own_end_state():
     assert not torch.allclose(once.gw, carry.gw)  # the slow store keeps filling
     with pytest.raises(ValueError, match="spinup_cycles: expected ≥ 1, found 0"):
         module(spinup_cycles=0)
+
+
+def test_the_decoupled_lstm_runs_in_slices_of_cells_past_cudnns_limit(monkeypatch):
+    """Batches past cuDNN's 2³¹ gate values run in slices of cells: the same outputs."""
+    from h2mv_hybrid.model import scans
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 8, batch_first=True)
+    x, h0, c0 = torch.randn(10, 6, 5), torch.randn(10, 8), torch.randn(10, 8)
+    whole = scans.run_lstm(lstm, x, h0, c0.t().contiguous().t())  # a non-contiguous view too
+    monkeypatch.setattr(scans, "CUDNN_GATES", 3 * 6 * 4 * 8)  # 3 cells per slice
+    sliced = scans.run_lstm(lstm, x, h0, c0)
+    for a, b in zip((whole[0], *whole[1]), (sliced[0], *sliced[1]), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert sliced[1][0].shape == (1, 10, 8)

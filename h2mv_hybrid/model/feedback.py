@@ -224,6 +224,38 @@ def _run(p: _Setup, t0: int, t1: int, x0: Tensor, c0: Tensor, s0: Tensor, out: T
     return tape
 
 
+def prepare(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tensor, w_x: Tensor,
+            w_head: Tensor, b_head: Tensor, sm_max: Tensor, beta_snow: Tensor, beta_gw: Tensor,
+            swe0: Tensor, sm0: Tensor, gw0: Tensor, fapar0: Tensor, h0: Tensor, c0: Tensor
+            ) -> tuple[_Setup, Tensor, Tensor, Tensor]:
+    """:class:`FeedbackScan`'s inputs as a :class:`_Setup` and the first day's x, c, storages.
+
+    Shared with the GPU op (:mod:`h2mv_hybrid.model.feedback_gpu`); tensors stay on their
+    device, in the dtype of ``code_proj``.
+    """
+    n_cells = forcing.shape[0]
+    hidden = h0.shape[1]
+    dtype = code_proj.dtype
+    code_proj, w_x, w_head, b_head, sm_max = (
+        x.detach().to(dtype).contiguous() for x in (code_proj, w_x, w_head, b_head, sm_max))
+    # tanh(z) = 2σ(2z) − 1: the cell-gate rows doubled (see _run)
+    g_rows = slice(2 * hidden, 3 * hidden)
+    w_x2, code_proj2 = w_x.clone(), code_proj.clone()
+    w_x2[g_rows] *= 2
+    code_proj2[:, g_rows] *= 2
+    p = _Setup(f_norm.detach().transpose(0, 1).to(dtype).contiguous(),
+               forcing.detach().transpose(0, 1).to(dtype).contiguous(), code_proj,
+               code_proj2, w_x, w_x2.t(), w_head, b_head, sm_max,
+               per_cell_betas(beta_snow, beta_gw, n_cells, dtype), float(scale))
+    s0 = torch.stack([swe0, sm0, gw0], 1).detach().to(dtype)
+    x0 = torch.empty(n_cells, hidden + 7, dtype=dtype, device=code_proj.device)
+    x0[:, :hidden] = h0
+    x0[:, hidden:hidden + 3] = p.fn[0]
+    x0[:, hidden + 3:hidden + 6] = torch.log1p(s0 / p.scale)
+    x0[:, hidden + 6] = fapar0
+    return p, x0, c0.detach().to(dtype), s0
+
+
 class FeedbackScan(torch.autograd.Function):
     """Autograd function: the state-feedback LSTM and bucket over a span of days (CPU).
 
@@ -247,27 +279,12 @@ class FeedbackScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, keep, chunk, f_norm, forcing, scale, code_proj, w_x, w_head,  # noqa: D102
                 b_head, sm_max, beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0):
+        p, x0, c0, s0 = prepare(f_norm, forcing, scale, code_proj, w_x, w_head, b_head, sm_max,
+                                beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0)
+        ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
         n_cells, n_days, _ = forcing.shape
         hidden = h0.shape[1]
-        dtype = code_proj.dtype
-        code_proj, w_x, w_head, b_head, sm_max = (
-            x.detach().to(dtype).contiguous() for x in (code_proj, w_x, w_head, b_head, sm_max))
-        g_rows = slice(2 * hidden, 3 * hidden)
-        w_x2, code_proj2 = w_x.clone(), code_proj.clone()
-        w_x2[g_rows] *= 2
-        code_proj2[:, g_rows] *= 2
-        p = _Setup(f_norm.detach().transpose(0, 1).to(dtype).contiguous(),
-                   forcing.detach().transpose(0, 1).to(dtype).contiguous(), code_proj,
-                   code_proj2, w_x, w_x2.t(), w_head, b_head, sm_max,
-                   per_cell_betas(beta_snow, beta_gw, n_cells, dtype), float(scale))
-        ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
-        s0 = torch.stack([swe0, sm0, gw0], 1).detach().to(dtype)
-        x0 = torch.empty(n_cells, hidden + 7, dtype=dtype)
-        x0[:, :hidden] = h0
-        x0[:, hidden:hidden + 3] = p.fn[0]
-        x0[:, hidden + 3:hidden + 6] = torch.log1p(s0 / p.scale)
-        x0[:, hidden + 6] = fapar0
-        c0 = c0.detach().to(dtype)
+        dtype = p.code_proj.dtype
         out = torch.empty(N_DAY_OUT, n_cells, n_days, dtype=dtype)
         span = n_days if chunk is None else chunk
         whole = keep and span >= n_days  # keep every day's buffers; else recompute spans
@@ -365,12 +382,18 @@ class FeedbackScan(torch.autograd.Function):
 
 def feedback_scan(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tensor, w_x: Tensor,
                   w_head: Tensor, b_head: Tensor, sm_max: Tensor, beta_snow: Tensor,
-                  beta_gw: Tensor, carry: tuple[Tensor, ...],
-                  chunk: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """:class:`FeedbackScan` applied; ``carry`` is (swe, sm, gw, h, c, fapar)."""
+                  beta_gw: Tensor, carry: tuple[Tensor, ...], chunk: int | None = None,
+                  kernel: str = "numba") -> tuple[Tensor, Tensor, Tensor]:
+    """The fused recurrence applied; ``carry`` is (swe, sm, gw, h, c, fapar).
+
+    ``kernel``: ``"numba"`` (:class:`FeedbackScan`, CPU tensors) or ``"triton"``
+    (:class:`~h2mv_hybrid.model.feedback_gpu.FeedbackScanGPU`, CUDA tensors).
+    """
     swe, sm, gw, h, c, fapar = carry
     params = (code_proj, w_x, w_head, b_head, sm_max, beta_snow, beta_gw, swe, sm, gw, fapar, h, c)
     # Whether backward can run: inside a Function, needs_input_grad ignores no_grad mode.
     keep = torch.is_grad_enabled() and any(p.requires_grad for p in params)
-    return FeedbackScan.apply(keep, chunk, f_norm, forcing, scale, *params)
-
+    op = FeedbackScan
+    if kernel == "triton":
+        from h2mv_hybrid.model.feedback_gpu import FeedbackScanGPU as op
+    return op.apply(keep, chunk, f_norm, forcing, scale, *params)

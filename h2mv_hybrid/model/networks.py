@@ -71,7 +71,8 @@ class HybridSettings:
         chunk_mode: ``checkpoint`` (exact gradients, recompute each chunk in backward) or
             ``truncate`` (truncated back-propagation: carried states are detached).
         feedback_backend: the state-feedback recurrence as one fused op with a hand-written
-            backward (``fused``; CPU, float32/float64, no autocast), day by day with
+            backward (``fused``: numba on the CPU without autocast, Triton on a CUDA GPU,
+            where the recurrence runs in float32 under autocast too), day by day with
             autograd (``loop``; any device and precision), or ``auto`` (fused where it can
             run, else loop).
         routing_days: K, the length of the unit hydrograph that routes the bucket's runoff
@@ -270,14 +271,17 @@ class HybridH2MV(nn.Module):
 
     def fused_feedback_reason(self, forcing: Tensor) -> str | None:
         """Why the fused state-feedback scan cannot run here, or None if it can."""
-        if forcing.device.type != "cpu":
-            return f"tensors are on {forcing.device}; the fused scan runs on the CPU"
-        if torch.is_autocast_enabled("cpu"):
-            return "autocast is on; the fused scan runs the networks in float32/float64"
+        device = forcing.device
+        if device.type not in ("cpu", "cuda"):
+            return f"tensors are on {device}; the fused scan runs on the CPU and CUDA GPUs"
         if self.head.weight.dtype not in (torch.float32, torch.float64):
             return f"parameters are {self.head.weight.dtype}; the fused scan needs float32/64"
         if forcing.requires_grad:
             return "the forcing requires a gradient; the fused scan treats forcing as data"
+        if h2mv.fused_kernel(device) == "triton":
+            return h2mv.triton_missing()
+        if torch.is_autocast_enabled("cpu"):
+            return "autocast is on; the fused scan runs the networks in float32/float64"
         return None
 
     # -- public --------------------------------------------------------------------------

@@ -8,7 +8,8 @@ flags tested inside one loop):
 - :class:`DayLoop`: the state-feedback recurrence day by day with autograd (any device
   and precision; the reference);
 - :class:`FusedFeedback`: the same recurrence as one autograd function with a
-  hand-written backward (:class:`~h2mv_hybrid.model.feedback.FeedbackScan`; CPU);
+  hand-written backward (:class:`~h2mv_hybrid.model.feedback.FeedbackScan` on the CPU,
+  :class:`~h2mv_hybrid.model.feedback_gpu.FeedbackScanGPU` on a CUDA GPU);
 - :class:`Decoupled`: one whole-sequence LSTM, then the fused bucket
   (:func:`process_layers.h2mv.simulate`).
 
@@ -171,7 +172,7 @@ class DayLoop(FeedbackChunks):
 
 
 class FusedFeedback(FeedbackChunks):
-    """The recurrence as one :class:`~h2mv_hybrid.model.feedback.FeedbackScan` (CPU).
+    """The recurrence as one fused op: numba's on the CPU, Triton's on a CUDA GPU.
 
     With ``chunk_mode: checkpoint`` the op checkpoints itself: it keeps the state every
     ``time_chunk`` days and recomputes one chunk at a time in backward, with no autograd
@@ -182,15 +183,24 @@ class FusedFeedback(FeedbackChunks):
              ) -> tuple[Tensor, Carry]:
         """The recurrence over the days of ``d``, checkpointed every ``chunk`` days inside."""
         cell = net.cell
-        w_ih = cell.weight_ih
+        dt = physics_dtype(net.head.weight.dtype)
         n_code = d.code.shape[1]
-        # Gate pre-activations = code_proj + [h, f_norm, states, fapar] @ w_x.T: the code
-        # is the same every day, so its share is computed once.
-        code_proj = torch.addmm(cell.bias_ih + cell.bias_hh, d.code, w_ih[:, 3:3 + n_code].t())
-        w_x = torch.cat([cell.weight_hh, w_ih[:, :3], w_ih[:, 3 + n_code:]], 1)
-        out, h, c = feedback_scan(d.f_norm, d.forcing, net.settings.state_scale, code_proj, w_x,
-                                  net.head.weight, net.head.bias, d.sm_max, d.beta["snow"],
-                                  d.beta["baseflow"], tuple(carry), chunk)
+        device = d.forcing.device
+        # Under autocast (bf16-mixed on a GPU) the fused op still runs the recurrence in
+        # float32: the networks before it (static module) keep autocast's precision.
+        with torch.autocast(device_type=device.type, enabled=False):
+            w_ih = cell.weight_ih.to(dt)
+            # Gate pre-activations = code_proj + [h, f_norm, states, fapar] @ w_x.T: the
+            # code is the same every day, so its share is computed once.
+            code_proj = torch.addmm((cell.bias_ih + cell.bias_hh).to(dt), d.code.to(dt),
+                                    w_ih[:, 3:3 + n_code].t())
+            w_x = torch.cat([cell.weight_hh.to(dt), w_ih[:, :3], w_ih[:, 3 + n_code:]], 1)
+            out, h, c = feedback_scan(d.f_norm, d.forcing, net.settings.state_scale,
+                                      code_proj, w_x, net.head.weight.to(dt),
+                                      net.head.bias.to(dt), d.sm_max.to(dt),
+                                      d.beta["snow"].to(dt), d.beta["baseflow"].to(dt),
+                                      tuple(x.to(dt) for x in carry), chunk,
+                                      h2mv.fused_kernel(device))
         return out, Carry(out[SWE_ROW, :, -1], out[SM_ROW, :, -1], out[GW_ROW, :, -1], h, c,
                           out[-1, :, -1])
 
@@ -208,7 +218,7 @@ class Decoupled(Scan):
         """Daily outputs, α and the carry at the end, as :class:`Scan` says."""
         forcing = d.forcing
         x = torch.cat([d.f_norm, d.code[:, None].expand(-1, d.f_norm.shape[1], -1)], -1)
-        hs, (h, c) = net.lstm(x, (carry.h[None], carry.c[None]))
+        hs, (h, c) = run_lstm(net.lstm, x, carry.h, carry.c)
         raw = net.head(hs)
         dt = physics_dtype(raw.dtype)  # float32, or float64 for a float64 model
         with torch.autocast(device_type=forcing.device.type, enabled=False):
@@ -226,11 +236,35 @@ class Decoupled(Scan):
         return daily, alpha, carry
 
 
+#: Largest number of gate values (cells × days × 4H) of one cuDNN LSTM call: past 2³¹ the
+#: call failed with an illegal memory access (16384 cells × 365 days × 400 gates, H200).
+CUDNN_GATES = 2**31 - 1
+
+
+def run_lstm(lstm: nn.LSTM, x: Tensor, h0: Tensor, c0: Tensor
+             ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """``lstm(x, (h0, c0))`` for a batch-first ``x`` [cells, days, in] and h0, c0 [cells, H].
+
+    Cells are independent sequences: batches whose gates would pass :data:`CUDNN_GATES`
+    run in slices of cells, with the same result. h0 and c0 are made
+    contiguous (cuDNN refuses views, such as states read back from the state cache).
+    """
+    h0, c0 = h0[None].contiguous(), c0[None].contiguous()
+    n_cells, n_days = x.shape[:2]
+    step = max(1, CUDNN_GATES // (n_days * 4 * lstm.hidden_size))
+    if step >= n_cells:
+        return lstm(x, (h0, c0))
+    parts = [lstm(x[i:i + step], (h0[:, i:i + step], c0[:, i:i + step]))
+             for i in range(0, n_cells, step)]
+    return (torch.cat([p[0] for p in parts]),
+            (torch.cat([p[1][0] for p in parts], 1), torch.cat([p[1][1] for p in parts], 1)))
+
+
 def choose_scan(net: HybridH2MV, forcing: Tensor) -> Scan:
     """The scan of ``net``'s settings that can run on ``forcing``.
 
-    ``feedback_backend: fused`` where the fused op cannot run (GPU tensors, autocast …) is
-    an error that says why; ``auto`` falls back to the day loop there.
+    ``feedback_backend: fused`` where the fused op cannot run (autocast on the CPU, no
+    Triton on a GPU …) is an error that says why; ``auto`` falls back to the day loop there.
     """
     s = net.settings
     if not s.state_feedback:
