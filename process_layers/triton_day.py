@@ -210,6 +210,38 @@ def day_adjoint(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm
 
 
 @triton.jit
+def store_fluxes(out, pl, o, m, s_acc, melt, swe1, rain, ei, es, tr, et, ef, w, rsf, rs, rgf,
+                 rg, sm3, qsf, qs, qb, qt, gw1, tws):
+    """Write a day's 21 fluxes (FLUX_NAMES order) to planes 0–20 of ``out`` at offsets ``o``.
+
+    ``pl``: the plane size (days × cells) as an int64 block; values are rounded to
+    ``out``'s dtype.
+    """
+    dt = out.dtype.element_ty
+    tl.store(out + o, s_acc.to(dt), mask=m)
+    tl.store(out + pl + o, melt.to(dt), mask=m)
+    tl.store(out + 2 * pl + o, swe1.to(dt), mask=m)
+    tl.store(out + 3 * pl + o, rain.to(dt), mask=m)
+    tl.store(out + 4 * pl + o, ei.to(dt), mask=m)
+    tl.store(out + 5 * pl + o, es.to(dt), mask=m)
+    tl.store(out + 6 * pl + o, tr.to(dt), mask=m)
+    tl.store(out + 7 * pl + o, et.to(dt), mask=m)
+    tl.store(out + 8 * pl + o, ef.to(dt), mask=m)
+    tl.store(out + 9 * pl + o, w.to(dt), mask=m)
+    tl.store(out + 10 * pl + o, rsf.to(dt), mask=m)
+    tl.store(out + 11 * pl + o, rs.to(dt), mask=m)
+    tl.store(out + 12 * pl + o, rgf.to(dt), mask=m)
+    tl.store(out + 13 * pl + o, rg.to(dt), mask=m)
+    tl.store(out + 14 * pl + o, sm3.to(dt), mask=m)
+    tl.store(out + 15 * pl + o, qsf.to(dt), mask=m)
+    tl.store(out + 16 * pl + o, qs.to(dt), mask=m)
+    tl.store(out + 17 * pl + o, qb.to(dt), mask=m)
+    tl.store(out + 18 * pl + o, qt.to(dt), mask=m)
+    tl.store(out + 19 * pl + o, gw1.to(dt), mask=m)
+    tl.store(out + 20 * pl + o, tws.to(dt), mask=m)
+
+
+@triton.jit
 def log1p(x):
     """log(1 + x), accurate for small x (Goldberg 1991, thm 4; no libdevice call)."""
     u = 1.0 + x

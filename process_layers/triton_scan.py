@@ -32,6 +32,7 @@ from process_layers.triton_day import (
     day_adjoint,
     energy,
     kernel_constants,
+    store_fluxes,
 )
 
 
@@ -41,6 +42,14 @@ def block_cells(n_cells: int) -> int:
     while block > 32 and triton.cdiv(n_cells, block) < 264:
         block //= 2
     return block
+
+
+@triton.jit
+def _cell_constants(betas, smax, s0, c, n_cells):
+    # β_snow, β_gw, SM_max and the initial swe, sm, gw of cells c, in float64
+    return (tl.load(betas + c).to(tl.float64), tl.load(betas + n_cells + c).to(tl.float64),
+            tl.load(smax + c).to(tl.float64), tl.load(s0 + c).to(tl.float64),
+            tl.load(s0 + n_cells + c).to(tl.float64), tl.load(s0 + 2 * n_cells + c).to(tl.float64))
 
 
 @triton.jit
@@ -55,12 +64,7 @@ def _scan_forward(forc, alpha, smax, betas, s0, out, n_cells, n_days, plane, con
     c = tl.where(m, c, 0)
     pl = c.to(tl.int64) * 0 + plane
     dt = out.dtype.element_ty
-    bs = tl.load(betas + c).to(tl.float64)
-    bg = tl.load(betas + n_cells + c).to(tl.float64)
-    smx = tl.load(smax + c).to(tl.float64)
-    swe = tl.load(s0 + c).to(tl.float64)
-    sm = tl.load(s0 + n_cells + c).to(tl.float64)
-    gw = tl.load(s0 + 2 * n_cells + c).to(tl.float64)
+    bs, bg, smx, swe, sm, gw = _cell_constants(betas, smax, s0, c, n_cells)
     o = c.to(tl.int64)
     for _ in range(n_days):
         rn = energy(tl.load(forc + o).to(tl.float64), rn_factor)
@@ -77,28 +81,9 @@ def _scan_forward(forc, alpha, smax, betas, s0, out, n_cells, n_days, plane, con
          sm1, rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg, qsf, qs,
          qb, qt, gw1, tws) = day(rn, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe,
                                  sm, gw, eps)
+        store_fluxes(out, pl, o, m, s_acc, melt, swe1, rain, ei, es, tr, et, ef, w, rsf, rs,
+                     rgf, rg, sm3, qsf, qs, qb, qt, gw1, tws)
         swe_s, sm_s, gw_s = swe1.to(dt), sm3.to(dt), gw1.to(dt)
-        tl.store(out + o, s_acc.to(dt), mask=m)
-        tl.store(out + pl + o, melt.to(dt), mask=m)
-        tl.store(out + 2 * pl + o, swe_s, mask=m)
-        tl.store(out + 3 * pl + o, rain.to(dt), mask=m)
-        tl.store(out + 4 * pl + o, ei.to(dt), mask=m)
-        tl.store(out + 5 * pl + o, es.to(dt), mask=m)
-        tl.store(out + 6 * pl + o, tr.to(dt), mask=m)
-        tl.store(out + 7 * pl + o, et.to(dt), mask=m)
-        tl.store(out + 8 * pl + o, ef.to(dt), mask=m)
-        tl.store(out + 9 * pl + o, w.to(dt), mask=m)
-        tl.store(out + 10 * pl + o, rsf.to(dt), mask=m)
-        tl.store(out + 11 * pl + o, rs.to(dt), mask=m)
-        tl.store(out + 12 * pl + o, rgf.to(dt), mask=m)
-        tl.store(out + 13 * pl + o, rg.to(dt), mask=m)
-        tl.store(out + 14 * pl + o, sm_s, mask=m)
-        tl.store(out + 15 * pl + o, qsf.to(dt), mask=m)
-        tl.store(out + 16 * pl + o, qs.to(dt), mask=m)
-        tl.store(out + 17 * pl + o, qb.to(dt), mask=m)
-        tl.store(out + 18 * pl + o, qt.to(dt), mask=m)
-        tl.store(out + 19 * pl + o, gw_s, mask=m)
-        tl.store(out + 20 * pl + o, tws.to(dt), mask=m)
         # Carry the storages as stored, so the backward pass sees the same values.
         swe, sm, gw = swe_s.to(tl.float64), sm_s.to(tl.float64), gw_s.to(tl.float64)
         o += n_cells
@@ -124,12 +109,7 @@ def _scan_backward(forc, alpha, smax, betas, s0, out, g, slots, g_alpha, g_smax,
     c = tl.where(m, c, 0)
     pl = c.to(tl.int64) * 0 + plane
     dt = g_alpha.dtype.element_ty
-    bs = tl.load(betas + c).to(tl.float64)
-    bg = tl.load(betas + n_cells + c).to(tl.float64)
-    smx = tl.load(smax + c).to(tl.float64)
-    swe0 = tl.load(s0 + c).to(tl.float64)
-    sm0 = tl.load(s0 + n_cells + c).to(tl.float64)
-    gw0 = tl.load(s0 + 2 * n_cells + c).to(tl.float64)
+    bs, bg, smx, swe0, sm0, gw0 = _cell_constants(betas, smax, s0, c, n_cells)
     lam_swe = tl.zeros([BLOCK], tl.float64)
     lam_sm = tl.zeros([BLOCK], tl.float64)
     lam_gw = tl.zeros([BLOCK], tl.float64)

@@ -256,6 +256,32 @@ def prepare(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tensor, w_
     return p, x0, c0.detach().to(dtype), s0
 
 
+def run_spans(run, p: _Setup, x0: Tensor, c0: Tensor, s0: Tensor, out: Tensor, keep: bool,
+              chunk: int | None) -> tuple[int, bool, tuple[Tensor, ...], Tensor, Tensor]:
+    """The forward pass of a fused recurrence, whole or in spans of ``chunk`` days.
+
+    ``run`` is the device's ``_run`` (this module's, or feedback_gpu's). Returns the span,
+    whether every day's buffers were kept, what backward needs (the tape, or each span's
+    start state; empty without ``keep``), and the final h and c.
+    """
+    n_days, hidden = len(p.fo), c0.shape[1]
+    span = n_days if chunk is None else chunk
+    if keep and span >= n_days:  # keep every day's buffers; else recompute spans
+        tape = run(p, 0, n_days, x0, c0, s0, out, 0, keep=True)
+        return span, True, tuple(tape), tape.x[-1, :, :hidden].clone(), tape.cb[-1].clone()
+    # Run in spans; with keep, remember each span's start state for backward.
+    starts = []
+    for t0 in range(0, n_days, span):
+        t1 = min(t0 + span, n_days)
+        starts.append((x0, c0, s0))
+        tape = run(p, t0, t1, x0, c0, s0, out, 0, keep=False)
+        last = (t1 - t0) % 2
+        # the next span's input row: run wrote its forcing, storages and fAPAR
+        x0, c0, s0 = tape.x[last].clone(), tape.cb[last].clone(), tape.st[last].clone()
+    saved = tuple(_Starts(*(torch.stack(z) for z in zip(*starts, strict=True)))) if keep else ()
+    return span, False, saved, x0[:, :hidden].clone(), c0
+
+
 class FeedbackScan(torch.autograd.Function):
     """Autograd function: the state-feedback LSTM and bucket over a span of days (CPU).
 
@@ -283,29 +309,11 @@ class FeedbackScan(torch.autograd.Function):
                                 beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0)
         ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
         n_cells, n_days, _ = forcing.shape
-        hidden = h0.shape[1]
         dtype = p.code_proj.dtype
         out = torch.empty(N_DAY_OUT, n_cells, n_days, dtype=dtype)
-        span = n_days if chunk is None else chunk
-        whole = keep and span >= n_days  # keep every day's buffers; else recompute spans
-        if whole:
-            tape = _run(p, 0, n_days, x0, c0, s0, out, 0, keep=True)
-            h_end, c_end = tape.x[-1, :, :hidden].clone(), tape.cb[-1].clone()
-            ctx.save_for_backward(*p[:N_SETUP], *tape)
-        else:
-            # Run in spans; with keep, remember each span's start state for backward.
-            starts = []
-            for t0 in range(0, n_days, span):
-                t1 = min(t0 + span, n_days)
-                starts.append((x0, c0, s0))
-                tape = _run(p, t0, t1, x0, c0, s0, out, 0, keep=False)
-                last = (t1 - t0) % 2
-                # the next span's input row: _run wrote its forcing, storages and fAPAR
-                x0, c0, s0 = tape.x[last].clone(), tape.cb[last].clone(), tape.st[last].clone()
-            h_end, c_end = x0[:, :hidden].clone(), c0
-            if keep:
-                stacked = _Starts(*(torch.stack(z) for z in zip(*starts, strict=True)))
-                ctx.save_for_backward(*p[:N_SETUP], *stacked)
+        span, whole, saved, h_end, c_end = run_spans(_run, p, x0, c0, s0, out, keep, chunk)
+        if keep:
+            ctx.save_for_backward(*p[:N_SETUP], *saved)
         ctx.scale, ctx.span, ctx.whole = p.scale, span, whole
         ctx.set_materialize_grads(False)
         return out, h_end, c_end

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from h2mv_hybrid.model.feedback import BLOCK_DAYS, _Setup, _Starts, prepare
+from h2mv_hybrid.model.feedback import BLOCK_DAYS, _Setup, _Starts, prepare, run_spans
 from process_layers.fused import N_DAY_OUT, beta_gradients
 from process_layers.triton_day import (
     NO_FMA,
@@ -41,6 +41,7 @@ from process_layers.triton_day import (
     log1p,
     sigmoid,
     softplus,
+    store_fluxes,
 )
 
 # The day kernel is one launch per day: the day index is not specialized on (a
@@ -138,27 +139,8 @@ def _day_forward(gates, c_prev, c_next, x_next, raw, w_head, b_head, fo, fn_next
         tl.load(st_prev + c * 3 + 2).to(tl.float64), eps)
     o = (c * 0 + t_out).to(tl.int64) * n_cells + c
     pl = o * 0 + plane
-    tl.store(out + o, s_acc.to(dt), mask=m)
-    tl.store(out + pl + o, melt.to(dt), mask=m)
-    tl.store(out + 2 * pl + o, swe1.to(dt), mask=m)
-    tl.store(out + 3 * pl + o, rain.to(dt), mask=m)
-    tl.store(out + 4 * pl + o, ei.to(dt), mask=m)
-    tl.store(out + 5 * pl + o, es.to(dt), mask=m)
-    tl.store(out + 6 * pl + o, tr.to(dt), mask=m)
-    tl.store(out + 7 * pl + o, et.to(dt), mask=m)
-    tl.store(out + 8 * pl + o, ef.to(dt), mask=m)
-    tl.store(out + 9 * pl + o, w.to(dt), mask=m)
-    tl.store(out + 10 * pl + o, rsf.to(dt), mask=m)
-    tl.store(out + 11 * pl + o, rs.to(dt), mask=m)
-    tl.store(out + 12 * pl + o, rgf.to(dt), mask=m)
-    tl.store(out + 13 * pl + o, rg.to(dt), mask=m)
-    tl.store(out + 14 * pl + o, sm3.to(dt), mask=m)
-    tl.store(out + 15 * pl + o, qsf.to(dt), mask=m)
-    tl.store(out + 16 * pl + o, qs.to(dt), mask=m)
-    tl.store(out + 17 * pl + o, qb.to(dt), mask=m)
-    tl.store(out + 18 * pl + o, qt.to(dt), mask=m)
-    tl.store(out + 19 * pl + o, gw1.to(dt), mask=m)
-    tl.store(out + 20 * pl + o, tws.to(dt), mask=m)
+    store_fluxes(out, pl, o, m, s_acc, melt, swe1, rain, ei, es, tr, et, ef, w, rsf, rs, rgf, rg,
+                 sm3, qsf, qs, qb, qt, gw1, tws)
     tl.store(out + 21 * pl + o, am.to(dt), mask=m)
     tl.store(out + 22 * pl + o, aei.to(dt), mask=m)
     tl.store(out + 23 * pl + o, aes.to(dt), mask=m)
@@ -350,26 +332,10 @@ class FeedbackScanGPU(torch.autograd.Function):
                                 beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0)
         ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
         n_days, n_cells, _ = p.fo.shape
-        hidden = h0.shape[1]
         out = torch.empty(N_DAY_OUT, n_days, n_cells, dtype=c0.dtype, device=c0.device)
-        span = n_days if chunk is None else chunk
-        whole = keep and span >= n_days
-        if whole:
-            tape = _run(p, 0, n_days, x0, c0, s0, out, 0, keep=True)
-            h_end, c_end = tape.x[-1, :, :hidden].clone(), tape.cb[-1].clone()
-            ctx.save_for_backward(*p[:-1], *tape)
-        else:
-            starts = []
-            for t0 in range(0, n_days, span):
-                t1 = min(t0 + span, n_days)
-                starts.append((x0, c0, s0))
-                tape = _run(p, t0, t1, x0, c0, s0, out, 0, keep=False)
-                last = (t1 - t0) % 2
-                x0, c0, s0 = tape.x[last].clone(), tape.cb[last].clone(), tape.st[last].clone()
-            h_end, c_end = x0[:, :hidden].clone(), c0
-            if keep:
-                stacked = _Starts(*(torch.stack(z) for z in zip(*starts, strict=True)))
-                ctx.save_for_backward(*p[:-1], *stacked)
+        span, whole, saved, h_end, c_end = run_spans(_run, p, x0, c0, s0, out, keep, chunk)
+        if keep:
+            ctx.save_for_backward(*p[:-1], *saved)
         ctx.scale, ctx.span, ctx.whole = p.scale, span, whole
         ctx.set_materialize_grads(False)
         return out.transpose(1, 2), h_end, c_end
