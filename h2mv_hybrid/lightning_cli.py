@@ -14,8 +14,11 @@ the model and the data:
 from __future__ import annotations
 
 import importlib
+import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -48,22 +51,188 @@ def model_constraints(model: Any) -> list[dict[str, Any]] | None:
     return [asdict(c) for c in resolve(parsed)]
 
 
+#: Subcommands that score or apply a trained model: they need a checkpoint.
+NEEDS_CHECKPOINT = ("validate", "test", "predict")
+
+
+def find_checkpoint(which: str, root: str | Path) -> Path:
+    """``last``: the newest ``last.ckpt`` under ``root``; ``best``: that fit's best checkpoint.
+
+    The best one is read from the ModelCheckpoint state saved in the last checkpoint, so a
+    second fit in the same root never leaves ``best`` pointing at the first fit's.
+    """
+    import torch
+
+    root = Path(root)
+    lasts = sorted(root.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not lasts:
+        raise FileNotFoundError(f"--ckpt_path {which}: expected a last.ckpt under {root} "
+                                f"(trainer.default_root_dir), found none: fit first, or give "
+                                f"a checkpoint's path")
+    last = lasts[-1]
+    if which == "last":
+        return last
+    state = torch.load(last, map_location="cpu", weights_only=False).get("callbacks", {})
+    best = [v["best_model_path"] for k, v in state.items()
+            if k.startswith("ModelCheckpoint") and v.get("best_model_path")]
+    if not best or not Path(best[0]).exists():
+        raise FileNotFoundError(f"--ckpt_path best: expected the best checkpoint recorded in "
+                                f"{last}, found {best[0] if best else 'none recorded'}")
+    return Path(best[0])
+
+
 class H2MVCLI(LightningCLI):
-    """LightningCLI with the model ↔ data links."""
+    """LightningCLI with the model ↔ data links and checkpoints checked before any data."""
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
         parser.link_arguments("model", "data.model_constraints", compute_fn=model_constraints,
                               apply_on="parse")
         parser.link_arguments("data.stats", "model.init_args.stats", apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        """Resolve and check ``--ckpt_path`` before anything is built or read.
+
+        ``best`` and ``last`` name the latest fit's checkpoints under
+        ``trainer.default_root_dir`` (:func:`find_checkpoint`); validate, test and predict
+        without a checkpoint are refused here, not after the data setup.
+        """
+        cfg = self.config[self.subcommand]
+        given = cfg.get("ckpt_path")
+        root = cfg.trainer.get("default_root_dir") or "."
+        if given in ("best", "last"):
+            cfg.ckpt_path = str(find_checkpoint(given, root))
+        elif given is not None and not Path(given).is_file():
+            raise FileNotFoundError(f"--ckpt_path: expected a checkpoint file, found nothing "
+                                    f"at {given}")
+        elif given is None and self.subcommand in NEEDS_CHECKPOINT:
+            raise ValueError(f"--ckpt_path: h2mv {self.subcommand} needs a trained model: "
+                             f"expected a checkpoint's path, or best / last (the latest fit's "
+                             f"under {root}), found none")
+
+
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger, printed on every fit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvert())
+
+#: Warnings of Lightning itself that say nothing to a user of h2mv, filtered by message
+#: (never a blanket filter): ours passes ``args`` while keeping ``sys.argv`` on purpose
+#: (Lightning's DDP launcher restarts the command line for the other ranks), and
+#: Lightning's own use of a torch API that torch deprecated.
+LIGHTNING_NOISE = (
+    "LightningCLI's args parameter is intended to run from within Python",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+#: Top-level keys of a fit's configuration (LightningCLI's and jsonargparse's own).
+TOP_KEYS = ("help", "config", "print_config", "seed_everything", "trainer", "model", "data",
+            "optimizer", "lr_scheduler", "ckpt_path", "weights_only")
+
+
+def _parameters(cls: Any) -> list[str]:
+    import inspect
+
+    return [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+
+
+def _class(path: str | None) -> Any:
+    if not path or "." not in path:
+        return None
+    module, name = path.rsplit(".", 1)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None  # jsonargparse says what is wrong with the class path itself
+
+
+def unknown_keys(args: Sequence[str]) -> list[str]:
+    """Every option of a fit's command line and config files that no class accepts.
+
+    One line each: the key, where it was given, and the closest valid keys ("did you
+    mean"). Checked by name only, in seconds, before LightningCLI parses anything:
+    values, types and nested callback options are left to it.
+    """
+    import difflib
+
+    import yaml
+
+    given: list[tuple[str, str]] = []  # (dotted key, where)
+    model_class = None
+    rest = list(args[1:])
+    for i, word in enumerate(rest):
+        if not word.startswith("--"):
+            continue
+        key = word[2:].split("=", 1)[0].removesuffix("+")
+        if key == "config" and i + 1 < len(rest):
+            try:
+                cfg = yaml.safe_load(Path(rest[i + 1]).read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                continue  # missing or broken file: LightningCLI's message names it
+            for top, value in cfg.items():
+                given.append((top, f"in {rest[i + 1]}"))
+                if isinstance(value, dict):
+                    if top == "model":
+                        model_class = value.get("class_path", model_class)
+                        value = {**value, **(value.get("init_args") or {})}
+                    given += [(f"{top}.{k}", f"in {rest[i + 1]}") for k in value]
+                    net = value.get("network") if top == "model" else None
+                    if isinstance(net, dict):
+                        given += [(f"model.network.{k}", f"in {rest[i + 1]}") for k in net]
+        else:
+            parts = key.replace(".init_args.", ".").split(".")
+            given.append((".".join(parts[:2]), "on the command line"))
+            if parts[:2] == ["model", "network"] and len(parts) > 2:
+                given.append((".".join(parts[:3]), "on the command line"))
+            if key == "model.class_path" and i + 1 < len(rest):
+                model_class = rest[i + 1]
+    cls = _class(model_class)
+    valid = {"": TOP_KEYS, "trainer": _parameters(L.Trainer),
+             "data": _parameters(H2MVDataModule)}
+    if cls is not None:
+        valid["model"] = ["class_path", "init_args", "dict_kwargs", *_parameters(cls)]
+        from h2mv_hybrid.model.module import H2MVHybrid
+
+        if isinstance(cls, type) and issubclass(cls, H2MVHybrid):
+            from dataclasses import fields
+
+            from h2mv_hybrid.model.networks import HybridSettings
+
+            valid["model.network"] = [f.name for f in fields(HybridSettings)]
+    errors = []
+    for key, where in dict.fromkeys(given):
+        group, _, name = key.rpartition(".")
+        names = valid.get(group)
+        if names is None or name in names:
+            continue
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(f'{group}.{c}' for c in close)}?" if close else ""
+        errors.append(f"unknown option {key} ({where}){hint}")
+    return errors
+
 
 def run(args: Sequence[str]) -> H2MVCLI:
-    """Run one Lightning subcommand (``args[0]`` in fit, validate, test, predict)."""
-    return H2MVCLI(
-        L.LightningModule,
-        H2MVDataModule,
-        subclass_mode_model=True,
-        args=list(args),
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    """Run one Lightning subcommand (``args[0]`` in fit, validate, test, predict).
+
+    Unknown option names are refused first, in one line each with the closest valid ones.
+    """
+    errors = unknown_keys(args)
+    if errors:
+        raise ValueError("\n  ".join([*errors, f"(h2mv {args[0]} --help lists every option)"]))
+    with warnings.catch_warnings():
+        for message in LIGHTNING_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        if args[0] != "fit":  # a fit's checkpoint folder, irrelevant when only scoring
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
+        return H2MVCLI(
+            L.LightningModule,
+            H2MVDataModule,
+            subclass_mode_model=True,
+            args=list(args),
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )

@@ -202,3 +202,21 @@ def test_worker_processes_serve_the_same_batches(store_path):
     a = [b["cell_index"] for b in serial]
     b = [b["cell_index"] for b in parallel]
     assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_a_mistyped_store_path_is_refused_not_turned_into_a_twin(tmp_path, capsys):
+    """create_twin names where a twin may be written; any other missing store is refused."""
+    from h2mv_hybrid.data.datamodule import H2MVDataModule
+
+    twin = tmp_path / "twin.zarr"
+    with pytest.raises(FileNotFoundError, match=r"data.store: expected a zarr store at .*twn"
+                                                r"\.zarr, found nothing; create_twin writes"):
+        H2MVDataModule(store=str(tmp_path / "twn.zarr"), create_twin=str(twin))
+    assert not (tmp_path / "twn.zarr").exists() and not list(tmp_path.iterdir())
+    # at the named path the twin is written, with a message saying where, why and how big
+    dm = H2MVDataModule(store=str(twin), create_twin=str(twin), twin_res=10.0,
+                        twin_years="2001-2002")
+    assert dm.dataset.sizes["time"] == 730
+    out = capsys.readouterr().out
+    assert f"no store at {twin}; writing a synthetic twin there (create_twin" in out
+    assert "GB" in out and "twin written in" in out

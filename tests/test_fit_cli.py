@@ -165,3 +165,92 @@ def test_two_process_cpu_ddp_trains_identical_weights(store, tmp_path):
     assert [ln[:2] for ln in lines] == [["0", "2"], ["1", "2"]]
     assert int(lines[0][2]) == 3  # it trained
     assert lines[0][2:] == lines[1][2:]  # identical weights on both ranks
+
+
+def test_ckpt_path_best_and_last_follow_the_latest_fit_and_are_checked_first(store, tmp_path):
+    """--ckpt_path last | best resolve to the newest fit's checkpoints under the root;
+    a missing or absent checkpoint is refused before any data is read or log dir made."""
+    import time
+
+    from h2mv_hybrid.lightning_cli import find_checkpoint
+
+    test = ["test", "--config", str(ROOT / "experiments/quickstart.yaml"), "--data.store",
+            store, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false", "--data.train_start", "2002-01-01",
+            "--data.train_end", "2003-12-31"]
+    t0 = time.perf_counter()
+    for extra, message in (([], "--ckpt_path: h2mv test needs a trained model"),
+                           (["--ckpt_path", "last"], "expected a last.ckpt under"),
+                           (["--ckpt_path", str(tmp_path / "no.ckpt")], "found nothing at")):
+        with pytest.raises(SystemExit, match=message):
+            cli.main([*test, *extra])
+    assert time.perf_counter() - t0 < 30 and not list(tmp_path.iterdir())
+    cli.main(short(store, tmp_path, "--trainer.max_epochs", "1"))
+    first = find_checkpoint("last", tmp_path)
+    cli.main(short(store, tmp_path, "--trainer.max_epochs", "1"))
+    second = find_checkpoint("last", tmp_path)
+    assert second != first and second.parent != first.parent
+    best = find_checkpoint("best", tmp_path)
+    assert best.parent == second.parent and best.name.startswith("best")
+    cli.main([*test, "--ckpt_path", "best"])
+
+
+def test_recovery_prints_a_table_with_goals(store, tmp_path, capsys):
+    """h2mv recovery: quantity, learned, true, metric and goal, and what each one means."""
+    from h2mv_hybrid.analysis.recovery import recovery_table
+
+    cli.main(short(store, tmp_path, "--trainer.max_epochs", "1"))
+    capsys.readouterr()
+    cli.main(["recovery", "--checkpoint", "last", "--root", str(tmp_path), "--store", store,
+              "--n_folds", "10"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[1].split() == ["quantity", "learned", "true", "metric", "goal"]
+    assert "SM_max, map" in out and "r ≥ 0.7" in out and "β_snow" in out and "β_baseflow" in out
+    assert "SM_max: the soil's water capacity" in out
+    table = recovery_table({"test_cells": 5, "sm_max_r": 0.8, "sm_max_bias_mm": -30.0,
+                            "sm_max_mean_mm": 170.0, "true_sm_max_mean_mm": 200.0,
+                            "beta_snow": 0.9, "true_beta_snow": 0.95}, "x.ckpt", 0)
+    assert "r = 0.80" in table and "bias -30 mm (-15%)" in table and "error -5%" in table
+    assert [line.endswith(" met") for line in table.splitlines()[2:5]] == [True, True, False]
+    assert "not met" not in table
+
+
+def test_unknown_options_get_one_line_and_a_suggestion_within_seconds(tmp_path):
+    """Misspelled keys, on the command line or in a config file, are refused before parsing."""
+    import time
+
+    config = tmp_path / "typo.yaml"
+    config.write_text((ROOT / "experiments/quickstart.yaml").read_text().replace(
+        "max_epochs:", "max_epoch_count:").replace("lstm_hidden:", "lstm_hiden:"))
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as err:
+        cli.main(["fit", "--config", str(config), "--data.stroe", "x.zarr",
+                  "--model.init_args.lrr", "0.1"])
+    message = str(err.value)
+    assert time.perf_counter() - t0 < 10
+    assert f"unknown option trainer.max_epoch_count (in {config}); did you mean " \
+           "trainer.max_epochs" in message
+    assert "unknown option model.network.lstm_hiden" in message and \
+           "did you mean model.network.lstm_hidden" in message
+    assert "unknown option data.stroe (on the command line); did you mean data.store?" in message
+    assert "unknown option model.lrr (on the command line); did you mean model.lr?" in message
+    assert "Union" not in message and "usage:" not in message
+
+
+def test_a_fit_and_a_test_print_none_of_lightnings_known_noise(store, tmp_path, capsys, caplog):
+    """No LightningCLI-args, pytree-deprecation, litlogger-tip or dirpath-change notices."""
+    import logging
+    import warnings
+
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cli.main(short(store, tmp_path, "--trainer.max_epochs", "1"))
+        cli.main(["test", "--config", str(ROOT / "experiments/quickstart.yaml"), "--data.store",
+                  store, "--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path),
+                  "--trainer.enable_progress_bar", "false", "--data.train_start", "2002-01-01",
+                  "--data.train_end", "2003-12-31"])
+    text = " ".join(str(w.message) for w in seen) + capsys.readouterr().err + caplog.text
+    for noise in ("args parameter is intended", "LeafSpec", "litlogger", "dirpath has changed"):
+        assert noise not in text, noise

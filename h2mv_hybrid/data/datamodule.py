@@ -98,6 +98,35 @@ def served_targets(targets: list[str] | None, declared: tuple[Constraint, ...]
     return targets
 
 
+def check_twin_path(store: str, create_twin: bool | str) -> None:
+    """Refuse a missing ``store`` that ``create_twin`` does not name (a mistyped path)."""
+    if not isinstance(create_twin, str) or Path(store).exists():
+        return
+    if Path(store).resolve() != Path(create_twin).resolve():
+        raise FileNotFoundError(
+            f"data.store: expected a zarr store at {store}, found nothing; create_twin writes "
+            f"a synthetic twin only at {create_twin}. Fix the path, or pass "
+            f"--data.create_twin {store} to write a twin there")
+
+
+def write_twin(config: TwinConfig, path: Path) -> None:
+    """Write the synthetic twin of ``config`` to ``path``, saying where, why and how big."""
+    import time
+
+    n_days = (int(config.years[5:]) - int(config.years[:4]) + 1) * 365.25
+    # measured on the default twin: 2673 land cells at 2°, 910 MB for 3652 days
+    n_cells = 0.165 * (180 / config.res) * (360 / config.res)
+    size = n_cells * n_days * 93e-9
+    print(f"data.store: no store at {path}; writing a synthetic twin there (create_twin: "
+          f"{config.res}°, {config.years}, seed {config.seed}; ~{n_cells:.0f} land cells, "
+          f"~{size:.1f} GB; `h2mv synth` writes one on its own)", flush=True)
+    t0 = time.perf_counter()
+    store, truth = synthesize(config)
+    print(f"  twin simulated in {time.perf_counter() - t0:.0f} s; writing zarr …", flush=True)
+    write_store(store, truth, path)
+    print(f"  twin written in {time.perf_counter() - t0:.0f} s: {path}", flush=True)
+
+
 class H2MVDataModule(L.LightningDataModule):
     """Serve an H2MV store (grid or points) by batches of cells, split in space or time.
 
@@ -159,7 +188,10 @@ class H2MVDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         seed: seed of the batch order.
         check_values: scan the store for implausible values before training.
-        create_twin: if ``store`` does not exist, write a synthetic twin there first.
+        create_twin: where a synthetic twin may be written if no store exists there: a
+            path (the configs' ``h2mv_outputs/twin.zarr``) writes one only when ``store``
+            is that path, so that a mistyped ``--data.store`` is refused instead of
+            silently becoming a new twin; ``true`` writes one at whatever ``store`` is.
         twin_res: grid spacing of that twin, degrees.
         twin_years: period of that twin, 'YYYY-YYYY'.
         twin_seed: seed of that twin.
@@ -191,7 +223,7 @@ class H2MVDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         check_values: bool = True,
-        create_twin: bool = False,
+        create_twin: bool | str = False,
         twin_res: float = 2.0,
         twin_years: str = "2001-2010",
         twin_seed: int = 0,
@@ -238,6 +270,7 @@ class H2MVDataModule(L.LightningDataModule):
         self.check_values = check_values
         self.twin = TwinConfig(res=twin_res, years=twin_years, seed=twin_seed) \
             if create_twin else None
+        check_twin_path(store, create_twin)
         self._signatures: dict[str, dict[str, np.ndarray]] = {}
         self.save_hyperparameters()
 
@@ -247,7 +280,7 @@ class H2MVDataModule(L.LightningDataModule):
         """The store, opened lazily (the root group only: never the truth)."""
         path = Path(self.store_path)
         if self.twin is not None and not path.exists():
-            write_store(*synthesize(self.twin), path)
+            write_twin(self.twin, path)
         return open_store(path)
 
     @cached_property

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,11 +293,9 @@ def train_member(base: dict[str, Any], k: int, folds: int, root: Path,
     what = f"resuming from {last}" if action == "resumed" else "training"
     print(f"member {k} of {folds}: {what} in {mdir}")
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        # sys.argv stays the cv command on purpose: Lightning's DDP launcher starts the
-        # other ranks with it, and they must walk the same members.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = run(args)
+    # sys.argv stays the cv command on purpose: Lightning's DDP launcher starts the other
+    # ranks with it, and they must walk the same members.
+    cli = run(args)
     seconds = time.perf_counter() - t0
     trainer = cli.trainer
     if trainer.interrupted or trainer.state.status.value != "finished":
