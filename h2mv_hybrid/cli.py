@@ -202,5 +202,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"h2mv {command}: error: {err}")
 
 
+def entry() -> None:
+    """The ``h2mv`` console script: :func:`main`, with Ctrl-C ending in one line, status 130.
+
+    :func:`main` itself lets KeyboardInterrupt through, so that a Python caller (a test
+    runner) stops at once.
+    """
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("h2mv: interrupted; the last checkpoint written is kept (resume a fit with "
+              "--ckpt_path last, an h2mv cv by running it again)", file=sys.stderr)
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -223,16 +224,27 @@ def run(args: Sequence[str]) -> H2MVCLI:
     errors = unknown_keys(args)
     if errors:
         raise ValueError("\n  ".join([*errors, f"(h2mv {args[0]} --help lists every option)"]))
+    previous = signal.getsignal(signal.SIGINT)
     with warnings.catch_warnings():
         for message in LIGHTNING_NOISE:
             warnings.filterwarnings("ignore", message=message)
         if args[0] != "fit":  # a fit's checkpoint folder, irrelevant when only scoring
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
-        return H2MVCLI(
-            L.LightningModule,
-            H2MVDataModule,
-            subclass_mode_model=True,
-            args=list(args),
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-        )
+        try:
+            return H2MVCLI(
+                L.LightningModule,
+                H2MVDataModule,
+                subclass_mode_model=True,
+                args=list(args),
+                save_config_kwargs={"overwrite": True},
+                auto_configure_optimizers=False,
+            )
+        except SystemExit as stop:
+            # On Ctrl-C Lightning saves what it can, then exits with status 1 (ignoring
+            # further Ctrl-C meanwhile): a caller (h2mv cv, a test runner) would see a
+            # failure instead of an interrupt. Hand the interrupt back, and Ctrl-C with it.
+            if not isinstance(stop.__context__, KeyboardInterrupt):
+                raise
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+                signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt from stop

@@ -24,6 +24,9 @@ from h2mv_hybrid.heads.multitask_lstm import MultiTaskLSTM
 from process_layers import richards
 from process_layers.layered_balance import balance_residual, storage_change
 
+# Fits through the real CLI: left out of the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 MTL_INPUTS = ["sw_down", "lw_down", "q_air", "psurf", "wind", "sm_layers", "et_daily",
               "q_surf_daily"]

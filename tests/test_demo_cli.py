@@ -62,3 +62,14 @@ def test_module_entry_point_prints_usage():
     run = subprocess.run([sys.executable, "-m", "h2mv_hybrid.cli"], capture_output=True,
                          text=True, check=True)
     assert "demo" in run.stdout
+
+
+def test_ctrl_c_ends_the_h2mv_command_in_one_line_with_status_130(monkeypatch, capsys):
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    with pytest.raises(SystemExit) as err:
+        cli.entry()
+    assert err.value.code == 130
+    assert capsys.readouterr().err.startswith("h2mv: interrupted; the last checkpoint")

@@ -10,6 +10,9 @@ from h2mv_hybrid import cli
 from h2mv_hybrid.data.store import write_store
 from h2mv_hybrid.data.synth import TwinConfig, synthesize
 
+# Fits through the real CLI: left out of the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 # Every fit config in experiments/ (the comparison specs of h2mv compare have "variants").
 #: Directories of the pure-learning heads' configs, whose periods run to 2010.
@@ -254,3 +257,17 @@ def test_a_fit_and_a_test_print_none_of_lightnings_known_noise(store, tmp_path, 
     text = " ".join(str(w.message) for w in seen) + capsys.readouterr().err + caplog.text
     for noise in ("args parameter is intended", "LeafSpec", "litlogger", "dirpath has changed"):
         assert noise not in text, noise
+
+
+def test_ctrl_c_in_a_fit_reaches_the_caller_and_leaves_ctrl_c_working(store, tmp_path,
+                                                                        monkeypatch):
+    """Lightning turns Ctrl-C into exit(1) with SIGINT ignored; the CLI hands it back."""
+    import signal
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "helpers"))
+    monkeypatch.setenv("H2MV_TEST_INTERRUPT_EPOCH", "0")
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(short(store, tmp_path, "--trainer.max_epochs", "1",
+                       "--trainer.callbacks+=interrupt.InterruptAtEpochStart"))
+    assert signal.getsignal(signal.SIGINT) is before is not signal.SIG_IGN

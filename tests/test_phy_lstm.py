@@ -27,6 +27,9 @@ from h2mv_hybrid.data.synth import (
 from h2mv_hybrid.ensemble.compare import load_spec
 from h2mv_hybrid.heads.phy_lstm import SoilMoistureLSTM
 
+# Fits through the real CLI: left out of the fast subset (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments" / "phy_lstm"
 INPUTS = ["sw_down", "lw_down", "q_air", "psurf", "wind", "sm_layers", "et_daily",
