@@ -90,14 +90,20 @@ class H2MVCLI(LightningCLI):
                               apply_on="parse")
         parser.link_arguments("data.stats", "model.init_args.stats", apply_on="instantiate")
 
-    def before_instantiate_classes(self) -> None:
-        """Resolve and check ``--ckpt_path`` before anything is built or read.
+    def _parse_ckpt_path(self) -> None:
+        """Resolve and check ``--ckpt_path``, then let Lightning read its hyperparameters.
 
         ``best`` and ``last`` name the latest fit's checkpoints under
         ``trainer.default_root_dir`` (:func:`find_checkpoint`); validate, test and predict
-        without a checkpoint are refused here, not after the data setup.
+        without a checkpoint are refused here, before anything is built or read.
         """
-        cfg = self.config[self.subcommand]
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            self._check_checkpoint(subcommand)
+        super()._parse_ckpt_path()
+
+    def _check_checkpoint(self, subcommand: str) -> None:
+        cfg = self.config[subcommand]
         given = cfg.get("ckpt_path")
         root = cfg.trainer.get("default_root_dir") or "."
         if given in ("best", "last"):
@@ -105,8 +111,8 @@ class H2MVCLI(LightningCLI):
         elif given is not None and not Path(given).is_file():
             raise FileNotFoundError(f"--ckpt_path: expected a checkpoint file, found nothing "
                                     f"at {given}")
-        elif given is None and self.subcommand in NEEDS_CHECKPOINT:
-            raise ValueError(f"--ckpt_path: h2mv {self.subcommand} needs a trained model: "
+        elif given is None and subcommand in NEEDS_CHECKPOINT:
+            raise ValueError(f"--ckpt_path: h2mv {subcommand} needs a trained model: "
                              f"expected a checkpoint's path, or best / last (the latest fit's "
                              f"under {root}), found none")
 

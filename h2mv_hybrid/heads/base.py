@@ -23,6 +23,7 @@ forcing: :func:`sequence_window` picks the days a step reads.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import lightning as L
 import numpy as np
@@ -53,6 +54,17 @@ class Task(L.LightningModule):
     def configure_models(self, stats: Normalization) -> None:
         """Build the networks (and the buffers of their statistics)."""
         raise NotImplementedError
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the statistics in the hyperparameters as plain data (a dict).
+
+        LightningCLI re-parses a checkpoint's hyperparameters on resume, test and predict,
+        and could not serialize the dataclass instance: it dumped the whole of it as a
+        warning. :func:`require_stats` turns the dict back into :class:`Normalization`.
+        """
+        hparams = checkpoint.get("hyper_parameters", {})
+        if isinstance(hparams.get("stats"), Normalization):
+            hparams["stats"] = asdict(hparams["stats"])
 
     def configure_losses(self) -> None:
         """Build the loss modules, if the loss has state (learned weights)."""
@@ -176,8 +188,10 @@ def scaled_rmse(pred: Tensor, obs: Tensor, std: Tensor | float, dim=None) -> Ten
     return torch.sqrt((err**2).sum(dim) / ok.sum(dim).clamp(min=1) + 1e-12)
 
 
-def require_stats(stats: Normalization | None) -> Normalization:
-    """The DataModule's statistics, or an error saying how they arrive."""
+def require_stats(stats: Normalization | dict | None) -> Normalization:
+    """The DataModule's statistics (also as a checkpoint keeps them: a dict), or an error."""
+    if isinstance(stats, dict):
+        return Normalization(**stats)
     if stats is None:
         raise ValueError(
             "stats: expected the DataModule's normalization statistics (the CLI links "

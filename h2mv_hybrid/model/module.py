@@ -311,6 +311,7 @@ class H2MVHybrid(Task):
     # -- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the cached states, so that a resumed run continues exactly."""
+        super().on_save_checkpoint(checkpoint)
         spin = self._spin.to_checkpoint()
         checkpoint["h2mv_spinup_cache"] = {} if spin is None else {"train": spin}
         checkpoint["h2mv_window_states"] = (self._windows.to_checkpoint(),
