@@ -101,6 +101,17 @@ class H2MVCLI(LightningCLI):
         if subcommand:
             self._check_checkpoint(subcommand)
         super()._parse_ckpt_path()
+        if subcommand:
+            self._check_model_options(subcommand)
+
+    def _check_model_options(self, subcommand: str) -> None:
+        # A model class may check its options by name before anything is built or read.
+        model = self.config[subcommand].get("model")
+        check = getattr(_class(getattr(model, "class_path", None)), "check_options", None)
+        init_args = getattr(model, "init_args", None)
+        if check is not None and init_args is not None:
+            check({k: (vars(v) if hasattr(v, "__dict__") and not isinstance(v, (int, float))
+                       else v) for k, v in vars(init_args).items()})
 
     def _check_checkpoint(self, subcommand: str) -> None:
         cfg = self.config[subcommand]

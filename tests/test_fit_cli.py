@@ -278,3 +278,29 @@ def test_ctrl_c_in_a_fit_reaches_the_caller_and_leaves_ctrl_c_working(store, tmp
         cli.main(short(store, tmp_path, "--trainer.max_epochs", "1",
                        "--trainer.callbacks+=interrupt.InterruptAtEpochStart"))
     assert signal.getsignal(signal.SIGINT) is before is not signal.SIG_IGN
+
+
+def test_all_non_finite_validation_logs_inf_instead_of_crashing(store, tmp_path, monkeypatch):
+    """Every validation batch non-finite: val_loss is inf (no crash of ModelCheckpoint /
+    EarlyStopping on a missing key), never a best score; early stopping ends the fit."""
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "helpers"))
+    cli.main(short(store, tmp_path, "--trainer.max_epochs", "3", "--trainer.num_sanity_val_steps",
+                   "0", "--trainer.callbacks+=interrupt.PoisonValidation"))
+    rows = list(csv.DictReader(open(next(Path(tmp_path).rglob("metrics.csv")))))
+    val = [float(r["val_loss"]) for r in rows if r.get("val_loss")]
+    assert val and all(v == float("inf") for v in val)
+    assert len(val) == 1  # EarlyStopping (check_finite) stopped after the first epoch
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--model.init_args.lr", "-0.1", "model.init_args.lr: expected a finite value > 0, found -0.1"),
+    ("--model.init_args.network.state_scale", "0", "state_scale: expected > 0 mm"),
+    ("--model.init_args.network.time_chunk", "0", "time_chunk: expected ≥ 1 days"),
+])
+def test_bad_numeric_options_are_named_before_any_data_is_read(option, value, message, tmp_path):
+    """Refused by name before the store is opened (it does not even exist here)."""
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["fit", "--config", str(ROOT / "experiments/quickstart.yaml"), "--data.store",
+                  str(tmp_path / "absent.zarr"), "--data.create_twin", "false",
+                  "--trainer.default_root_dir", str(tmp_path), option, value])
+    assert not list(tmp_path.iterdir())

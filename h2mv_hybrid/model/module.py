@@ -7,6 +7,7 @@ hyperparameters, so a checkpoint predicts with the statistics it was trained wit
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -77,6 +78,7 @@ class H2MVHybrid(Task):
         spinup_cycles: int = 1,
     ):
         super().__init__()
+        self.check_options({"lr": lr, "weight_decay": weight_decay})
         stats = require_stats(stats)
         # Through the CLI (and from its checkpoints) the settings arrive as a plain mapping.
         network = network if isinstance(network, HybridSettings) else HybridSettings(**network)
@@ -114,6 +116,26 @@ class H2MVHybrid(Task):
         The CLI hands them to the DataModule (:mod:`h2mv_hybrid.lightning_cli`).
         """
         return as_constraints(constraints) or PAPER_CONSTRAINTS
+
+    @staticmethod
+    def check_options(options: dict) -> None:
+        """Check the numeric options (and the network's settings) by name, before any data.
+
+        The CLI calls this right after parsing (:mod:`h2mv_hybrid.lightning_cli`), so a bad
+        value is refused in seconds rather than after the store's statistics.
+        """
+        for name in ("lr", "weight_decay"):
+            value = options.get(name)
+            if value is None:
+                continue
+            lowest_ok = value > 0 if name == "lr" else value >= 0
+            if not (math.isfinite(value) and lowest_ok):
+                expected = "> 0" if name == "lr" else "≥ 0"
+                raise ValueError(f"model.init_args.{name}: expected a finite value {expected}, "
+                                 f"found {value}")
+        network = options.get("network")
+        if network is not None and not isinstance(network, HybridSettings):
+            HybridSettings(**dict(network))
 
     def configure_models(self, stats: Normalization) -> None:  # noqa: D102
         self.model = HybridH2MV(len(stats.features), stats.forcing_mean, stats.forcing_std,
@@ -252,6 +274,11 @@ class H2MVHybrid(Task):
                 f"({self.skipped_batches} so far)"
             )
             if stage != "train":
+                # The epoch's score is then inf: never a best checkpoint, and early
+                # stopping ends the fit (the key is logged, so callbacks that monitor it
+                # do not fail when every batch is non-finite).
+                self.log(f"{stage}_loss", torch.tensor(float("inf"), device=loss.device),
+                         batch_size=n, on_step=False, on_epoch=True, sync_dist=True)
                 return None
             # A zero loss on every parameter keeps DDP's gradient all-reduce in step on all
             # ranks; the update itself is skipped everywhere in on_before_optimizer_step.

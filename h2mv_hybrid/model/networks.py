@@ -103,6 +103,9 @@ class HybridSettings:
         if self.routing_days is not None and not 1 <= self.routing_days <= 365:
             raise ValueError(f"routing_days: expected 1 … 365 days or None, found "
                              f"{self.routing_days}")
+        if not self.state_scale > 0:
+            raise ValueError(f"state_scale: expected > 0 mm (storages enter the LSTM as "
+                             f"log1p(storage / state_scale)), found {self.state_scale}")
         if self.time_chunk is not None and self.time_chunk < 1:
             raise ValueError(f"time_chunk: expected ≥ 1 days or None, found {self.time_chunk}")
         for k, v in (self.beta_init or {}).items():

@@ -15,3 +15,11 @@ class InterruptAtEpochStart(Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if os.environ.get("H2MV_TEST_INTERRUPT_EPOCH") == str(trainer.current_epoch):
             raise KeyboardInterrupt
+
+
+class PoisonValidation(Callback):
+    """Every validation batch's forcing becomes NaN: all validation losses are non-finite."""
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx,
+                                  dataloader_idx=0):
+        batch["forcing"].fill_(float("nan"))
