@@ -110,8 +110,7 @@ class H2MVCLI(LightningCLI):
         check = getattr(_class(getattr(model, "class_path", None)), "check_options", None)
         init_args = getattr(model, "init_args", None)
         if check is not None and init_args is not None:
-            check({k: (vars(v) if hasattr(v, "__dict__") and not isinstance(v, (int, float))
-                       else v) for k, v in vars(init_args).items()})
+            check(init_args.as_dict())
 
     def _check_checkpoint(self, subcommand: str) -> None:
         cfg = self.config[subcommand]

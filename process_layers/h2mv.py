@@ -203,13 +203,10 @@ def _simulate_fused(f: Forcing, a: Alpha, sm_max: Tensor, b: Beta, st: States) -
     return Fluxes(**dict(zip(FLUX_NAMES, outs, strict=True)))
 
 
-def fused_available(forcing: Forcing, alpha: Alpha) -> str | None:
-    """Why the fused path cannot run on these inputs, or None if it can."""
-    device = alpha.fapar.device
+def kernel_missing(device: torch.device) -> str | None:
+    """Why no fused kernel runs on ``device`` (not the CPU or CUDA, Triton absent), or None."""
     if device.type not in ("cpu", "cuda"):
         return f"tensors are on {device}; the fused kernels run on the CPU and CUDA GPUs"
-    if any(v.requires_grad for v in forcing.values()):
-        return "the forcing requires a gradient; the fused adjoint treats forcing as data"
     if fused_kernel(device) == "triton":
         return triton_missing()
     try:
@@ -217,6 +214,13 @@ def fused_available(forcing: Forcing, alpha: Alpha) -> str | None:
     except ImportError:  # pragma: no cover - numba is a core dependency
         return "numba is not installed"
     return None
+
+
+def fused_available(forcing: Forcing, alpha: Alpha) -> str | None:
+    """Why the fused path cannot run on these inputs, or None if it can."""
+    if any(v.requires_grad for v in forcing.values()):
+        return "the forcing requires a gradient; the fused adjoint treats forcing as data"
+    return kernel_missing(alpha.fapar.device)
 
 
 def simulate(

@@ -42,7 +42,7 @@ from h2mv_hybrid.data.schema import (
     time_axis,
 )
 from h2mv_hybrid.data.store import open_store, store_tile, tile_keys, write_store
-from h2mv_hybrid.data.synth import TwinConfig, synthesize
+from h2mv_hybrid.data.synth import TwinConfig, parse_years, synthesize
 from h2mv_hybrid.options import check_choice
 from h2mv_hybrid.signatures import observed_signature
 
@@ -113,7 +113,8 @@ def write_twin(config: TwinConfig, path: Path) -> None:
     """Write the synthetic twin of ``config`` to ``path``, saying where, why and how big."""
     import time
 
-    n_days = (int(config.years[5:]) - int(config.years[:4]) + 1) * 365.25
+    first, last = parse_years(config.years)
+    n_days = (last - first + 1) * 365.25
     # measured on the default twin: 2673 land cells at 2°, 910 MB for 3652 days
     n_cells = 0.165 * (180 / config.res) * (360 / config.res)
     size = n_cells * n_days * 93e-9

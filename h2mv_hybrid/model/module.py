@@ -78,14 +78,12 @@ class H2MVHybrid(Task):
         spinup_cycles: int = 1,
     ):
         super().__init__()
-        self.check_options({"lr": lr, "weight_decay": weight_decay})
+        self.check_options({"lr": lr, "weight_decay": weight_decay,
+                            "spinup_refresh_epochs": spinup_refresh_epochs,
+                            "spinup_cycles": spinup_cycles})
         stats = require_stats(stats)
         # Through the CLI (and from its checkpoints) the settings arrive as a plain mapping.
         network = network if isinstance(network, HybridSettings) else HybridSettings(**network)
-        if spinup_refresh_epochs < 1:
-            raise ValueError(f"spinup_refresh_epochs: expected ≥ 1, found {spinup_refresh_epochs}")
-        if spinup_cycles < 1:
-            raise ValueError(f"spinup_cycles: expected ≥ 1, found {spinup_cycles}")
         self.save_hyperparameters()
         self.constraints = self.declared_constraints(constraints)
         missing = [c.target for c in self.constraints if c.target not in stats.target_std]
@@ -133,6 +131,9 @@ class H2MVHybrid(Task):
                 expected = "> 0" if name == "lr" else "≥ 0"
                 raise ValueError(f"model.init_args.{name}: expected a finite value {expected}, "
                                  f"found {value}")
+        for name in ("spinup_refresh_epochs", "spinup_cycles"):
+            if options.get(name) is not None and options[name] < 1:
+                raise ValueError(f"{name}: expected ≥ 1, found {options[name]}")
         network = options.get("network")
         if network is not None and not isinstance(network, HybridSettings):
             HybridSettings(**dict(network))

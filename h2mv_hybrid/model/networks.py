@@ -274,15 +274,13 @@ class HybridH2MV(nn.Module):
 
     def fused_feedback_reason(self, forcing: Tensor) -> str | None:
         """Why the fused state-feedback scan cannot run here, or None if it can."""
-        device = forcing.device
-        if device.type not in ("cpu", "cuda"):
-            return f"tensors are on {device}; the fused scan runs on the CPU and CUDA GPUs"
+        missing = h2mv.kernel_missing(forcing.device)
+        if missing is not None:
+            return missing
         if self.head.weight.dtype not in (torch.float32, torch.float64):
             return f"parameters are {self.head.weight.dtype}; the fused scan needs float32/64"
         if forcing.requires_grad:
             return "the forcing requires a gradient; the fused scan treats forcing as data"
-        if h2mv.fused_kernel(device) == "triton":
-            return h2mv.triton_missing()
         if torch.is_autocast_enabled("cpu"):
             return "autocast is on; the fused scan runs the networks in float32/float64"
         return None
