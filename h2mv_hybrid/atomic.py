@@ -8,9 +8,11 @@ reads them back.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,17 +43,53 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+def _partial_prefix(path: Path) -> str:
+    return f".{path.name}.{socket.gethostname()}-"
+
+
+def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary directories of ``path`` left by killed writers on this host.
+
+    A writer that is killed outright (``kill -9``, out of memory) cannot remove its
+    ``.<name>.<host>-<pid>.*.partial`` directory; the next write of the same target
+    removes those whose process is gone. Returns what was removed.
+    """
+    path = Path(path)
+    prefix = _partial_prefix(path)
+    removed = []
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.partial"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; on success it replaces ``path``.
 
     An existing ``path`` is removed only once the new directory is complete (callers
     decide beforehand whether replacing it is allowed); on failure the temporary
-    directory is removed.
+    directory is removed. The temporary name carries the host and process id, so that
+    the next write of ``path`` removes what a killed writer left (:func:`remove_stale_partials`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    for stale in remove_stale_partials(path):
+        print(f"removed {stale}, left by an interrupted write of {path}")
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(path)}{os.getpid()}.",
+                                suffix=".partial", dir=path.parent))
     try:
         yield tmp
         if path.exists():

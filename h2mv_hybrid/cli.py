@@ -208,12 +208,20 @@ def entry() -> None:
     :func:`main` itself lets KeyboardInterrupt through, so that a Python caller (a test
     runner) stops at once.
     """
+    from h2mv_hybrid.signals import Stopped, install
+
+    install()
+    resume = ("the last checkpoint written is kept (resume a fit with --ckpt_path last, an "
+              "h2mv cv by running it again)")
     try:
         main()
     except KeyboardInterrupt:
-        print("h2mv: interrupted; the last checkpoint written is kept (resume a fit with "
-              "--ckpt_path last, an h2mv cv by running it again)", file=sys.stderr)
+        print(f"h2mv: interrupted; {resume}", file=sys.stderr)
         sys.exit(130)
+    except Stopped as stop:
+        # 128 + the signal, as a shell reports a process ended by it
+        print(f"h2mv: {stop}; {resume}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,31 @@ def find_checkpoint(which: str, root: str | Path) -> Path:
     return Path(best[0])
 
 
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key = "" if k == "init_args" else str(k)  # model.init_args.lr reads as lr
+            out.update(_flatten(v, f"{prefix}.{key}".strip(".") if key else prefix))
+        return out
+    return {prefix: value}
+
+
+def option_conflicts(given: Any, found: Any) -> list[tuple[str, Any, Any]]:
+    """``(option, given, checkpoint's)`` for every model option a checkpoint changed.
+
+    ``given`` is the model group as parsed from the config and command line, ``found`` the
+    same group once Lightning has applied the checkpoint's hyperparameters. Options left
+    unset (None) are not conflicts: the training statistics, for one, come from the
+    checkpoint by design.
+    """
+    if not isinstance(given, dict) or not isinstance(found, dict):
+        return []
+    before, after = _flatten(given), _flatten(found)
+    return [(k, before[k], after.get(k)) for k in before
+            if before[k] is not None and k in after and after[k] != before[k]]
+
+
 class H2MVCLI(LightningCLI):
     """LightningCLI with the model ↔ data links and checkpoints checked before any data."""
 
@@ -89,6 +114,11 @@ class H2MVCLI(LightningCLI):
         parser.link_arguments("model", "data.model_constraints", compute_fn=model_constraints,
                               apply_on="parse")
         parser.link_arguments("data.stats", "model.init_args.stats", apply_on="instantiate")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        from h2mv_hybrid.callbacks.stop import GracefulStop
+
+        return super()._instantiate_trainer(config, [*callbacks, GracefulStop()])
 
     def _parse_ckpt_path(self) -> None:
         """Resolve and check ``--ckpt_path``, then let Lightning read its hyperparameters.
@@ -100,9 +130,26 @@ class H2MVCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             self._check_checkpoint(subcommand)
+            given = self.config[subcommand].get("model")
+            given = given.as_dict() if hasattr(given, "as_dict") else given
         super()._parse_ckpt_path()
         if subcommand:
+            self._check_checkpoint_options(subcommand, given)
             self._check_model_options(subcommand)
+
+    def _check_checkpoint_options(self, subcommand: str, given: Any) -> None:
+        # Lightning replaces the model options by the checkpoint's: a differing option on
+        # the command line or in the config would be dropped without a word.
+        model = self.config[subcommand].get("model")
+        found = model.as_dict() if hasattr(model, "as_dict") else model
+        conflicts = option_conflicts(given, found)
+        if conflicts:
+            ckpt = self.config[subcommand].get("ckpt_path")
+            raise ValueError(
+                f"--ckpt_path {ckpt}: the checkpoint's model options differ from this "
+                f"command's, and the checkpoint's would be used: "
+                + "; ".join(f"{k}: checkpoint {c!r}, given {g!r}" for k, g, c in conflicts)
+                + ". Give the checkpoint's values (or leave them out), or fit a new model")
 
     def _check_model_options(self, subcommand: str) -> None:
         # A model class may check its options by name before anything is built or read.

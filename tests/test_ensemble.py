@@ -379,3 +379,54 @@ def test_point_layout_ensemble_and_analysis(store, tmp_path):
     assert maps["runoff_coefficient"].dims == ("cell",)
     assert (Path(out) / "figures" / "patterns.png").stat().st_size > 10_000
     assert (Path(out) / "figures" / "folds.png").stat().st_size > 10_000
+
+
+def test_two_concurrent_cv_processes_train_every_member_once(store, tmp_path):
+    """Two h2mv cv processes on one root: each member is claimed by one of them and
+    trained once (no ``-v1`` checkpoints beside the first), the ensemble written once."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("h2mv")
+    cmd = [str(script), "cv", "--config", str(QUICKSTART), "--folds", "3", "--root",
+           str(tmp_path / "run"), "--device", "cpu", *overrides(store)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    text = "\n".join(o[0] for o in outs)
+    assert sum(f"member {k}: trained" in text for k in range(3)) == 3
+    assert sum(line.strip().startswith(f"member {k}: trained")
+               for line in text.splitlines() for k in range(3)) == 3
+    for k in range(3):
+        names = [p.name for p in (tmp_path / "run" / f"member_{k}").rglob("*.ckpt")]
+        assert not [n for n in names if "-v1" in n], names
+        assert not (tmp_path / "run" / f"member_{k}" / "claim.json").exists()
+    # one writes the store; the other finds it unfinished, being written, or written
+    assert "ensemble store: " in text
+    assert xr.open_zarr(tmp_path / "run" / "ensemble.zarr", consolidated=False).sizes[
+        "member"] == 3
+
+
+def test_claims_skip_a_live_owner_and_take_over_a_dead_one(tmp_path):
+    import subprocess
+    import sys
+
+    from h2mv_hybrid.ensemble import claims
+
+    path = tmp_path / "member_0" / "claim.json"
+    with claims.claim(path) as other:
+        assert other is None and json.loads(path.read_text())["pid"] == os.getpid()
+    assert not path.exists()  # released
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    record = {**claims.owner_record(), "pid": int(gone)}
+    path.write_text(json.dumps(record))
+    with claims.claim(path) as other:  # its process has ended: stale, taken over
+        assert other is None and json.loads(path.read_text())["pid"] == os.getpid()
+    live = {**claims.owner_record(), "pid": os.getppid()}
+    path.write_text(json.dumps(live))
+    with claims.claim(path) as other:  # a live owner: skipped, left as it is
+        assert other == live
+    assert json.loads(path.read_text()) == live
+    assert str(os.getppid()) in claims.describe(live)

@@ -198,6 +198,25 @@ def test_ckpt_path_best_and_last_follow_the_latest_fit_and_are_checked_first(sto
     cli.main([*test, "--ckpt_path", "best"])
 
 
+def test_ckpt_path_with_other_model_options_or_class_is_refused_naming_them(store, tmp_path):
+    """Lightning would silently replace differing model options (or the class) by the
+    checkpoint's: each one is named, with both values, before any data is read."""
+    cli.main(short(store, tmp_path, "--trainer.max_epochs", "1"))
+    test = ["test", "--config", str(ROOT / "experiments/quickstart.yaml"), "--data.store",
+            store, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+            "--ckpt_path", "last"]
+    with pytest.raises(SystemExit, match=r"network.lstm_hidden: checkpoint 64, given 16"):
+        cli.main([*test, "--model.init_args.network.lstm_hidden", "16"])
+    with pytest.raises(SystemExit, match=r"code_size: checkpoint 12, given 3; lr: checkpoint 0.003, given 0.5\."):
+        cli.main([*test, "--model.init_args.lr", "0.5", "--model.init_args.network.code_size",
+                  "3"])
+    other = ["test", "--config", str(ROOT / "experiments/phy_lstm/lstm.yaml"), "--data.store",
+             store, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+             "--ckpt_path", "last"]
+    with pytest.raises(SystemExit, match=r"class_path: checkpoint '[\w.]*H2MVHybrid', given"):
+        cli.main(other)
+
+
 def test_recovery_prints_a_table_with_goals(store, tmp_path, capsys):
     """h2mv recovery: quantity, learned, true, metric and goal, and what each one means."""
     from h2mv_hybrid.analysis.recovery import recovery_table

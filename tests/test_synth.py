@@ -1,5 +1,6 @@
 """The synthetic twin: deterministic, valid, physically consistent, written atomically."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,30 @@ def test_write_is_atomic_and_never_overwrites_silently(tmp_path, twin, monkeypat
         write_store(*twin, target)
     assert not target.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["store.zarr"]  # no partial store left
+
+
+def test_a_killed_writers_partial_store_is_removed_and_never_opened(tmp_path, twin):
+    """``kill -9`` leaves the temporary directory: the next write of the same store
+    removes it (its process is gone), a live writer's is kept, and neither opens."""
+    import socket
+    import subprocess
+    import sys
+
+    from h2mv_hybrid.data.store import open_store
+
+    out = tmp_path / "store.zarr"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    host = socket.gethostname()
+    dead = tmp_path / f".store.zarr.{host}-{gone}.abc123.partial"
+    live = tmp_path / f".store.zarr.{host}-{os.getppid()}.def456.partial"
+    for d in (dead, live):
+        write_store(*twin, d)  # a complete-looking zarr tree under a temporary name
+    with pytest.raises(FileNotFoundError, match=r"expected a complete store, found .*partial"):
+        open_store(dead)
+    write_store(*twin, out)
+    assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "store.zarr"])
 
 
 def test_one_degree_grid_works():

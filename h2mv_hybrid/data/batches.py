@@ -34,8 +34,10 @@ and each tile's part is read as one bounding box of whole series. Each batch is 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -255,8 +257,16 @@ class CellBatches(Dataset):
                  inputs: Sequence[str] = (), patch: int = 1,
                  patch_inputs: Sequence[str] = (),
                  cell_values: dict[str, np.ndarray] | None = None,
-                 windows: TrainWindows | None = None):
+                 windows: TrainWindows | None = None, source: str | os.PathLike | None = None):
         self.ds = ds
+        #: The metadata files of the store on disk, checked around every read: zarr reads
+        #: a chunk file that is gone as fill values, so a store deleted during a fit would
+        #: otherwise serve NaN batches without a word.
+        self.source = None if source is None else Path(source)
+        dirs = [] if self.source is None else [
+            self.source, *(self.source / str(v) for v in ds.variables)]
+        self._files = [d / name for d in dirs for name in ("zarr.json", ".zgroup", ".zarray")
+                       if (d / name).exists()]  # zarr 3, or zarr 2's group and arrays
         self.rows, self.cols = rows, cols
         self.window = window
         self.targets = tuple(targets)
@@ -353,8 +363,26 @@ class CellBatches(Dataset):
             return batch
         return self.read(key, self.window)
 
+    def _check_source(self) -> None:
+        gone = [f.parent.name if f.parent != self.source else "its root"
+                for f in self._files if not f.exists()]
+        if gone:
+            raise FileNotFoundError(
+                f"store: expected {self.source} to stay in place while it is read, found "
+                f"{', '.join(gone[:5])}{' …' if len(gone) > 5 else ''} gone (deleted or moved "
+                f"during the run); missing chunks would read as NaN, so the run stops here")
+
     def read(self, positions: np.ndarray, w: Window) -> dict[str, torch.Tensor]:
-        """The batch of cells ``positions`` over window ``w``."""
+        """The batch of cells ``positions`` over window ``w``.
+
+        Raises FileNotFoundError if the store's files vanish before or during the read.
+        """
+        self._check_source()
+        batch = self._read(positions, w)
+        self._check_source()
+        return batch
+
+    def _read(self, positions: np.ndarray, w: Window) -> dict[str, torch.Tensor]:
         positions = np.sort(np.asarray(positions))
         r = self.rows[positions]
         c = None if self.cols is None else self.cols[positions]

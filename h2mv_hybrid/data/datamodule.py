@@ -518,7 +518,8 @@ class H2MVDataModule(L.LightningDataModule):
         return CellBatches(self.reader, rows, cols, self.window(stage), self.targets,
                            store_tile(self.dataset), self.inputs, self.patch,
                            self.patch_inputs, self.cell_values(stage),
-                           self.windows if stage == "train" else None)
+                           self.windows if stage == "train" else None,
+                           source=self.store_path)
 
     def tiles(self, data: CellBatches) -> list[np.ndarray]:
         """Positions of a stage's cells grouped by chunk tile (one read each)."""

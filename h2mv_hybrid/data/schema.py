@@ -10,7 +10,7 @@ along it). :func:`check_store` verifies a store before any training and raises
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -102,7 +102,9 @@ VARIABLES: tuple[VariableSpec, ...] = (
     VariableSpec("tws", "constraint", "month", "mm", "terrestrial water storage (monthly)",
                  _MM, (-5000.0, 1e5)),
     VariableSpec("et", "constraint", "month", "mm day-1", "evapotranspiration (monthly mean)",
-                 _PER_DAY, (-5.0, 30.0)),
+                 _PER_DAY, (-5.0, 30.0),
+                 hints=(Hint("max", ">", 30.0, "looks like latent heat in W m-2: divide by "
+                             "28.4 (λ = 2.45 MJ kg-1)"),)),
     # Runoff: monthly means (gridded products) or daily (gauges; the constraint's
     # aggregation then chooses daily or monthly comparison).
     VariableSpec("q", "constraint", "month", "mm day-1", "runoff (monthly mean, or daily)",
@@ -264,6 +266,39 @@ def _check_attrs_and_dims(ds: xr.Dataset, spec: VariableSpec, spatial: tuple[str
         raise StoreError(f"{spec.name}: expected a 'long_name' attribute, found none")
 
 
+#: Unit mistakes of observations that stay inside their valid range, found by comparing
+#: their magnitude with the precipitation of the same cells: (variable, test on the
+#: variable's statistics and the water, what it looks like). ``prec_mean`` is mm day⁻¹
+#: over modelled cells and days, ``cold_prec_max`` the largest sum over the period of
+#: precipitation on days below 0 °C in one cell (mm).
+MAGNITUDE_HINTS: dict[str, tuple[tuple[Callable[[dict, dict], bool], str], ...]] = {
+    "swe": ((lambda v, w: 0 < v["max"] < 1.0 and w["cold_prec_max"] > 50.0,
+             "snowfall reaches {cold_prec_max:.0f} mm but SWE never 1 mm: looks like m, "
+             "multiply by 1000"),),
+    "et": ((lambda v, w: 0 < v["max"] < 0.05 and w["prec_mean"] > 0.1,
+            "ET never reaches 0.05 while precipitation averages {prec_mean:.2g} mm day-1: "
+            "looks like m day-1, multiply by 1000"),),
+    "q": ((lambda v, w: v["mean"] > 3.0 * w["prec_mean"] > 0,
+           "mean runoff {mean:.3g} is over 3 × the mean precipitation {prec_mean:.3g} mm "
+           "day-1: looks like a discharge in m3 s-1 (or l s-1); divide by the area: "
+           "q [mm day-1] = Q [m3 s-1] × 86.4 / area [km2]"),
+          (lambda v, w: 0 < v["max"] < 0.05 and w["prec_mean"] > 0.1,
+           "runoff never reaches 0.05 while precipitation averages {prec_mean:.2g} mm day-1: "
+           "looks like m day-1, multiply by 1000")),
+}
+
+
+def _magnitude_check(spec: VariableSpec, stats: dict[str, float], water: dict[str, float]
+                     ) -> None:
+    if any(np.isnan(v) for v in stats.values()):
+        return  # an entirely unobserved constraint is allowed
+    for test, text in MAGNITUDE_HINTS[spec.name]:
+        if test(stats, water):
+            raise StoreError(
+                f"{spec.name}: expected {spec.units}, found min {stats['min']:g}, mean "
+                f"{stats['mean']:g}, max {stats['max']:g} — " + text.format(**stats, **water))
+
+
 def _value_checks(ds: xr.Dataset, specs: list[VariableSpec], mask: xr.DataArray) -> None:
     """Min/max of every ranged variable over modelled cells, in one dask pass."""
     import dask
@@ -273,9 +308,16 @@ def _value_checks(ds: xr.Dataset, specs: list[VariableSpec], mask: xr.DataArray)
     for s in ranged:
         da = ds[s.name].where(mask)
         lazy += [da.min(), da.max()]
+    observed = [s for s in ranged if s.name in MAGNITUDE_HINTS]
+    lazy += [ds[s.name].where(mask).mean() for s in observed]
+    if observed:  # the water the observations are measured against
+        prec = ds["prec"].where(mask)
+        cold = prec.where(ds["tair"] < 273.15).sum("time")
+        lazy += [prec.mean(), cold.max()]
     with warnings.catch_warnings():
         # Ocean tiles are all NaN by design; their nanmin/nanmax warnings say nothing.
         warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
         values = [float(v) for v in dask.compute(*lazy)]
     for i, s in enumerate(ranged):
         vmin, vmax = values[2 * i], values[2 * i + 1]
@@ -296,6 +338,14 @@ def _value_checks(ds: xr.Dataset, specs: list[VariableSpec], mask: xr.DataArray)
                 f"{s.name}: expected values in [{lo:g}, {hi:g}] {s.units}, found min {vmin:g} "
                 f"and max {vmax:g}"
             )
+    # after the ranges: a forcing in the wrong unit (tair in °C) is named first
+    if observed:
+        n = 2 * len(ranged)
+        water = {"prec_mean": values[-2], "cold_prec_max": values[-1]}
+        for i, s in enumerate(observed):
+            k = ranged.index(s)
+            stats = {"min": values[2 * k], "max": values[2 * k + 1], "mean": values[n + i]}
+            _magnitude_check(s, stats, water)
 
 
 def _first_cell(bad: xr.DataArray) -> str:
@@ -380,6 +430,27 @@ def _check_used_values(ds: xr.Dataset, present: list[VariableSpec], mask: xr.Dat
         )
 
 
+def _check_unique_cells(ds: xr.Dataset, mask: xr.DataArray) -> None:
+    """No point-layout cell twice: by label, or by location with the same static features."""
+    if "cell" in ds.coords:
+        labels = pd.Index(np.asarray(ds["cell"].values))
+        if labels.has_duplicates:
+            dup = labels[labels.duplicated()].unique()
+            raise StoreError(f"cell: expected distinct cell labels, found {len(dup)} repeated "
+                             f"(first: {dup[0]!r})")
+    keep = np.flatnonzero(np.asarray(mask.values))
+    table = pd.DataFrame(np.asarray(ds["static"].isel(cell=keep).values).T)
+    table.insert(0, "lat", np.asarray(ds["lat"].values)[keep])
+    table.insert(1, "lon", np.asarray(ds["lon"].values)[keep])
+    twice = table.duplicated(keep=False).to_numpy()
+    if twice.any():
+        first = table[twice].iloc[0]
+        raise StoreError(
+            f"cell: expected every modelled cell once, found {int(twice.sum())} cells that "
+            f"repeat another's location and static features (first at lat {first['lat']:.4g}, "
+            f"lon {first['lon']:.4g}); remove the duplicates")
+
+
 def check_store(
     ds: xr.Dataset,
     *,
@@ -426,6 +497,8 @@ def check_store(
     if mask.dtype != bool:
         raise StoreError(f"mask: expected dtype bool, found {mask.dtype}")
     mask = mask.load()
+    if layout == "points":
+        _check_unique_cells(ds, mask)
     n_cells = int(mask.sum())
     if n_cells == 0:
         raise StoreError("mask: expected at least one modelled (True) cell, found none")

@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from h2mv_hybrid.atomic import atomic_directory
-from h2mv_hybrid.data.schema import with_energy
+from h2mv_hybrid.data.schema import StoreError, with_energy
 
 #: Cells per side of the chunk tiles stores are written with (see :func:`chunking`).
 TILE = 16
@@ -38,6 +38,33 @@ def chunking(ds: xr.Dataset, tile: int = TILE) -> dict[str, dict[str, int]]:
     return enc
 
 
+#: The first bytes of a NetCDF file: classic (CDF) or NetCDF-4 (HDF5).
+NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+
+
+def check_zarr_path(path: Path) -> None:
+    """Refuse, in our words, a path that is not a zarr store (a file, NetCDF, an empty folder).
+
+    Raises:
+        StoreError: naming the path, what was expected and what was found.
+    """
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head.startswith(NETCDF_MAGIC):
+            raise StoreError(
+                f"store: expected a zarr store (a directory), found the NetCDF file {path}. "
+                f"Batches are read from zarr chunks: convert it once, e.g. python -c \"import "
+                f"xarray as xr; xr.open_dataset('{path}').to_zarr('{path.with_suffix('.zarr')}')\""
+                f" if it follows the schema, or h2mv import netcdf (docs/data.md) if not")
+        raise StoreError(f"store: expected a zarr store (a directory), found a file: {path}")
+    meta = ("zarr.json", ".zgroup", ".zattrs")
+    if path.is_dir() and not any((path / m).exists() for m in meta):
+        found = ("an empty directory" if not any(path.iterdir())
+                 else "a directory without zarr.json or .zgroup")
+        raise StoreError(f"store: expected a zarr store at {path}, found {found}")
+
+
 def open_store(path: str | os.PathLike, group: str | None = None, *, dask: bool = True
                ) -> xr.Dataset:
     """Open a store (or its ``truth`` group) lazily.
@@ -49,6 +76,10 @@ def open_store(path: str | os.PathLike, group: str | None = None, *, dask: bool 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"store: expected a zarr store at {path}, found nothing")
+    if path.name.endswith(".partial"):
+        raise FileNotFoundError(f"store: expected a complete store, found {path}: the "
+                                f"temporary directory of a write that did not finish")
+    check_zarr_path(path)
     ds = xr.open_zarr(path, group=group, consolidated=False, chunks={} if dask else None)
     if group:
         return ds

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from h2mv_hybrid.atomic import read_json, write_json, write_text
+from h2mv_hybrid.ensemble import claims
 from h2mv_hybrid.options import check_choice
 
 PredictCells = Literal["test", "all", "none"]
@@ -101,7 +102,11 @@ def member_config(base: dict[str, Any], member: int, folds: int, member_dir: Pat
 
 @dataclass
 class MemberResult:
-    """Outcome of one member in this call: ``trained``, ``resumed`` or ``skipped``."""
+    """Outcome of one member in this call.
+
+    ``action``: ``trained``, ``resumed``, ``skipped`` (finished earlier) or ``elsewhere``
+    (being trained by another process, which holds its claim).
+    """
 
     member: int
     action: str
@@ -224,8 +229,13 @@ def _publish(root: Path, folds: int, members: list[int], predict: str,
         return None
     from h2mv_hybrid.ensemble.store import predict_ensemble
 
-    return predict_ensemble(root, ensemble, cells=predict, device=device,
-                            members=None if ensemble_of == "all" else members)
+    with claims.claim(root / "ensemble.claim.json") as other:
+        if other is not None:
+            print(f"ensemble store: being written by {claims.describe(other)}; not written "
+                  f"again here")
+            return None
+        return predict_ensemble(root, ensemble, cells=predict, device=device,
+                                members=None if ensemble_of == "all" else members)
 
 
 def _check_seeds(seeds: Sequence[int], split: str) -> list[int]:
@@ -271,14 +281,36 @@ def train_member(base: dict[str, Any], k: int, folds: int, root: Path,
 
     ``seed``: the member of an ensemble of seeds (see :func:`member_config`).
     """
+    mdir = root / f"member_{k}"
+    done = mdir / "done.json"
+    if done.exists():
+        return _finished(k, mdir)
+    last = mdir / "checkpoints" / "last.ckpt"
+    if claims.secondary_rank():  # the other ranks of a distributed fit follow their rank 0
+        if not claims.wait_for_rank_zero(mdir / claims.CLAIM, done):
+            return MemberResult(k, "skipped", mdir, 0.0, "")
+        return _train(base, k, folds, root, overrides, seed)
+    with claims.claim(mdir / claims.CLAIM, heartbeat=last) as other:
+        if other is not None:
+            print(f"member {k}: being trained by {claims.describe(other)}; skipped here")
+            return MemberResult(k, "elsewhere", mdir, 0.0, "")
+        if done.exists():  # finished by another process since the first look
+            return _finished(k, mdir)
+        return _train(base, k, folds, root, overrides, seed)
+
+
+def _finished(k: int, mdir: Path) -> MemberResult:
+    info = read_json(mdir / "done.json")
+    print(f"member {k}: finished earlier ({info['best_checkpoint']}); skipped")
+    return MemberResult(k, "skipped", mdir, 0.0, info["best_checkpoint"])
+
+
+def _train(base: dict[str, Any], k: int, folds: int, root: Path, overrides: Sequence[str],
+           seed: int | None) -> MemberResult:
     from h2mv_hybrid.lightning_cli import run
 
     mdir = root / f"member_{k}"
     done = mdir / "done.json"
-    if done.exists():
-        info = read_json(done)
-        print(f"member {k}: finished earlier ({info['best_checkpoint']}); skipped")
-        return MemberResult(k, "skipped", mdir, 0.0, info["best_checkpoint"])
     last = mdir / "checkpoints" / "last.ckpt"
     cfg_path = mdir / "config.yaml"
     mdir.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,8 @@ class H2MVHybrid(Task):
         super().__init__()
         self.check_options({"lr": lr, "weight_decay": weight_decay,
                             "spinup_refresh_epochs": spinup_refresh_epochs,
-                            "spinup_cycles": spinup_cycles})
+                            "spinup_cycles": spinup_cycles, "network": network,
+                            "constraints": constraints})
         stats = require_stats(stats)
         # Through the CLI (and from its checkpoints) the settings arrive as a plain mapping.
         network = network if isinstance(network, HybridSettings) else HybridSettings(**network)
@@ -94,14 +95,6 @@ class H2MVHybrid(Task):
             )
         self.target_std = dict(stats.target_std)
         self.settings = network
-        outputs = {*OUTPUT_NAMES, *OBSERVERS, *(ROUTING_OUTPUTS if network.routing_days else ())}
-        unknown = [f"{c.target}: {c.output!r}" for c in self.constraints
-                   if c.signature is None and c.output not in outputs]
-        if unknown:
-            hint = (" (q_routed needs network.routing_days)"
-                    if any("q_routed" in u for u in unknown) else "")
-            raise ValueError(f"constraints: expected outputs of the hybrid "
-                             f"({', '.join(sorted(outputs))}), found {', '.join(unknown)}{hint}")
         self.configure(stats)
         self.skipped_batches = 0
         self._skip_update = False
@@ -136,7 +129,20 @@ class H2MVHybrid(Task):
                 raise ValueError(f"{name}: expected ≥ 1, found {options[name]}")
         network = options.get("network")
         if network is not None and not isinstance(network, HybridSettings):
-            HybridSettings(**dict(network))
+            network = HybridSettings(**dict(network))
+        routing = network.routing_days if network is not None else PAPER_NETWORK.routing_days
+        given = options.get("constraints")
+        constraints = H2MVHybrid.declared_constraints(
+            None if given is None else as_constraints(
+                [dict(c.get("init_args", c)) if isinstance(c, dict) else c for c in given]))
+        outputs = {*OUTPUT_NAMES, *OBSERVERS, *(ROUTING_OUTPUTS if routing else ())}
+        unknown = [f"{c.target}: {c.output!r}" for c in constraints
+                   if c.signature is None and c.output not in outputs]
+        if unknown:
+            hint = (" (q_routed needs network.routing_days)"
+                    if any("q_routed" in u for u in unknown) else "")
+            raise ValueError(f"constraints: expected outputs of the hybrid "
+                             f"({', '.join(sorted(outputs))}), found {', '.join(unknown)}{hint}")
 
     def configure_models(self, stats: Normalization) -> None:  # noqa: D102
         self.model = HybridH2MV(len(stats.features), stats.forcing_mean, stats.forcing_std,
