@@ -59,6 +59,10 @@ COMMANDS: dict[str, Job | dict[str, Job]] = {
         "h2mv_hybrid.analysis.recovery:recovery",
         "compare a fitted model's SM_max and beta with a twin's truth",
     ),
+    "sensitivity": (
+        "h2mv_hybrid.analysis.sensitivity:main",
+        "elasticities of runoff, ET and TWS to precipitation, energy and temperature (autodiff)",
+    ),
 }
 
 #: Lightning subcommands, run by h2mv_hybrid.lightning_cli (LightningCLI).
@@ -208,9 +212,9 @@ def entry() -> None:
     :func:`main` itself lets KeyboardInterrupt through, so that a Python caller (a test
     runner) stops at once.
     """
-    from h2mv_hybrid.signals import Stopped, install
+    from h2mv_hybrid.signals import Stopped, install, uninstall
 
-    install()
+    previous = install()
     resume = ("the last checkpoint written is kept (resume a fit with --ckpt_path last, an "
               "h2mv cv by running it again)")
     try:
@@ -222,6 +226,8 @@ def entry() -> None:
         # 128 + the signal, as a shell reports a process ended by it
         print(f"h2mv: {stop}; {resume}", file=sys.stderr)
         sys.exit(128 + stop.signum)
+    finally:
+        uninstall(previous)
 
 
 if __name__ == "__main__":

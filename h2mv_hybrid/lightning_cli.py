@@ -82,6 +82,11 @@ def find_checkpoint(which: str, root: str | Path) -> Path:
     return Path(best[0])
 
 
+#: Model options that say how a trained model is run, not what was trained: a command
+#: may set them differently from its checkpoint (a longer spin-up for the test).
+RUNTIME_OPTIONS = ("spinup_cycles", "spinup_tolerance", "spinup_max_cycles")
+
+
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
@@ -110,6 +115,9 @@ def option_conflicts(given: Any, found: Any) -> list[tuple[str, Any, Any]]:
 class H2MVCLI(LightningCLI):
     """LightningCLI with the model ↔ data links and checkpoints checked before any data."""
 
+    #: the command line of this run (``run`` sets it), to tell what the user gave there
+    _h2mv_args: list[str] = []
+
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
         parser.link_arguments("model", "data.model_constraints", compute_fn=model_constraints,
                               apply_on="parse")
@@ -118,7 +126,15 @@ class H2MVCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
         from h2mv_hybrid.callbacks.stop import GracefulStop
 
+        if self.subcommand in NEEDS_CHECKPOINT and not self._logger_given():
+            # Scoring or predicting writes no training curves: without this, every test or
+            # predict would add an empty logs/version_N beside the fit's (issue 24).
+            config["logger"] = False
         return super()._instantiate_trainer(config, [*callbacks, GracefulStop()])
+
+    def _logger_given(self) -> bool:
+        """Whether the command line itself names a logger (a config's is the fit's)."""
+        return any(a.split("=", 1)[0] == "--trainer.logger" for a in self._h2mv_args)
 
     def _parse_ckpt_path(self) -> None:
         """Resolve and check ``--ckpt_path``, then let Lightning read its hyperparameters.
@@ -143,6 +159,10 @@ class H2MVCLI(LightningCLI):
         model = self.config[subcommand].get("model")
         found = model.as_dict() if hasattr(model, "as_dict") else model
         conflicts = option_conflicts(given, found)
+        for key, value, _ in [c for c in conflicts if c[0] in RUNTIME_OPTIONS]:
+            # how a trained model is run, not what it is: this command's value holds
+            setattr(model.init_args, key, value)
+        conflicts = [c for c in conflicts if c[0] not in RUNTIME_OPTIONS]
         if conflicts:
             ckpt = self.config[subcommand].get("ckpt_path")
             raise ValueError(
@@ -294,6 +314,7 @@ def run(args: Sequence[str]) -> H2MVCLI:
         if args[0] != "fit":  # a fit's checkpoint folder, irrelevant when only scoring
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
         try:
+            H2MVCLI._h2mv_args = list(args)
             return H2MVCLI(
                 L.LightningModule,
                 H2MVDataModule,

@@ -28,7 +28,17 @@ def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Stopped(signum)
 
 
-def install() -> None:
-    """Make SIGTERM raise :class:`Stopped` (main thread only, as Python requires)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_on_sigterm)
+def install() -> object:
+    """Make SIGTERM raise :class:`Stopped` (main thread only, as Python requires).
+
+    Returns the handler it replaced (None outside the main thread), for :func:`uninstall`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, raise_on_sigterm)
+
+
+def uninstall(previous: object) -> None:
+    """Put back the SIGTERM handler :func:`install` replaced."""
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)

@@ -141,7 +141,8 @@ FLUX_METADATA: dict[str, tuple[str, str, str]] = {
     "Es": ("mm day-1", "soil evaporation", "A8"),
     "T": ("mm day-1", "transpiration", "A10"),
     "ET": ("mm day-1", "evapotranspiration", "A12"),
-    "EF": ("1", "evaporative fraction ET / Rn", "§2.2.1"),
+    "EF": ("1", "evaporative fraction ET / Rn of each day (a mean over days is a mean of "
+                "daily ratios; analysis.emergent_patterns gives the ratio of totals)", "§2.2.1"),
     "w_in": ("mm day-1", "water input at the land surface", "A13"),
     "r_soil_frac": ("1", "soil recharge fraction", "A14"),
     "r_soil": ("mm day-1", "soil recharge", "A15"),

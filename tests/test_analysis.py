@@ -150,3 +150,82 @@ def test_ratios_and_tws_decomposition_by_hand():
     grid = tws_decomposition({k: xr.DataArray(np.random.default_rng(1).random((10, 4)),
                                               dims=("time", "cell")) for k in "abc"})
     np.testing.assert_allclose(sum(grid[k] for k in "abc").values, 1.0)
+
+
+def _prediction_and_store(tmp_path):
+    """A 3-cell, 4-day prediction store (cell 2 not predicted) and its input store."""
+    from h2mv_hybrid.data.schema import annotate
+
+    time = pd.date_range("2001-01-01", periods=4)
+    cell = np.arange(3)
+    daily = lambda rows: (("time", "cell"), np.array(rows, dtype=float).T)  # noqa: E731
+    nan4 = [np.nan] * 4
+    pred = xr.Dataset({
+        "ET": daily([[1, 2, 3, 4], [0, 0, 1, 1], nan4]),
+        "T": daily([[0.5, 1, 1, 2], [0, 0, 1, 0], nan4]),
+        "q_total": daily([[2, 2, 0, 0], [1, 1, 1, 1], nan4]),
+        "q_base": daily([[1, 1, 0, 0], [0.5, 0.5, 0.5, 0.5], nan4]),
+        "swe": daily([[0, 10, 0, 10], [0, 0, 0, 0], nan4]),
+        "sm": daily([[5, 5, 5, 5], [1, 3, 1, 3], nan4]),
+        "gw": daily([[0, 0, 0, 0], [2, 2, 2, 2], nan4]),
+        "sm_max": (("cell",), [100.0, 50.0, np.nan]),
+    }, coords={"time": time, "cell": cell, "lat": ("cell", [0.0, 1, 2]),
+               "lon": ("cell", [0.0, 1, 2])})
+    mm_per_w = 0.0864 / 2.45  # W m-2 → mm day-1 of latent heat
+    store = xr.Dataset({
+        "rn": daily([[100 / 0.0864 * 2.45 * r / 100 for r in row]
+                     for row in ([2, 4, 6, 8], [1, 1, 1, 1], [1, 1, 1, 1])]),
+        "prec": daily([[4, 4, 4, 4], [2, 2, 2, 2], [1, 1, 1, 1]]),
+        "tair": daily([[280.0] * 4] * 3),
+    }, coords=pred.coords)
+    for name in ("rn", "prec", "tair"):
+        annotate(store[name], name)
+    assert np.isclose(float(store["rn"][0, 0]) * mm_per_w, 2.0)
+    store_path, pred_path = tmp_path / "in.zarr", tmp_path / "pred.zarr"
+    store.to_zarr(store_path)
+    pred.attrs["input_store"] = str(store_path)
+    pred.to_zarr(pred_path)
+    return pred_path, store_path
+
+
+def test_emergent_patterns_of_one_prediction_store_by_hand(tmp_path):
+    from h2mv_hybrid.analysis import emergent_patterns
+
+    pred_path, _ = _prediction_and_store(tmp_path)
+    out = emergent_patterns(pred_path)  # the input store the prediction records
+    assert all(isinstance(v.data, np.ndarray) for v in out.data_vars.values())  # computed
+    expect = {
+        "evaporative_fraction": [10 / 20, 2 / 4],
+        "runoff_coefficient": [4 / 16, 4 / 8],
+        "transpiration_fraction": [4.5 / 10, 1 / 2],
+        "baseflow_index": [2 / 4, 2 / 4],
+        "sm_max": [100, 50],
+        # C_abs: swe 20 / sm 0 / gw 0 in cell 0; swe 0 / sm 4 / gw 0 in cell 1
+        "tws_share_swe": [1, 0], "tws_share_sm": [0, 1], "tws_share_gw": [0, 0],
+    }
+    for name, values in expect.items():
+        np.testing.assert_allclose(out[name].values[:2], values, rtol=1e-6, err_msg=name)
+        assert np.isnan(out[name].values[2]), f"{name}: a cell not predicted must be NaN"
+        assert out[name].attrs["units"] and out[name].attrs["long_name"]
+        assert out[name].attrs["definition"]
+    assert "ratio of totals" in out["evaporative_fraction"].attrs["definition"]
+    assert "mean of daily ratios" in out["evaporative_fraction"].attrs["definition"]
+    assert out.attrs["period"] == "2001-01-01 … 2001-01-04"
+
+
+def test_emergent_patterns_refuse_a_store_that_is_not_the_input(tmp_path):
+    from h2mv_hybrid.analysis import emergent_patterns
+
+    pred_path, store_path = _prediction_and_store(tmp_path)
+    other = xr.open_zarr(store_path).isel(cell=[0, 1]).load()
+    with pytest.raises(ValueError, match="store: expected the cell axis of the prediction "
+                                         r"\(3 values\), found 2"):
+        emergent_patterns(pred_path, other)
+    short = xr.open_zarr(store_path).isel(time=[0, 1, 2]).load()
+    with pytest.raises(ValueError, match="expected every predicted day, found 1 missing "
+                                         r"\(first 2001-01-04\)"):
+        emergent_patterns(pred_path, short)
+    pred = xr.open_zarr(pred_path).load()
+    pred.attrs = {}
+    with pytest.raises(ValueError, match="expected the input store"):
+        emergent_patterns(pred)

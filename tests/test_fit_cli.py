@@ -3,6 +3,7 @@
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -210,11 +211,61 @@ def test_ckpt_path_with_other_model_options_or_class_is_refused_naming_them(stor
     with pytest.raises(SystemExit, match=r"code_size: checkpoint 12, given 3; lr: checkpoint 0.003, given 0.5\."):
         cli.main([*test, "--model.init_args.lr", "0.5", "--model.init_args.network.code_size",
                   "3"])
+    # how the model is run may differ from the checkpoint: a longer spin-up for the test
+    cli.main([*test, "--model.init_args.spinup_cycles", "2", "--trainer.limit_test_batches",
+              "1", "--data.train_start", "2002-01-01", "--data.train_end", "2003-12-31"])
     other = ["test", "--config", str(ROOT / "experiments/phy_lstm/lstm.yaml"), "--data.store",
              store, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
              "--ckpt_path", "last"]
     with pytest.raises(SystemExit, match=r"class_path: checkpoint '[\w.]*H2MVHybrid', given"):
         cli.main(other)
+
+
+def test_test_and_predict_add_no_log_folders_beside_the_fit(store, tmp_path):
+    """Only a fit writes logs/version_N (a test or predict would add an empty one each
+    time); a logger named on the command line is still honoured."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "experiments/quickstart.yaml").read_text())
+    for logger in cfg["trainer"]["logger"]:
+        logger["init_args"]["save_dir"] = str(tmp_path)
+    cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"]
+                                   if "Prediction" not in c["class_path"]]
+    config = tmp_path / "quick.yaml"  # not config.yaml: the fit saves its own there
+    config.write_text(yaml.safe_dump(cfg))
+    common = ["--data.store", store, "--data.num_workers", "0", "--data.batch_size", "8",
+              "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar",
+              "false", "--data.train_start", "2002-01-01", "--data.train_end", "2003-12-31"]
+    cli.main(["fit", "--config", str(config), *common, "--trainer.max_epochs", "1",
+              "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])
+    versions = lambda: sorted(p.name for p in (tmp_path / "logs").iterdir())  # noqa: E731
+    assert versions() == ["version_0"]
+    cli.main(["test", "--config", str(config), *common, "--ckpt_path", "last",
+              "--trainer.limit_test_batches", "1"])
+    cli.main(["validate", "--config", str(config), *common, "--ckpt_path", "best",
+              "--trainer.limit_val_batches", "1"])
+    assert versions() == ["version_0"]
+    cli.main(["test", "--config", str(config), *common, "--ckpt_path", "last",
+              "--trainer.limit_test_batches", "1", "--trainer.logger", loggers(tmp_path)])
+    assert versions() == ["version_0", "version_1"]
+
+
+def test_sensitivity_command_prints_and_writes_elasticities(store, tmp_path, capsys):
+    """h2mv sensitivity on a fitted checkpoint: the table, and a store of per-cell and
+    per-season sensitivities with units."""
+    cli.main(short(store, tmp_path, "--trainer.max_epochs", "1"))
+    capsys.readouterr()
+    out = tmp_path / "sens.zarr"
+    cli.main(["sensitivity", "--checkpoint", "last", "--root", str(tmp_path), "--store", store,
+              "--cells", "test", "--max_cells", "3", "--batch_size", "2", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "forcing sensitivities" in text and "to prec (1)" in text and "3 cells" in text
+    result = xr.open_zarr(out, consolidated=False)
+    assert list(result["season"].values) == ["all", "DJF", "MAM", "JJA", "SON"]
+    q_prec = result["q_prec"].sel(season="all").values
+    assert np.isfinite(q_prec).sum() == 3 and result["tws_tair"].attrs["units"] == "K-1"
+    with pytest.raises(SystemExit, match="checkpoint: expected a checkpoint file"):
+        cli.main(["sensitivity", "--checkpoint", str(tmp_path / "none.ckpt")])
 
 
 def test_recovery_prints_a_table_with_goals(store, tmp_path, capsys):

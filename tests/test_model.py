@@ -188,3 +188,33 @@ def test_the_decoupled_lstm_runs_in_slices_of_cells_past_cudnns_limit(monkeypatc
     for a, b in zip((whole[0], *whole[1]), (sliced[0], *sliced[1]), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     assert sliced[1][0].shape == (1, 10, 8)
+
+
+def test_spinup_cycles_until_the_storages_stop_drifting():
+    """spinup_tolerance: k cycles give exactly k fixed cycles, stop once no cell's storage
+    changes by more than the tolerance, and report cells still drifting at the cap."""
+    b = batch(cells=4, days=120, spin=60)
+    f, s = b["forcing"][:, :60], b["static"]
+    with torch.no_grad():
+        loose = module(spinup_tolerance=1e3, spinup_cycles=2, spinup_max_cycles=40)
+        carry, _ = loose.converged_spinup(f, s, b["cell_index"], "val")
+        assert loose.spinup_report["cycles"] == 2 and loose.spinup_report["drifting_cells"] == 0
+        tight = module(spinup_tolerance=1e-3, spinup_max_cycles=40)
+        carry, _ = tight.converged_spinup(f, s, b["cell_index"], "val")
+        report = tight.spinup_report
+        assert 2 < report["cycles"] <= 40
+        fixed, _ = module().cycled_spinup(f, s, report["cycles"])
+        for a, c in zip(carry, fixed):  # the same cycles as a fixed count, bit for bit
+            assert torch.equal(a, c)
+        if report["drifting_cells"] == 0:
+            assert report["max_drift_mm"] <= 1e-3
+        capped = module(spinup_tolerance=1e-9, spinup_max_cycles=3)
+        with pytest.warns(UserWarning, match=r"spin-up \(val\): \d of 4 cells still change "
+                                             r"their storage by more than spinup_tolerance = "
+                                             r"1e-09 mm per cycle after 3 cycles"):
+            capped.converged_spinup(f, s, b["cell_index"], "val")
+        assert capped.spinup_report["cycles"] == 3
+    with pytest.raises(ValueError, match="spinup_tolerance: expected a finite value > 0"):
+        module(spinup_tolerance=0.0)
+    with pytest.raises(ValueError, match=r"spinup_max_cycles: expected ≥ spinup_cycles \(5\)"):
+        module(spinup_tolerance=1.0, spinup_cycles=5, spinup_max_cycles=3)

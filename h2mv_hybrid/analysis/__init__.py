@@ -31,6 +31,7 @@ from h2mv_hybrid.analysis.metrics import (
 )
 from h2mv_hybrid.analysis.patterns import (
     baseflow_index,
+    emergent_patterns,
     evaporative_fraction,
     runoff_coefficient,
     transpiration_fraction,
@@ -52,6 +53,7 @@ __all__ = [
     "state_spread",
     "baseflow_index",
     "bias",
+    "emergent_patterns",
     "equifinality",
     "evaporative_fraction",
     "iav",

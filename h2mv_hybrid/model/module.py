@@ -64,6 +64,12 @@ class H2MVHybrid(Task):
             end state, where no cached state exists (validation, test, prediction, the
             first training epoch): a slow groundwater store (a recession of months) is
             far from equilibrium after one year from empty.
+        spinup_tolerance: with a value (mm), validation, test and prediction go on
+            cycling the spin-up past ``spinup_cycles`` until no cell's total storage
+            (SWE + SM + GW) changes by more than this from one cycle to the next, up to
+            ``spinup_max_cycles``; the cells still drifting then are reported. None: a
+            fixed ``spinup_cycles``.
+        spinup_max_cycles: the most cycles a tolerance may run.
     """
 
     def __init__(
@@ -76,12 +82,15 @@ class H2MVHybrid(Task):
         weight_decay: float = 0.0,
         spinup_refresh_epochs: int = 1,
         spinup_cycles: int = 1,
+        spinup_tolerance: float | None = None,
+        spinup_max_cycles: int = 50,
     ):
         super().__init__()
         self.check_options({"lr": lr, "weight_decay": weight_decay,
                             "spinup_refresh_epochs": spinup_refresh_epochs,
                             "spinup_cycles": spinup_cycles, "network": network,
-                            "constraints": constraints})
+                            "constraints": constraints, "spinup_tolerance": spinup_tolerance,
+                            "spinup_max_cycles": spinup_max_cycles})
         stats = require_stats(stats)
         # Through the CLI (and from its checkpoints) the settings arrive as a plain mapping.
         network = network if isinstance(network, HybridSettings) else HybridSettings(**network)
@@ -99,6 +108,8 @@ class H2MVHybrid(Task):
         self.skipped_batches = 0
         self._skip_update = False
         self._new_caches()
+        self._spinup_warned: set[tuple[str, int]] = set()
+        self.spinup_report: dict[str, float] = {}
 
     @staticmethod
     def declared_constraints(constraints: list[Constraint] | None) -> tuple[Constraint, ...]:
@@ -124,9 +135,17 @@ class H2MVHybrid(Task):
                 expected = "> 0" if name == "lr" else "≥ 0"
                 raise ValueError(f"model.init_args.{name}: expected a finite value {expected}, "
                                  f"found {value}")
-        for name in ("spinup_refresh_epochs", "spinup_cycles"):
+        for name in ("spinup_refresh_epochs", "spinup_cycles", "spinup_max_cycles"):
             if options.get(name) is not None and options[name] < 1:
                 raise ValueError(f"{name}: expected ≥ 1, found {options[name]}")
+        tol = options.get("spinup_tolerance")
+        if tol is not None and not (math.isfinite(tol) and tol > 0):
+            raise ValueError(f"spinup_tolerance: expected a finite value > 0 mm (or none), "
+                             f"found {tol}")
+        low, high = options.get("spinup_cycles") or 1, options.get("spinup_max_cycles") or 50
+        if tol is not None and high < low:
+            raise ValueError(f"spinup_max_cycles: expected ≥ spinup_cycles ({low}), found "
+                             f"{high}")
         network = options.get("network")
         if network is not None and not isinstance(network, HybridSettings):
             network = HybridSettings(**dict(network))
@@ -179,6 +198,9 @@ class H2MVHybrid(Task):
         forcing, static = batch["forcing"], batch["static"]
         days = int(batch["spinup_days"])
         if stage != "train":
+            if self.hparams.get("spinup_tolerance") is not None:
+                return self.converged_spinup(forcing[:, :days], static, batch["cell_index"],
+                                             stage)
             return self.cycled_spinup(forcing[:, :days], static)
         idx = batch["cell_index"]
         if "state_slot" in batch:
@@ -207,6 +229,42 @@ class H2MVHybrid(Task):
         state: tuple = (None, None)
         for _ in range(self.hparams.spinup_cycles if cycles is None else cycles):
             state = self.model.spinup_state(forcing, static, *state)
+        return state
+
+    def converged_spinup(self, forcing: Tensor, static: Tensor, cells: Tensor, stage: str
+                         ) -> tuple[Carry, Tensor | None]:
+        """Cycle the spin-up days until the storages stop drifting (``spinup_tolerance``).
+
+        At least ``spinup_cycles`` and at most ``spinup_max_cycles`` cycles; each cycle
+        starts from the previous one's end, so k cycles give exactly
+        :meth:`cycled_spinup` (k). Cells whose total storage still changes by more than the
+        tolerance after the last cycle are reported once per stage and epoch; the result
+        of the last check is kept in ``spinup_report``.
+        """
+        tol = float(self.hparams.spinup_tolerance)
+        low, high = self.hparams.spinup_cycles, self.hparams.spinup_max_cycles
+        state: tuple = (None, None)
+        total, drift = None, None
+        for k in range(1, high + 1):
+            state = self.model.spinup_state(forcing, static, *state)
+            carry = state[0]
+            new = (carry.swe + carry.sm + carry.gw).double()
+            drift = None if total is None else (new - total).abs()
+            total = new
+            if k >= low and drift is not None and float(drift.max()) <= tol:
+                break
+        worst = float("nan") if drift is None else float(drift.max())
+        bad = 0 if drift is None else int((drift > tol).sum())
+        self.spinup_report = {"cycles": k, "max_drift_mm": worst, "drifting_cells": bad}
+        key = (stage, self.current_epoch if self._trainer is not None else -1)
+        if bad and key not in self._spinup_warned:
+            self._spinup_warned.add(key)
+            cell = int(cells[int(drift.argmax())])
+            rank_zero_warn(
+                f"spin-up ({stage}): {bad} of {len(drift)} cells still change their storage "
+                f"by more than spinup_tolerance = {tol:g} mm per cycle after {k} cycles "
+                f"(worst {worst:.3g} mm, cell {cell}); raise spinup_max_cycles or "
+                f"data.spinup_years")
         return state
 
     def cache_window_states(self, loader, every: int, refresh: int) -> None:
