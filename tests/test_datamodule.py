@@ -220,3 +220,38 @@ def test_a_mistyped_store_path_is_refused_not_turned_into_a_twin(tmp_path, capsy
     out = capsys.readouterr().out
     assert f"no store at {twin}; writing a synthetic twin there (create_twin" in out
     assert "GB" in out and "twin written in" in out
+
+
+def test_descending_latitudes_and_0_360_longitudes_land_where_they_should(store_path,
+                                                                          tmp_path):
+    """A grid stored north to south with longitudes 0…360: every batch cell carries its own
+    coordinates and data, and a prediction scattered back by cell index lands on them."""
+    from h2mv_hybrid.data.gridding import scatter
+
+    ds = open_store(store_path).load()
+    flipped = ds.isel(lat=slice(None, None, -1))
+    flipped = flipped.assign_coords(lon=flipped["lon"] % 360).sortby("lon")
+    assert flipped["lat"].values[0] > flipped["lat"].values[-1] and flipped["lon"].min() >= 0
+    for v in flipped.variables.values():
+        v.encoding = {}
+    path = tmp_path / "flipped.zarr"
+    write_store(flipped, None, path)
+    dm = dm_for(path)
+    got = open_store(path)
+    seen = 0
+    for batch in dm.train_dataloader():
+        rows, cols = np.divmod(batch["cell_index"].numpy(), got.sizes["lon"])
+        for i in range(len(rows)):
+            lat, lon = float(batch["lat"][i]), float(batch["lon"][i])
+            # the same geographic cell in the original store (longitude back to −180…180)
+            orig = ds.sel(lat=lat, lon=(lon + 180) % 360 - 180)
+            np.testing.assert_array_equal(batch["forcing"][i, :, 1].numpy(), orig["prec"].values)
+            np.testing.assert_array_equal(batch["static"][i].numpy(), orig["static"].values)
+            assert float(got["lat"][rows[i]]) == lat and float(got["lon"][cols[i]]) == lon
+            seen += 1
+        # a per-cell value scattered by cell index lands at the batch cell's coordinates
+        mapped = np.asarray(scatter(batch["lat"].numpy()[:, None], batch["cell_index"].numpy(),
+                                    (got.sizes["lat"], got.sizes["lon"]), (8, 8)))[..., 0]
+        np.testing.assert_array_equal(mapped[rows, cols], batch["lat"].numpy())
+    assert seen == int(dm.cells("train").sum())
+    assert set(np.unique(dm.folds.values[got["mask"].values])) >= set(range(4))

@@ -1,5 +1,7 @@
 """The hybrid model: bounds, water balance, chunking, precision, guards, spin-up cache."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -208,6 +210,18 @@ def test_spinup_cycles_until_the_storages_stop_drifting():
             assert torch.equal(a, c)
         if report["drifting_cells"] == 0:
             assert report["max_drift_mm"] <= 1e-3
+        # the next spin-up of the same cells starts from the equilibrium found, and a
+        # checkpoint carries it to a resumed run or to test and predict
+        tight.converged_spinup(f, s, b["cell_index"], "val")
+        assert tight.spinup_report["cycles"] < report["cycles"]
+        saved = {}
+        tight.on_save_checkpoint(saved)
+        restored = module(spinup_tolerance=1e-3, spinup_max_cycles=40)
+        restored.on_load_checkpoint(saved)
+        restored.converged_spinup(f, s, b["cell_index"], "val")
+        assert restored.spinup_report["cycles"] == tight.spinup_report["cycles"]
+        restored.converged_spinup(f, s, b["cell_index"], "test")  # another period: cold
+        assert restored.spinup_report["cycles"] == report["cycles"]
         capped = module(spinup_tolerance=1e-9, spinup_max_cycles=3)
         with pytest.warns(UserWarning, match=r"spin-up \(val\): \d of 4 cells still change "
                                              r"their storage by more than spinup_tolerance = "
@@ -218,3 +232,43 @@ def test_spinup_cycles_until_the_storages_stop_drifting():
         module(spinup_tolerance=0.0)
     with pytest.raises(ValueError, match=r"spinup_max_cycles: expected ≥ spinup_cycles \(5\)"):
         module(spinup_tolerance=1.0, spinup_cycles=5, spinup_max_cycles=3)
+
+
+def _traced(alpha_nan: bool = False, gw_start: float = 10.0, prec: float = 5.0):
+    """A 2-cell, 3-day output whose 'gw' is inf on day 1 of cell 1, for forensics."""
+    from process_layers import FLUX_NAMES
+    from process_layers.parameters import ALPHA_NAMES
+
+    daily = {k: torch.ones(2, 3, dtype=torch.float64) for k in FLUX_NAMES}
+    daily["gw"][1, 0] = gw_start  # the storage day 1 starts from
+    daily["gw"][1, 1] = float("inf")
+    alpha = {k: torch.full((2, 3), 0.5) for k in ALPHA_NAMES}
+    alpha["r_gw"][:] = 1.0
+    if alpha_nan:
+        alpha["r_soil"][1, 1] = float("nan")
+    out = SimpleNamespace(daily=daily, alpha=alpha, sm_max=torch.tensor([100.0, 100.0]),
+                          beta={"snow": torch.tensor(0.9), "baseflow": torch.tensor(0.05)})
+    forcing = torch.tensor([100.0, prec, 290.0], dtype=torch.float64).expand(2, 5, 3).clone()
+    batch = {"forcing": forcing, "spinup_days": torch.tensor(2),
+             "cell_index": torch.tensor([40, 41])}
+    return out, batch
+
+
+def test_forensics_name_the_equation_a_non_finite_value_came_from():
+    from h2mv_hybrid.model.forensics import locate
+
+    start = SimpleNamespace(swe=torch.zeros(2), sm=torch.zeros(2), gw=torch.zeros(2))
+    # finite inputs whose groundwater update overflows float64: A23
+    out, b = _traced(gw_start=1.7e308, prec=1e308)
+    text = locate(out, b, start)
+    assert text.startswith("process output 'gw', day 1 of the period, cell 41")
+    assert "first non-finite in equation A23 (gw: groundwater storage" in text
+    assert "forcing prec = 1e+308" in text and "gw at the start of the day = 1.7e+308" in text
+    # a network output already non-finite that day: named as the input it is
+    out, b = _traced(alpha_nan=True)
+    assert "non-finite inputs that day: α r_soil (network) = nan" in locate(out, b, start)
+    # every equation finite in float64: the storage dtype's rounding or overflow
+    out, b = _traced()
+    assert "re-run in float64 is finite" in locate(out, b, start)
+    out.daily["gw"][1, 1] = 1.0
+    assert locate(out, b, start) == "every process output is finite (the loss itself is not)"

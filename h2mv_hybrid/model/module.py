@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from h2mv_hybrid.constraints import PAPER_CONSTRAINTS, Constraint, as_constraints
 from h2mv_hybrid.data.datamodule import Normalization
 from h2mv_hybrid.heads.base import OutputScores, Task, require_stats
+from h2mv_hybrid.model.forensics import locate
 from h2mv_hybrid.model.losses import MultiConstraintLoss, Weighting
 from h2mv_hybrid.model.networks import (
     OUTPUT_NAMES,
@@ -29,20 +30,6 @@ from h2mv_hybrid.model.networks import (
 )
 from h2mv_hybrid.model.observers import OBSERVERS
 from h2mv_hybrid.model.state_cache import StateCache
-
-
-def first_nonfinite(daily: dict[str, Tensor], cell_index: Tensor) -> str:
-    """Where the first non-finite value of the daily outputs is: output, day, cell."""
-    first = None
-    for name, x in daily.items():
-        bad = ~torch.isfinite(x)
-        if bool(bad.any()):
-            cell, day = (int(i) for i in torch.nonzero(bad)[0])
-            if first is None or day < first[1]:
-                first = (name, day, int(cell_index[cell]))
-    if first is None:
-        return "every process output is finite (the loss itself is not)"
-    return f"process output {first[0]!r}, day {first[1]} of the period, cell {first[2]}"
 
 
 class H2MVHybrid(Task):
@@ -186,6 +173,10 @@ class H2MVHybrid(Task):
         self._spin = StateCache(self.model.lstm_hidden, history)
         self._windows = StateCache(self.model.lstm_hidden, history)
         self._windows_refresh = -1
+        # the equilibrium states a spin-up with a tolerance found, per evaluation period
+        # (prediction runs over the test period): the next one starts from them
+        self._equilibria = {p: StateCache(self.model.lstm_hidden, history)
+                            for p in ("val", "test")}
 
     def _spinup(self, batch: dict[str, Tensor], stage: str) -> tuple[Carry, Tensor | None]:
         """The state the period (or window) of a batch starts from, and its runoff history.
@@ -236,15 +227,25 @@ class H2MVHybrid(Task):
         """Cycle the spin-up days until the storages stop drifting (``spinup_tolerance``).
 
         At least ``spinup_cycles`` and at most ``spinup_max_cycles`` cycles; each cycle
-        starts from the previous one's end, so k cycles give exactly
-        :meth:`cycled_spinup` (k). Cells whose total storage still changes by more than the
-        tolerance after the last cycle are reported once per stage and epoch; the result
-        of the last check is kept in ``spinup_report``.
+        starts from the previous one's end, so k cycles from empty stores give exactly
+        :meth:`cycled_spinup` (k). The state reached is kept per cell and period
+        (validation; test and prediction) and saved with checkpoints: the next spin-up of
+        the same cells and period starts from it, and stops as soon as one cycle changes
+        no storage by more than the tolerance. Cells still drifting after the last cycle
+        are reported once per stage and epoch; the last check is kept in
+        ``spinup_report``.
         """
         tol = float(self.hparams.spinup_tolerance)
         low, high = self.hparams.spinup_cycles, self.hparams.spinup_max_cycles
         state: tuple = (None, None)
         total, drift = None, None
+        cache = self._equilibria["val" if stage == "val" else "test"]
+        if cache.holds(cells):
+            # Warm start from the equilibrium of the previous epoch (or of the checkpoint):
+            # the weights moved a little, so a few cycles reach the new one.
+            state = cache.read(cells)
+            total = (state[0].swe + state[0].sm + state[0].gw).double()
+            low = 1
         for k in range(1, high + 1):
             state = self.model.spinup_state(forcing, static, *state)
             carry = state[0]
@@ -255,6 +256,7 @@ class H2MVHybrid(Task):
                 break
         worst = float("nan") if drift is None else float(drift.max())
         bad = 0 if drift is None else int((drift > tol).sum())
+        cache.write(cells, cache.pack(*state)[:, None], 0)
         self.spinup_report = {"cycles": k, "max_drift_mm": worst, "drifting_cells": bad}
         key = (stage, self.current_epoch if self._trainer is not None else -1)
         if bad and key not in self._spinup_warned:
@@ -317,6 +319,7 @@ class H2MVHybrid(Task):
     def forward(self, batch: dict[str, Tensor], stage: str = "predict") -> HybridOutput:
         """Spin up, then run the period of a DataModule batch (and the observers)."""
         carry, history = self._spinup(batch, stage)
+        self._period_start = carry  # what a non-finite loss is traced from (forensics)
         days = int(batch["spinup_days"])
         out = self.model(batch["forcing"][:, days:], batch["static"], carry, history)
         for name, observer in self.observers.items():
@@ -335,7 +338,7 @@ class H2MVHybrid(Task):
             warn = rank_zero_warn if self._world_size() == 1 else warnings.warn
             warn(
                 f"{stage} batch {batch_idx}: non-finite loss ({float(loss)}); first at "
-                f"{first_nonfinite(out.daily, batch['cell_index'])}; batch skipped "
+                f"{locate(out, batch, self._period_start)}; batch skipped "
                 f"({self.skipped_batches} so far)"
             )
             if stage != "train":
@@ -408,6 +411,8 @@ class H2MVHybrid(Task):
         checkpoint["h2mv_spinup_cache"] = {} if spin is None else {"train": spin}
         checkpoint["h2mv_window_states"] = (self._windows.to_checkpoint(),
                                             self._windows_refresh)
+        checkpoint["h2mv_equilibria"] = {p: c.to_checkpoint()
+                                         for p, c in self._equilibria.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:  # noqa: D102
         self._new_caches()
@@ -415,6 +420,8 @@ class H2MVHybrid(Task):
                                    self.device)
         saved, self._windows_refresh = checkpoint.get("h2mv_window_states", (None, -1))
         self._windows.from_checkpoint(saved, self.device)
+        for period, saved in checkpoint.get("h2mv_equilibria", {}).items():
+            self._equilibria[period].from_checkpoint(saved, self.device)
 
     # -- optimisation --------------------------------------------------------------------
     def on_before_optimizer_step(self, optimizer) -> None:
