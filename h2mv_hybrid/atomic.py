@@ -59,13 +59,14 @@ def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f"{glob.escape(prefix)}*.partial"):
         pid = tmp.name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this host (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

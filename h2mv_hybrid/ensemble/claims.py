@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from h2mv_hybrid.atomic import pid_alive
+
 CLAIM = "claim.json"
 STALE_AFTER_S = 6 * 3600.0
 #: How long another rank waits for its rank 0 to claim (or skip) a member.
@@ -53,16 +55,6 @@ def secondary_rank() -> bool:
                                                                           "0") != "0"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 def _read(path: Path) -> dict[str, Any] | None:
     for _ in range(20):  # a claim being written: its JSON appears within moments
         try:
@@ -78,7 +70,7 @@ def is_stale(path: Path, record: dict[str, Any], heartbeat: Path | None = None,
              stale_after_s: float = STALE_AFTER_S) -> bool:
     """Whether the claim at ``path`` (holding ``record``) belongs to a process that is gone."""
     if record.get("host") == socket.gethostname():
-        return not _pid_alive(int(record.get("pid", -1)))
+        return not pid_alive(int(record.get("pid", -1)))
     times = [p.stat().st_mtime for p in (path, heartbeat) if p is not None and p.exists()]
     return not times or time.time() - max(times) > stale_after_s
 
