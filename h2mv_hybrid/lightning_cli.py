@@ -329,6 +329,10 @@ def run(args: Sequence[str]) -> H2MVCLI:
             # failure instead of an interrupt. Hand the interrupt back, and Ctrl-C with it.
             if not isinstance(stop.__context__, KeyboardInterrupt):
                 raise
-            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-                signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt from stop
+        finally:
+            # Lightning ignores Ctrl-C while it shuts down after one; whatever ended the
+            # run, the caller gets Ctrl-C back as it was (a Python session, a test runner).
+            if (signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+                    and previous is not signal.SIG_IGN):
+                signal.signal(signal.SIGINT, previous)

@@ -323,9 +323,19 @@ def test_analyze_writes_tables_maps_and_figures(cv, tmp_path, capsys):
     shares = sum(maps[f"tws_share_{k}"] for k in ("swe", "sm", "gw"))
     np.testing.assert_allclose(shares.values[np.isfinite(shares.values)], 1.0, rtol=1e-5)
     for name in ("performance", "msc", "equifinality", "state_spread", "patterns",
-                 "tws_decomposition", "sm_max", "folds"):
+                 "tws_decomposition", "sm_max", "folds", "extrapolation"):
         png = out / "figures" / f"{name}.png"
         assert png.stat().st_size > 10_000, name
+    # how far each predicted (test) cell lies from each member's training cells, and the
+    # skill of the member-cells of each distance class
+    index = xr.open_zarr(out / "analysis.zarr", group="extrapolation", consolidated=False)
+    assert index["extrapolation_index"].dims == ("member", "cell")
+    assert index.sizes["member"] == FOLDS and bool((index["extrapolation_index"] > 0).all())
+    by_class = pd.read_csv(out / "skill_by_extrapolation.csv")
+    assert set(by_class["constraint"]) == {"et", "q", "tws", "fapar", "swe"}
+    counted = by_class.groupby("constraint")["member_cells"].sum()
+    everywhere = index.sizes["member"] * index.sizes["cell"]
+    assert counted["et"] == everywhere and (counted <= everywhere).all()  # SWE: snowy cells
     with pytest.raises(SystemExit, match="exists"):
         cli.main(["analyze", "--ensemble", str(result["ensemble"]), "--out", str(out)])
 

@@ -224,3 +224,47 @@ def test_analyze_names_a_missing_or_wrong_ensemble(tmp_path):
     ens.to_zarr(tmp_path / "ens.zarr", consolidated=False)
     with pytest.raises(ValueError, match="records no input store"):
         open_ensemble(tmp_path / "ens.zarr")
+
+
+def test_extrapolation_index_and_skill_classes_by_hand():
+    import pandas as pd
+
+    from h2mv_hybrid.analysis.extrapolation import extrapolation_index, skill_by_extrapolation
+
+    # one feature: training cells at 0 … 9, a cell inside their range and two beyond it
+    x = np.array([*range(10), 4.5, 19.0, -11.0], dtype=float)[:, None]
+    train = np.array([True] * 10 + [False] * 3)
+    got = extrapolation_index(x, train, k=1)
+    # standardized distances all scale by one std, so the index is in units of the
+    # training cells' median nearest-neighbour distance (1 apart)
+    np.testing.assert_allclose(got, [1.0] * 10 + [0.5, 10.0, 11.0], rtol=1e-12)
+    with pytest.raises(ValueError, match="expected more than k = 5 training cells, found 3"):
+        extrapolation_index(x, np.arange(13) < 3, k=5)
+    index = xr.DataArray([[0.5, 1.2, 2.5, 7.0], [0.2, 0.9, 1.7, np.nan]], dims=("member", "cell"))
+    skill = xr.DataArray([0.9, 0.8, 0.5, 0.1], dims="cell")
+    table = skill_by_extrapolation(index, skill).set_index("index")
+    assert list(table.index) == ["0–1", "1–1.5", "1.5–2", "2–3", "≥ 3"]
+    assert list(table["member_cells"]) == [3, 1, 1, 1, 1]
+    assert table.loc["0–1", "median"] == pytest.approx(np.median([0.9, 0.9, 0.8]))
+    assert table.loc["≥ 3", "median"] == pytest.approx(0.1)
+    assert isinstance(table, pd.DataFrame)
+
+
+def test_extrapolation_figure_has_its_titles_labels_and_classes():
+    from h2mv_hybrid.analysis.extrapolation import skill_by_extrapolation
+
+    index = xr.Dataset({"extrapolation_index": (("member", "cell"),
+                                                [[0.5, 1.2, 2.5, 7.0], [0.2, 0.9, 1.7, 3.2]])},
+                       coords={"lat": ("cell", [0.0, 1, 2, 3]), "lon": ("cell", [0.0, 1, 2, 3])})
+    table = skill_by_extrapolation(index["extrapolation_index"],
+                                   xr.DataArray([0.9, 0.8, 0.5, 0.1], dims="cell"))
+    table.insert(0, "constraint", "q")
+    fig = plots.plot_extrapolation(index, table)
+    text = labels(fig)
+    assert "(a) extrapolation index, mean over members" in text
+    assert "(b) skill by distance to the training cells" in text
+    assert "extrapolation index [–]" in text and "per-cell KGE" in text
+    assert "distance to the training cells [–]\n(1 = a typical training cell)" in text
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == [
+        "0–1", "1–1.5", "1.5–2", "2–3", "≥ 3"]
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["q"]

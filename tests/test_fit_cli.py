@@ -343,11 +343,15 @@ def test_ctrl_c_in_a_fit_reaches_the_caller_and_leaves_ctrl_c_working(store, tmp
 
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "helpers"))
     monkeypatch.setenv("H2MV_TEST_INTERRUPT_EPOCH", "0")
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        cli.main(short(store, tmp_path, "--trainer.max_epochs", "1",
-                       "--trainer.callbacks+=interrupt.InterruptAtEpochStart"))
-    assert signal.getsignal(signal.SIGINT) is before is not signal.SIG_IGN
+    # Python's own Ctrl-C handler, whatever an earlier test left: the fit must put it back
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(short(store, tmp_path, "--trainer.max_epochs", "1",
+                           "--trainer.callbacks+=interrupt.InterruptAtEpochStart"))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_all_non_finite_validation_logs_inf_instead_of_crashing(store, tmp_path, monkeypatch):

@@ -150,6 +150,44 @@ def plot_map(da: xr.DataArray, ax=None, cmap: str | None = None, vmin: float | N
     return ax.figure
 
 
+def plot_extrapolation(index: xr.Dataset, table):
+    """(a) map of the extrapolation index (mean over members), (b) skill by index class.
+
+    Args:
+        index: :func:`~h2mv_hybrid.analysis.extrapolation.ensemble_extrapolation`.
+        table: :func:`~h2mv_hybrid.analysis.extrapolation.ensemble_skill_by_extrapolation`.
+    """
+    plt = _plt()
+    fig, (ax_map, ax) = plt.subplots(1, 2, figsize=(13, 4.2),
+                                     gridspec_kw={"width_ratios": [1.5, 1]})
+    mean = index["extrapolation_index"].mean("member").rename("extrapolation_index")
+    plot_map(mean, ax=ax_map, cmap="magma_r", vmin=0.0, vmax=3.0,
+             title="(a) extrapolation index, mean over members",
+             label="distance to the training cells [–]\n(1 = a typical training cell)")
+    classes = list(dict.fromkeys(table["index"].astype(str)))
+    x = np.arange(len(classes))
+    colors = plt.get_cmap("tab10")
+    for i, (name, rows) in enumerate(table.groupby("constraint", sort=False)):
+        rows = rows.set_index(rows["index"].astype(str)).reindex(classes)
+        shift = (i - (table["constraint"].nunique() - 1) / 2) * 0.08
+        ax.errorbar(x + shift, rows["median"], yerr=[rows["median"] - rows["q25"],
+                                                     rows["q75"] - rows["median"]],
+                    marker="o", ms=4, capsize=2, lw=1.2, color=colors(i), label=name)
+    ax.set_xticks(x, classes)
+    ax.set_xlabel("extrapolation index [–]")
+    ax.set_ylabel("per-cell KGE of monthly values [–]\n(median, quartiles)")
+    ax.set_title("(b) skill by distance to the training cells")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.legend(title="constraint", fontsize=8, title_fontsize=8, frameon=False)
+    counts = table.groupby("index", observed=False)["member_cells"].max().reindex(classes)
+    for xi, n in zip(x, counts, strict=True):  # member-cells per class, along the top
+        ax.annotate(f"n = {int(n)}", (xi, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(0, -10), textcoords="offset points", ha="center", fontsize=7,
+                    color="0.4")
+    fig.tight_layout()
+    return fig
+
+
 def plot_folds(fold: xr.DataArray):
     """The spatial-block folds: the test fold black, each validation fold its own colour."""
     plt = _plt()

@@ -8,8 +8,11 @@ Writes into one directory (built under a temporary name and renamed into place):
 - ``analysis.zarr``: the same as xarray objects, with the emergent-pattern maps
   (group ``patterns``), the mean seasonal cycles (``msc``) and the state anomalies
   (``spread``);
+- ``skill_by_extrapolation.csv``: per-cell KGE of each constraint grouped by the
+  extrapolation index (distance to each member's training cells; group
+  ``extrapolation`` of ``analysis.zarr`` holds the index per member and cell);
 - ``figures/*.png``: performance, msc, equifinality, state_spread, patterns,
-  tws_decomposition, sm_max, folds.
+  tws_decomposition, sm_max, folds, extrapolation.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from h2mv_hybrid.analysis.ensemble import (
     member_range,
     open_ensemble,
     predicted_cells,
+)
+from h2mv_hybrid.analysis.extrapolation import (
+    ensemble_extrapolation,
+    ensemble_skill_by_extrapolation,
 )
 from h2mv_hybrid.atomic import atomic_directory
 
@@ -58,7 +65,7 @@ def analyze_ensemble(ensemble: str | os.PathLike, store: str | os.PathLike | Non
     """
     ens, source = open_ensemble(ensemble, store)
     e, s = predicted_cells(ens, source)
-    return {
+    results = {
         "performance": ensemble_performance(e, s),
         "msc": ensemble_msc(e, s),
         "patterns": ensemble_patterns(e, s, ens),
@@ -66,6 +73,11 @@ def analyze_ensemble(ensemble: str | os.PathLike, store: str | os.PathLike | Non
         "spread": ensemble_spread(e),
         "folds": ens[["fold"]] if "fold" in ens else xr.Dataset(),
     }
+    if "fold" in ens:
+        index = ensemble_extrapolation(ens, source, e)
+        results["extrapolation"] = index
+        results["skill_by_extrapolation"] = ensemble_skill_by_extrapolation(e, s, index)
+    return results
 
 
 def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
@@ -78,8 +90,12 @@ def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
     means = spread["mean"].to_pandas().T
     means.columns = [f"{c}_mean_mm" for c in means.columns]
     means.to_csv(tmp / "state_spread.csv", float_format="%.4g")
+    if "skill_by_extrapolation" in results:
+        results["skill_by_extrapolation"].to_csv(tmp / "skill_by_extrapolation.csv",
+                                                 index=False, float_format="%.4g")
     zarr_path = tmp / "analysis.zarr"
-    for i, name in enumerate(("performance", "equifinality", "patterns", "msc", "spread")):
+    groups = ("performance", "equifinality", "patterns", "msc", "spread", "extrapolation")
+    for i, name in enumerate(g for g in groups if g in results):
         ds = results[name].copy()
         # variable-length strings: fixed-width unicode has no zarr v3 specification
         ds = ds.assign_coords({k: ds[k].astype(object) for k in ds.coords
@@ -101,6 +117,10 @@ def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
         maps[[k for k in maps.data_vars if str(k).startswith("tws_share_")]]),
         fig_dir / "tws_decomposition.png")
     plots.save(plots.plot_patterns(maps, ["sm_max", "sm_max_spread"]), fig_dir / "sm_max.png")
+    if "skill_by_extrapolation" in results and len(results["skill_by_extrapolation"]):
+        plots.save(plots.plot_extrapolation(results["extrapolation"],
+                                            results["skill_by_extrapolation"]),
+                   fig_dir / "extrapolation.png")
     if "fold" in results["folds"] and bool((results["folds"]["fold"] >= 0).any()):
         # a temporal split has no folds to draw: every cell is in every stage
         plots.save(plots.plot_folds(results["folds"]["fold"].load()), fig_dir / "folds.png")
