@@ -440,3 +440,21 @@ def test_claims_skip_a_live_owner_and_take_over_a_dead_one(tmp_path):
         assert other == live
     assert json.loads(path.read_text()) == live
     assert str(os.getppid()) in claims.describe(live)
+
+
+def test_sensitivity_of_every_member_with_maps(cv, tmp_path, capsys):
+    """h2mv sensitivity --ensemble: each finished member's best checkpoint, along member."""
+    root, _ = cv
+    png, out = tmp_path / "sens.png", tmp_path / "sens.zarr"
+    cli.main(["sensitivity", "--ensemble", str(root), "--max_cells", "2", "--batch_size", "2",
+              "--out", str(out), "--figure", str(png)])
+    text = capsys.readouterr().out
+    assert "forcing sensitivities" in text and f"figure: {png}" in text
+    result = xr.open_zarr(out, consolidated=False)
+    assert result.sizes["member"] == FOLDS and list(result["member"].values) == [0, 1, 2]
+    finite = np.isfinite(result["q_prec"].sel(season="all").values)
+    assert finite.sum() == FOLDS * 2  # two test cells per member
+    assert png.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="expected a checkpoint or an --ensemble root, found "
+                                         "both"):
+        cli.main(["sensitivity", "--ensemble", str(root), "--checkpoint", "last"])

@@ -268,3 +268,18 @@ def test_extrapolation_figure_has_its_titles_labels_and_classes():
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == [
         "0–1", "1–1.5", "1.5–2", "2–3", "≥ 3"]
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["q"]
+
+
+def test_sensitivity_maps_have_titles_and_units():
+    cells = {"lat": ("cell", [0.0, 10.0, 20.0]), "lon": ("cell", [0.0, 10.0, 20.0])}
+    data = {f"q_{x}": (("member", "cell", "season"), np.random.default_rng(0).random((2, 3, 5)))
+            for x in ("prec", "rn", "tair")}
+    result = xr.Dataset(data, coords={**cells, "season": ["all", "DJF", "MAM", "JJA", "SON"]},
+                        attrs={"period": "2001-01-01 … 2001-12-31", "members": 2})
+    fig = plots.plot_sensitivity(result, season="JJA")
+    text = labels(fig)
+    assert "(a) elasticity of runoff to precipitation" in text
+    assert "(c) sensitivity of runoff to a warming" in text
+    bars = [ax.get_ylabel() for ax in fig.axes[3:]]
+    assert bars == ["(dQ/Q) / (dP/P) [–]", "(dQ/Q) / (dRn/Rn) [–]", "(dQ/Q) per K [K⁻¹]"]
+    assert "season JJA, mean over 2 members" in fig._suptitle.get_text()

@@ -188,6 +188,35 @@ def plot_extrapolation(index: xr.Dataset, table):
     return fig
 
 
+def plot_sensitivity(result: xr.Dataset, season: str = "all"):
+    """Maps of runoff's sensitivity to precipitation, energy and temperature (member mean).
+
+    Args:
+        result: :func:`~h2mv_hybrid.analysis.sensitivity.sensitivity` (or its ensemble).
+        season: ``all`` or DJF, MAM, JJA, SON.
+    """
+    plt = _plt()
+    panels = (("q_prec", "(a) elasticity of runoff to precipitation", "viridis", (0.0, 3.0)),
+              ("q_rn", "(b) elasticity of runoff to energy (Rn or PET)", "RdBu_r", (-1.5, 1.5)),
+              ("q_tair", "(c) sensitivity of runoff to a warming", "RdBu_r", (-0.1, 0.1)))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4))
+    for ax, (name, title, cmap, (lo, hi)) in zip(axes, panels, strict=True):
+        da = result[name].sel(season=season)
+        if "member" in da.dims:
+            da = da.mean("member")
+        unit = "[–]" if name != "q_tair" else "[K⁻¹]"
+        what = "(dQ/Q) / (dP/P)" if name == "q_prec" else (
+            "(dQ/Q) / (dRn/Rn)" if name == "q_rn" else "(dQ/Q) per K")
+        plot_map(da.rename(name), ax=ax, cmap=cmap, vmin=lo, vmax=hi, title=title,
+                 label=f"{what} {unit}")
+    members = result.attrs.get("members")
+    fig.suptitle(f"Sensitivities of mean runoff, {result.attrs.get('period', '')}, season "
+                 f"{season}" + (f", mean over {members} members" if members else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_folds(fold: xr.DataArray):
     """The spatial-block folds: the test fold black, each validation fold its own colour."""
     plt = _plt()

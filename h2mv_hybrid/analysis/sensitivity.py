@@ -204,7 +204,7 @@ def _dataset(sens: np.ndarray, mean: np.ndarray, index: np.ndarray, ds: xr.Datas
 
 def summary(result: xr.Dataset, outputs: Sequence[str] = OUTPUTS) -> str:
     """Median [quartiles] over cells of each sensitivity, whole period, as a text table."""
-    spatial = [d for d in result.dims if d != "season"]
+    spatial = [d for d in result.dims if d != "season"]  # cells, and members if any
     lines = [f"forcing sensitivities, {result.attrs.get('period', '')}, "
              f"{result.attrs.get('cells', '?')} cells: median [q25, q75] over cells",
              f"  {'output':<6} {'to prec (1)':>22} {'to rn (1)':>22} {'to tair (K-1)':>22}"]
@@ -218,9 +218,39 @@ def summary(result: xr.Dataset, outputs: Sequence[str] = OUTPUTS) -> str:
     return "\n".join(lines)
 
 
-def main(checkpoint: str, store: str | None = None, cells: str = "test",
+def ensemble_sensitivity(root: str | os.PathLike, store: str | os.PathLike | None = None,
+                         cells: str = "test", batch_size: int = 32, device: str = "cpu",
+                         max_cells: int | None = None) -> xr.Dataset:
+    """:func:`sensitivity` of every finished member of an ``h2mv cv`` root, along ``member``.
+
+    Each member runs from its best checkpoint (``member_<k>/done.json``); in a spatial CV
+    the test cells are the same for every member.
+    """
+    from pathlib import Path
+
+    from h2mv_hybrid.atomic import read_json
+
+    root = Path(root)
+    done = sorted(root.glob("member_*/done.json"), key=lambda p: int(p.parent.name[7:]))
+    if not done:
+        raise FileNotFoundError(f"ensemble: expected finished members (member_<k>/done.json) "
+                                f"under {root}, found none")
+    members, parts = [], []
+    for path in done:
+        info = read_json(path)
+        members.append(int(info["member"]))
+        parts.append(sensitivity(info["best_checkpoint"], store, cells, batch_size, device,
+                                 max_cells))
+    out = xr.concat(parts, dim=xr.DataArray(members, dims="member", name="member"),
+                    combine_attrs="drop_conflicts")
+    out.attrs.update(members=len(members), root=str(root))
+    return out
+
+
+def main(checkpoint: str | None = None, store: str | None = None, cells: str = "test",
          batch_size: int = 32, device: str = "cpu", max_cells: int | None = None,
-         out: str | None = None, root: str = ".") -> xr.Dataset:
+         out: str | None = None, root: str = ".", ensemble: str | None = None,
+         figure: str | None = None) -> xr.Dataset:
     """``h2mv sensitivity``: elasticities of runoff, ET and TWS to P, Rn and T of a fit.
 
     Args:
@@ -233,19 +263,32 @@ def main(checkpoint: str, store: str | None = None, cells: str = "test",
         max_cells: only the first cells.
         out: write the Dataset to this zarr store (atomically; replaces it).
         root: where ``best`` and ``last`` are looked for (``trainer.default_root_dir``).
+        ensemble: an ``h2mv cv`` root instead of a checkpoint: every finished member, along
+            a ``member`` dimension.
+        figure: write maps of runoff's sensitivities (member mean) to this PNG.
     """
     from h2mv_hybrid.data.store import write_store
 
-    if checkpoint in ("best", "last"):
-        from h2mv_hybrid.lightning_cli import find_checkpoint
+    if (checkpoint is None) == (ensemble is None):
+        raise ValueError("checkpoint: expected a checkpoint or an --ensemble root, found "
+                         + ("both" if checkpoint else "neither"))
+    if ensemble is not None:
+        result = ensemble_sensitivity(ensemble, store, cells, batch_size, device, max_cells)
+    else:
+        if checkpoint in ("best", "last"):
+            from h2mv_hybrid.lightning_cli import find_checkpoint
 
-        checkpoint = str(find_checkpoint(checkpoint, root))
-    elif not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"checkpoint: expected a checkpoint file, found nothing at "
-                                f"{checkpoint}")
-    result = sensitivity(checkpoint, store, cells, batch_size, device, max_cells)
+            checkpoint = str(find_checkpoint(checkpoint, root))
+        elif not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"checkpoint: expected a checkpoint file, found nothing at "
+                                    f"{checkpoint}")
+        result = sensitivity(checkpoint, store, cells, batch_size, device, max_cells)
     print(summary(result))
     if out is not None:
         write_store(result, None, out, overwrite=True)
         print(f"sensitivities: {out}")
+    if figure is not None:
+        from h2mv_hybrid.analysis import plots
+
+        print(f"figure: {plots.save(plots.plot_sensitivity(result), figure)}")
     return result
