@@ -31,6 +31,10 @@ COMMANDS: dict[str, Job | dict[str, Job]] = {
         "h2mv_hybrid.ensemble.compare:compare",
         "train the variants of a comparison spec through the CV, print their score table",
     ),
+    "identify": (
+        "h2mv_hybrid.ensemble.identify:identify",
+        "leave-one-constraint-out ensembles: which constraint pins down which process",
+    ),
     "import": {
         "basins": ("h2mv_hybrid.importers.basins:import_basins",
                    "basin time series (CSV, Parquet, NetCDF) by a YAML mapping → a point store"),

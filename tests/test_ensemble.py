@@ -458,3 +458,32 @@ def test_sensitivity_of_every_member_with_maps(cv, tmp_path, capsys):
     with pytest.raises(SystemExit, match="expected a checkpoint or an --ensemble root, found "
                                          "both"):
         cli.main(["sensitivity", "--ensemble", str(root), "--checkpoint", "last"])
+
+
+def test_identify_trains_leave_one_constraint_out_ensembles_and_tabulates(store, tmp_path,
+                                                                         capsys):
+    """h2mv identify: the all-constraints ensemble and one without TWS, scored on the same
+    test cells (skill, equifinality, SM_max recovery on the twin), table and figure."""
+    import pandas as pd
+
+    root = tmp_path / "identify"
+    cli.main(["identify", "--config", str(QUICKSTART), "--drop", "tws", "--folds", "3",
+              "--members", "0", "1", "--root", str(root), "--device", "cpu", *overrides(store)])
+    printed = capsys.readouterr().out
+    assert "identifiability" in printed and "without tws" in printed
+    table = pd.read_csv(root / "identifiability.csv")
+    assert set(table["variant"]) == {"all constraints", "without tws"}
+    withheld = table[(table["variant"] == "without tws") & (table["quantity"] == "tws")]
+    assert set(withheld["metric"]) == {"kge (monthly)", "equifinality"}  # still scored
+    assert {"sm_max", "gw", "q_base"} <= set(table[table["metric"] == "equifinality"]["quantity"])
+    assert table[table["metric"] == "recovery r (twin)"].shape[0] == 2
+    manifest = json.loads((root / "without_tws" / "cv.json").read_text())
+    kept = json.loads(manifest["overrides"][-1].split("=", 1)[1])
+    assert [c["target"] for c in kept] == ["tws", "et", "q", "fapar", "swe"][1:]
+    assert (root / "identifiability.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match=r"drop: expected some of the config's constraints "
+                                         r"\(tws, et, q, fapar, swe\), found runoff"):
+        cli.main(["identify", "--config", str(QUICKSTART), "--drop", "runoff"])
+    with pytest.raises(SystemExit, match="expected the H2MV hybrid"):
+        cli.main(["identify", "--config", str(ROOT / "experiments/phy_lstm/lstm.yaml"),
+                  "--drop", "q"])

@@ -31,6 +31,10 @@ LABELS = {
     "fapar": ("fAPAR", "–"), "swe": ("SWE", "mm"), "sm": ("SM", "mm"), "gw": ("GW", "mm"),
 }
 STATE_LABELS = {"swe": "SWE", "sm": "SM", "gw": "GW", "tws": "TWS"}
+#: Readable names of the latent quantities in identifiability tables.
+LATENT_LABELS = {"sm_max": "SM_max (soil capacity)", "tws": "TWS", "sm": "soil moisture",
+                 "gw": "groundwater", "swe": "snow (SWE)", "T": "transpiration",
+                 "Es": "soil evaporation", "q_base": "baseflow", "q_surf": "surface runoff"}
 METRIC_LABELS = {"r": "Pearson r", "rmse": "RMSE", "sdr": "SDR (σ_pred / σ_obs)",
                  "kge": "KGE", "nse": "NSE", "bias": "bias (pred − obs)"}
 #: Diverging colour maps for signed quantities, sequential ones for the rest.
@@ -213,6 +217,41 @@ def plot_sensitivity(result: xr.Dataset, season: str = "all"):
     fig.suptitle(f"Sensitivities of mean runoff, {result.attrs.get('period', '')}, season "
                  f"{season}" + (f", mean over {members} members" if members else ""),
                  fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_identifiability(table):
+    """Leave-one-constraint-out: (a) skill per variant, (b) equifinality relative to all.
+
+    (a) KGE of each constraint per variant; (b) equifinality of each latent across members
+    relative to the ensemble trained on all constraints
+    (:mod:`h2mv_hybrid.ensemble.identify`).
+    """
+    plt = _plt()
+    variants = list(dict.fromkeys(table["variant"]))
+    kge = table[table["metric"] == "kge (monthly)"].pivot_table(
+        index="quantity", columns="variant", values="value", sort=False)[variants]
+    eq = table[table["metric"] == "equifinality"].pivot_table(
+        index="quantity", columns="variant", values="value", sort=False)[variants]
+    ratio = eq[variants[1:]].div(eq[variants[0]], axis=0)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(6 + 1.6 * len(variants), 0.45 * len(eq) + 2.6),
+                               gridspec_kw={"width_ratios": [len(variants), len(variants) - 1]})
+    im = a.imshow(kge.values, cmap="RdYlGn", vmin=-0.5, vmax=1.0, aspect="auto")
+    a.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
+    a.set_yticks(range(len(kge)), [f"{q} (constraint)" for q in kge.index])
+    for (i, j), v in np.ndenumerate(kge.values):
+        a.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+    a.set_title("(a) skill on the test cells")
+    fig.colorbar(im, ax=a, label="KGE of monthly values [–]", shrink=0.8)
+    log = np.log2(ratio.values.astype(float))
+    im = b.imshow(log, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
+    b.set_xticks(range(len(ratio.columns)), list(ratio.columns), rotation=30, ha="right")
+    b.set_yticks(range(len(ratio)), [LATENT_LABELS.get(q, q) for q in ratio.index])
+    for (i, j), v in np.ndenumerate(ratio.values):
+        b.text(j, i, f"×{v:.2g}", ha="center", va="center", fontsize=8)
+    b.set_title("(b) equifinality across members,\nrelative to all constraints")
+    fig.colorbar(im, ax=b, label="log₂ (equifinality / with all constraints) [–]", shrink=0.8)
     fig.tight_layout()
     return fig
 
