@@ -475,8 +475,11 @@ def test_identify_trains_leave_one_constraint_out_ensembles_and_tabulates(store,
     assert set(table["variant"]) == {"all constraints", "without tws"}
     withheld = table[(table["variant"] == "without tws") & (table["quantity"] == "tws")]
     assert set(withheld["metric"]) == {"kge (monthly)", "equifinality"}  # still scored
-    assert {"sm_max", "gw", "q_base"} <= set(table[table["metric"] == "equifinality"]["quantity"])
-    assert table[table["metric"] == "recovery r (twin)"].shape[0] == 2
+    assert {"sm_max", "baseflow_index", "transpiration_fraction", "gw", "q_base"} <= set(
+        table[table["metric"] == "equifinality"]["quantity"])
+    recovered = table[table["metric"] == "recovery r (twin)"]
+    assert recovered.shape[0] == 2 * 3  # SM_max, BFI and T/ET of both variants
+    assert recovered["value"].between(-1, 1).all()
     manifest = json.loads((root / "without_tws" / "cv.json").read_text())
     kept = json.loads(manifest["overrides"][-1].split("=", 1)[1])
     assert [c["target"] for c in kept] == ["tws", "et", "q", "fapar", "swe"][1:]

@@ -283,3 +283,14 @@ def test_sensitivity_maps_have_titles_and_units():
     bars = [ax.get_ylabel() for ax in fig.axes[3:]]
     assert bars == ["(dQ/Q) / (dP/P) [–]", "(dQ/Q) / (dRn/Rn) [–]", "(dQ/Q) per K [K⁻¹]"]
     assert "season JJA, mean over 2 members" in fig._suptitle.get_text()
+
+
+def test_scatter_of_a_learned_against_an_observed_quantity():
+    model = xr.DataArray([1.0, 2.0, 3.0, np.nan], dims="cell")
+    observed = xr.DataArray([1.5, 2.5, 2.0, 1.0], dims="cell")
+    fig = plots.plot_scatter(model, observed, "CAMELS stream_elas [–]", "model ε_P [–]",
+                             "elasticity of runoff to precipitation")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "CAMELS stream_elas [–]" and ax.get_ylabel() == "model ε_P [–]"
+    assert "Spearman ρ = 0.50, Pearson r = 0.50, n = 3" in ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1:1"]

@@ -56,7 +56,7 @@ def hybrid_and_batch(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("sens") / "twin.zarr"
     write_store(*synthesize(TwinConfig(res=10.0, years="2001-2002", seed=3)), path)
-    dm = H2MVDataModule(str(path), batch_size=4, n_folds=4, block_deg=30.0,
+    dm = H2MVDataModule(str(path), batch_size=20, n_folds=4, block_deg=30.0,
                         train_start="2002-01-01", train_end="2002-12-31",
                         test_start="2002-01-01", test_end="2002-12-31")
     dm.setup("fit")
@@ -66,7 +66,8 @@ def hybrid_and_batch(tmp_path_factory):
                                               state_feedback=False, routing_days=5))
     model = model.double().eval()
     data = dm.batches("train")
-    batch = data[np.arange(4)]
+    pick = np.random.default_rng(7).choice(len(data), 20, replace=False)  # 20 random cells
+    batch = data[np.sort(pick)]
     batch["forcing"] = batch["forcing"].double()
     batch["static"] = batch["static"].double()
     w = dm.window("train")

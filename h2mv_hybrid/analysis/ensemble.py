@@ -194,12 +194,13 @@ def ensemble_equifinality(ens: xr.Dataset,
 
     Each daily variable's terms are computed over time at every cell and averaged over
     the cells where they are defined (a variable constant at a cell, such as SWE in the
-    tropics, has no variance there and is left out); SM_max's over the cells.
+    tropics, has no variance there and is left out); a map without time (SM_max, a
+    baseflow index) over the cells.
     """
     rows = []
     for name in variables:
-        if name == "sm_max":
-            rows.append(equifinality(ens["sm_max"].load(), dim="cell"))
+        if name in ens and "time" not in ens[name].dims:  # a map (SM_max, BFI …): over cells
+            rows.append(equifinality(ens[name].load(), dim="cell"))
             continue
         source = "tws" if name == "tws_anomaly" else name
         if source not in ens:

@@ -34,7 +34,9 @@ STATE_LABELS = {"swe": "SWE", "sm": "SM", "gw": "GW", "tws": "TWS"}
 #: Readable names of the latent quantities in identifiability tables.
 LATENT_LABELS = {"sm_max": "SM_max (soil capacity)", "tws": "TWS", "sm": "soil moisture",
                  "gw": "groundwater", "swe": "snow (SWE)", "T": "transpiration",
-                 "Es": "soil evaporation", "q_base": "baseflow", "q_surf": "surface runoff"}
+                 "Es": "soil evaporation", "q_base": "baseflow", "q_surf": "surface runoff",
+                 "baseflow_index": "baseflow index (map)",
+                 "transpiration_fraction": "T / ET (map)"}
 METRIC_LABELS = {"r": "Pearson r", "rmse": "RMSE", "sdr": "SDR (σ_pred / σ_obs)",
                  "kge": "KGE", "nse": "NSE", "bias": "bias (pred − obs)"}
 #: Diverging colour maps for signed quantities, sequential ones for the rest.
@@ -252,6 +254,34 @@ def plot_identifiability(table):
         b.text(j, i, f"×{v:.2g}", ha="center", va="center", fontsize=8)
     b.set_title("(b) equifinality across members,\nrelative to all constraints")
     fig.colorbar(im, ax=b, label="log₂ (equifinality / with all constraints) [–]", shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scatter(model: xr.DataArray, observed: xr.DataArray, xlabel: str, ylabel: str,
+                 title: str):
+    """A learned quantity against an observed one across cells, with the 1:1 line.
+
+    The title gets the Spearman and Pearson correlations of the cells where both are
+    finite (``n``).
+    """
+    import pandas as pd
+
+    plt = _plt()
+    df = pd.DataFrame({"x": np.asarray(observed.values, float).ravel(),
+                       "y": np.asarray(model.values, float).ravel()}).dropna()
+    rho = df["x"].corr(df["y"], method="spearman")
+    r = df["x"].corr(df["y"])
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.scatter(df["x"], df["y"], s=18, color="#4c72b0", edgecolor="white", linewidth=0.5)
+    lo = float(min(df["x"].min(), df["y"].min(), 0))
+    hi = float(max(df["x"].max(), df["y"].max()))
+    ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls="--", label="1:1")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\nSpearman ρ = {rho:.2f}, Pearson r = {r:.2f}, n = {len(df)}",
+                 fontsize=9)
+    ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
 

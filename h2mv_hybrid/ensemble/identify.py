@@ -10,7 +10,7 @@ through ``h2mv cv``). Each ensemble is then scored on the shared test cells:
   storages, the fluxes behind the baseflow index and T/ET. If removing a constraint raises
   a latent's equifinality, that constraint was what pinned the latent down;
 - **recovery** on a twin (a store with a ``truth`` group): Pearson r across test cells of the
-  member-mean SM_max against the true one.
+  member-mean SM_max, baseflow index and T/ET against the true ones.
 
 The result is one long table (``<root>/identifiability.csv``: variant, quantity, metric,
 value), a pivot printed on screen, and a figure (``identifiability.png``): per latent, the
@@ -29,8 +29,24 @@ import numpy as np
 import pandas as pd
 import yaml
 
-#: Latent quantities whose equifinality is tabulated (names of the ensemble store).
-LATENTS = ("sm_max", "tws", "sm", "gw", "swe", "T", "Es", "q_base", "q_surf")
+#: Latent quantities whose equifinality is tabulated: maps (SM_max, and the baseflow index
+#: and T/ET as ratios of totals over the period) and daily series of the ensemble store.
+LATENTS = ("sm_max", "baseflow_index", "transpiration_fraction", "tws", "sm", "gw", "swe",
+           "T", "Es", "q_base", "q_surf")
+#: The maps whose recovery against a twin's truth is scored.
+RECOVERED = ("sm_max", "baseflow_index", "transpiration_fraction")
+
+
+def _maps(ds):
+    """SM_max and the period's baseflow index and T/ET (ratios of totals) of a Dataset."""
+    out = {}
+    if "sm_max" in ds:
+        out["sm_max"] = ds["sm_max"]
+    if {"q_base", "q_total"} <= set(ds.data_vars):
+        out["baseflow_index"] = ds["q_base"].sum("time") / ds["q_total"].sum("time")
+    if {"T", "ET"} <= set(ds.data_vars):
+        out["transpiration_fraction"] = ds["T"].sum("time") / ds["ET"].sum("time")
+    return out
 
 
 def _constraints(config: Path, overrides: Sequence[str]) -> list[dict[str, Any]]:
@@ -70,29 +86,34 @@ def _score(store_path: Path, drop: str | None) -> list[dict[str, Any]]:
         kge = float(perf["kge"].sel(constraint=c.target, component="monthly").mean("member"))
         rows.append({"variant": variant, "withheld": drop or "", "quantity": c.target,
                      "metric": "kge (monthly)", "value": kge})
+    e = e.assign({k: v for k, v in _maps(e).items() if k != "sm_max"})
     latents = [v for v in LATENTS if v in e]
     eq = ensemble_equifinality(e, latents)
     for v in latents:
         rows.append({"variant": variant, "withheld": drop or "", "quantity": v,
                      "metric": "equifinality", "value": float(eq["total"].sel(variable=v))})
     truth_path = Path(ens.attrs.get("input_store", ""))
-    if "sm_max" in e and (truth_path / "truth").exists():
-        import xarray as xr
-
+    if (truth_path / "truth").exists():
         from h2mv_hybrid.data.store import open_store
 
         truth = open_store(truth_path, group="truth")
-        if "sm_max" in truth:
-            true = truth["sm_max"]
-            if "cell" not in true.dims:
-                true = true.stack(cell=("lat", "lon")).reset_index("cell")
-            where = pd.MultiIndex.from_arrays([true["lat"].values, true["lon"].values])
-            pick = where.get_indexer(pd.MultiIndex.from_arrays([e["lat"].values,
-                                                                e["lon"].values]))
-            learned = e["sm_max"].mean("member").values
-            r = float(xr.DataArray(np.corrcoef(learned, true.values[pick])[0, 1]))
-            rows.append({"variant": variant, "withheld": drop or "", "quantity": "sm_max",
-                         "metric": "recovery r (twin)", "value": r})
+        if "cell" not in truth.dims:
+            truth = truth.stack(cell=("lat", "lon")).reset_index("cell")
+        where = pd.MultiIndex.from_arrays([truth["lat"].values, truth["lon"].values])
+        pick = where.get_indexer(pd.MultiIndex.from_arrays([e["lat"].values,
+                                                            e["lon"].values]))
+        truth = truth.isel(cell=pick)
+        if "time" in truth.dims:
+            truth = truth.sel(time=e["time"])
+        true_maps = _maps(truth)
+        for name in RECOVERED:
+            if name in true_maps and name in e:
+                learned = e[name].mean("member").values
+                true = np.asarray(true_maps[name].values, dtype=float)
+                ok = np.isfinite(learned) & np.isfinite(true)
+                r = float(np.corrcoef(learned[ok], true[ok])[0, 1]) if ok.sum() > 2 else np.nan
+                rows.append({"variant": variant, "withheld": drop or "", "quantity": name,
+                             "metric": "recovery r (twin)", "value": r})
     return rows
 
 
