@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from h2mv_hybrid.analysis.equifinality import equifinality
@@ -88,6 +89,16 @@ def predicted_cells(ens: xr.Dataset, store: xr.Dataset) -> tuple[xr.Dataset, xr.
     if len(keep) == 0:
         raise ValueError(f"ensemble: expected predicted cells (finite {what}), found none")
     return ens.isel(cell=keep), store.isel(cell=keep)
+
+
+def cell_positions(among: xr.Dataset, cells: xr.Dataset) -> np.ndarray:
+    """Position in ``among`` of each cell of ``cells`` (−1 where absent), by lat/lon.
+
+    Both have a ``cell`` dim with ``lat`` and ``lon`` coordinates.
+    """
+    where = pd.MultiIndex.from_arrays([among["lat"].values, among["lon"].values])
+    return where.get_indexer(pd.MultiIndex.from_arrays([cells["lat"].values,
+                                                         cells["lon"].values]))
 
 
 def ensemble_performance(ens: xr.Dataset, store: xr.Dataset,

@@ -96,6 +96,7 @@ def ensemble_extrapolation(ens: xr.Dataset, store: xr.Dataset, cells: xr.Dataset
         cells: the predicted cells (``predicted_cells`` of both), which the index is for.
         k: neighbours averaged.
     """
+    from h2mv_hybrid.analysis.ensemble import cell_positions
     from h2mv_hybrid.data.folds import NOT_MODELLED
 
     if "fold" not in ens:
@@ -107,9 +108,7 @@ def ensemble_extrapolation(ens: xr.Dataset, store: xr.Dataset, cells: xr.Dataset
     ens, store = ens.isel(cell=modelled), store.isel(cell=modelled)
     features, names = cell_features(store, ens["time"])
     folds = np.asarray(ens["fold"].values)
-    where = pd.MultiIndex.from_arrays([ens["lat"].values, ens["lon"].values])
-    pick = where.get_indexer(pd.MultiIndex.from_arrays([cells["lat"].values,
-                                                        cells["lon"].values]))
+    pick = cell_positions(ens, cells)
     if (pick < 0).any():
         raise ValueError("cells: expected predicted cells among the ensemble's modelled "
                          "cells, found others")

@@ -23,7 +23,6 @@ data).
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
 
@@ -138,21 +137,19 @@ def sensitivity(checkpoint: str | os.PathLike, store: str | os.PathLike | None =
         (all, DJF, MAM, JJA, SON): ``<output>_<forcing>`` for output in q, ET, tws and
         forcing in prec, rn, tair (see the module doc for units), and ``<output>_mean``.
     """
-    from h2mv_hybrid.data.datamodule import H2MVDataModule
-    from h2mv_hybrid.ensemble.store import _datamodule_settings, load_member
+    from h2mv_hybrid.ensemble.store import (
+        _datamodule_settings,
+        datamodule_from_settings,
+        load_member,
+    )
 
     stage = {"test": "test", "val": "val", "all": "predict"}.get(cells)
     if stage is None:
         raise ValueError(f"cells: expected test, val or all, found {cells!r}")
     dev = torch.device(device)
     module = load_member(checkpoint, dev)
-    settings = _datamodule_settings(str(checkpoint))
-    accepted = inspect.signature(H2MVDataModule).parameters
-    args = {k: v for k, v in settings.items() if k in accepted and k != "create_twin"}
-    if store is not None:
-        args["store"] = str(store)
-    args.update(check_values=False, num_workers=0, batch_size=batch_size)
-    dm = H2MVDataModule(**args)
+    dm = datamodule_from_settings(_datamodule_settings(str(checkpoint)), batch_size=batch_size,
+                                  **({} if store is None else {"store": str(store)}))
     dm.setup(stage)
     window = dm.window(stage)
     ds = dm.dataset

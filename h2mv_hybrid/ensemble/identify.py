@@ -69,6 +69,7 @@ def _constraints(config: Path, overrides: Sequence[str]) -> list[dict[str, Any]]
 
 def _score(store_path: Path, drop: str | None) -> list[dict[str, Any]]:
     from h2mv_hybrid.analysis.ensemble import (
+        cell_positions,
         ensemble_equifinality,
         ensemble_performance,
         open_ensemble,
@@ -99,10 +100,7 @@ def _score(store_path: Path, drop: str | None) -> list[dict[str, Any]]:
         truth = open_store(truth_path, group="truth")
         if "cell" not in truth.dims:
             truth = truth.stack(cell=("lat", "lon")).reset_index("cell")
-        where = pd.MultiIndex.from_arrays([truth["lat"].values, truth["lon"].values])
-        pick = where.get_indexer(pd.MultiIndex.from_arrays([e["lat"].values,
-                                                            e["lon"].values]))
-        truth = truth.isel(cell=pick)
+        truth = truth.isel(cell=cell_positions(truth, e))
         if "time" in truth.dims:
             truth = truth.sel(time=e["time"])
         true_maps = _maps(truth)

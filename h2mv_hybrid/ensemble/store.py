@@ -109,6 +109,20 @@ def _datamodule_settings(checkpoint: str) -> dict[str, Any]:
     return dict(settings)
 
 
+def datamodule_from_settings(settings: dict[str, Any], **overrides: Any) -> H2MVDataModule:
+    """The DataModule a fit used, set up to apply its trained model.
+
+    ``settings`` are the checkpoint's ``datamodule_hyper_parameters``; no twin is written,
+    no value scan runs, no worker processes start; then ``overrides`` (another store,
+    another batch size) apply.
+    """
+    accepted = inspect.signature(H2MVDataModule).parameters
+    args = {k: v for k, v in settings.items() if k in accepted and k != "create_twin"}
+    args.update(check_values=False, num_workers=0)
+    args.update(overrides)
+    return H2MVDataModule(**args)
+
+
 def _device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -142,10 +156,7 @@ class EnsembleWriter:
             if len(values) > 1:
                 raise ValueError(f"data.{name}: expected one value across the members, found "
                                  f"{sorted(values)}")
-        accepted = inspect.signature(H2MVDataModule).parameters
-        dm_args = {k: v for k, v in settings[0].items() if k in accepted and k != "create_twin"}
-        dm_args.update(check_values=False, num_workers=0)
-        self.dm = H2MVDataModule(**dm_args)
+        self.dm = datamodule_from_settings(settings[0])
         self.out, self.partial = out, out.with_name(out.name + ".partial")
         self.overwrite = overwrite
         check_choice("cells", cells, EnsembleCells)
