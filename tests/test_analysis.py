@@ -95,6 +95,27 @@ def ensemble(*members, dim="time"):
     return xr.concat([xr.DataArray(m, dims=dim) for m in members], dim="member")
 
 
+def test_performance_on_dask_with_empty_cells_is_silent_and_nan_there():
+    """Ocean or unobserved cells (all NaN) and a constant observation give NaN metrics,
+    without numpy's "invalid value encountered in divide" at the dask compute."""
+    import warnings
+
+    time = pd.date_range("2002-01-01", periods=36, freq="MS")
+    rng = np.random.default_rng(0)
+    a = rng.random((36, 3))
+    a[:, 0] = np.nan  # a cell with no data
+    b = a + 0.1 * rng.random((36, 3))
+    b[:, 2] = 1.0  # a constant observation: σ_obs = 0
+    pred = xr.DataArray(a, dims=("time", "cell"), coords={"time": time}).chunk({"cell": 1})
+    obs = xr.DataArray(b, dims=("time", "cell"), coords={"time": time}).chunk({"cell": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = performance(pred, obs).compute()
+    for name in ("r", "sdr", "kge", "nse"):
+        assert np.isnan(table[name].sel(component="monthly", cell=[0, 2])).all(), name
+    assert table["r"].sel(component="monthly", cell=1) > 0.9
+
+
 def test_equifinality_of_identical_members_is_zero():
     x = np.sin(np.linspace(0, 6, 50))
     out = equifinality(ensemble(x, x, x))

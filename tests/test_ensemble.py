@@ -103,13 +103,13 @@ def test_every_member_trained_with_its_own_fold(cv):
 def test_rerun_skips_finished_members_and_keeps_the_store(cv, store, capsys):
     root, _ = cv
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*.ckpt")}
-    ens_stamp = (root / "ensemble.zarr" / "zarr.json").stat().st_mtime_ns
+    ens_stamp = (root / "ensemble.zarr" / ".zmetadata").stat().st_mtime_ns
     cli.main(["cv", "--config", str(QUICKSTART), "--folds", str(FOLDS), "--root", str(root),
               "--device", "cpu", *overrides(store)])
     out = capsys.readouterr().out
     assert out.count("finished earlier") == FOLDS and "up to date" in out
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.ckpt")} == stamps
-    assert (root / "ensemble.zarr" / "zarr.json").stat().st_mtime_ns == ens_stamp
+    assert (root / "ensemble.zarr" / ".zmetadata").stat().st_mtime_ns == ens_stamp
 
 
 def test_a_root_holds_one_ensemble(cv, store):
@@ -263,10 +263,14 @@ def test_an_existing_store_of_other_predictions_is_not_overwritten(cv, tmp_path)
     out = tmp_path / "other.zarr"
     shutil.copytree(root / "ensemble.zarr", out)
     predict_ensemble(root, out, device="cpu")  # same provenance: up to date, untouched
-    attrs = json.loads((out / "zarr.json").read_text())
-    attrs["attributes"]["provenance_key"] = "something else"
-    attrs["attributes"]["config"] += "\n# another experiment"
-    (out / "zarr.json").write_text(json.dumps(attrs))
+    import zarr
+
+    from h2mv_hybrid.data.store import consolidate
+
+    group = zarr.open_group(out, mode="r+")
+    group.attrs.update({"provenance_key": "something else",
+                        "config": group.attrs["config"] + "\n# another experiment"})
+    consolidate(out)
     with pytest.raises(FileExistsError, match="holds other predictions"):
         predict_ensemble(root, out, device="cpu")
 
@@ -331,6 +335,14 @@ def test_analyze_writes_tables_maps_and_figures(cv, tmp_path, capsys):
     index = xr.open_zarr(out / "analysis.zarr", group="extrapolation", consolidated=False)
     assert index["extrapolation_index"].dims == ("member", "cell")
     assert index.sizes["member"] == FOLDS and bool((index["extrapolation_index"] > 0).all())
+    # the ensemble store itself holds it, on its grid, finite exactly at the predicted cells
+    ens = xr.open_zarr(result["ensemble"])
+    stored = ens["extrapolation_index"]
+    assert stored.dims == ("member", "lat", "lon") and stored.attrs["units"] == "1"
+    predicted = np.isfinite(ens["sm_max"].values)
+    assert (np.isfinite(stored.values) == predicted).all()
+    np.testing.assert_allclose(np.sort(stored.values[predicted]),
+                               np.sort(index["extrapolation_index"].values.ravel()), rtol=1e-6)
     by_class = pd.read_csv(out / "skill_by_extrapolation.csv")
     assert set(by_class["constraint"]) == {"et", "q", "tws", "fapar", "swe"}
     counted = by_class.groupby("constraint")["member_cells"].sum()
@@ -361,7 +373,7 @@ def test_members_over_two_ddp_processes(store, tmp_path):
     assert not list((tmp_path / "run").glob("*.partial"))
 
 
-def test_point_layout_ensemble_and_analysis(store, tmp_path):
+def test_point_layout_ensemble_and_analysis(store, tmp_path, monkeypatch):
     """A point store (cells along one dim): members, ensemble store and figures."""
     from h2mv_hybrid.analysis.report import analyze
     from h2mv_hybrid.data.store import open_store
@@ -384,7 +396,20 @@ def test_point_layout_ensemble_and_analysis(store, tmp_path):
     assert ens["ET"].dims == ("member", "time", "cell")
     test = (ens["fold"] == -1).values
     assert (np.isfinite(ens["sm_max"].values) == test[None]).all()
+    assert ens["extrapolation_index"].dims == ("member", "cell")
+    assert (np.isfinite(ens["extrapolation_index"].values) == test[None]).all()
+    from h2mv_hybrid.analysis import plots
+
+    titles, save = {}, plots.save
+
+    def spy(fig, path, **kw):  # each figure's title, as h2mv analyze draws it
+        titles[Path(path).name] = fig._suptitle.get_text() if fig._suptitle else ""
+        return save(fig, path, **kw)
+
+    monkeypatch.setattr(plots, "save", spy)
     out = analyze(str(result["ensemble"]), str(tmp_path / "analysis"))
+    assert titles["sm_max.png"] == "Learned soil capacity SM_max, 2 members"
+    assert titles["patterns.png"] == "Emergent patterns, mean over 2 members"
     maps = xr.open_zarr(Path(out) / "analysis.zarr", group="patterns", consolidated=False)
     assert maps["runoff_coefficient"].dims == ("cell",)
     assert (Path(out) / "figures" / "patterns.png").stat().st_size > 10_000

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from helpers.ensembles import TIME, series, small_stores
+from helpers.figures import assert_readable
 
 from h2mv_hybrid.analysis import plots
 from h2mv_hybrid.analysis.ensemble import (
@@ -17,16 +19,6 @@ from h2mv_hybrid.analysis.ensemble import (
 )
 from h2mv_hybrid.analysis.spread import area_mean, state_spread
 from h2mv_hybrid.constraints import Constraint
-
-TIME = pd.date_range("2002-01-01", "2003-12-31", freq="D")
-MONTHS = pd.date_range("2002-01-01", "2003-12-01", freq="MS")
-
-
-def series(shape_members=2, cells=3, seed=0):
-    rng = np.random.default_rng(seed)
-    day = np.arange(len(TIME))
-    base = 50 + 20 * np.sin(2 * np.pi * day / 365.25)
-    return base[None, :, None] + rng.normal(0, 1, (shape_members, len(TIME), cells))
 
 
 def test_state_spread_by_hand():
@@ -54,42 +46,6 @@ def test_area_mean_weights_by_cos_lat():
     assert float(area_mean(x, ["cell"])) == pytest.approx((1 * 1 + 3 * 0.5) / 1.5)
     y = xr.DataArray([1.0, 3.0], dims="cell")
     assert float(area_mean(y, ["cell"])) == 2.0
-
-
-def small_stores(members=2, noise=0.0):
-    """An ensemble and an input store on 2 × 2 grid cells, one of them not predicted."""
-    lat, lon = [10.0, 50.0], [0.0, 20.0]
-    rng = np.random.default_rng(1)
-    shape = (members, len(TIME), 2, 2)
-    day = np.arange(len(TIME))[None, :, None, None]
-    et = 2 + np.sin(2 * np.pi * day / 365.25) + noise * rng.normal(size=shape)
-    et = np.broadcast_to(et, shape).copy()
-    et[:, :, 1, 1] = np.nan  # not predicted
-    ens = xr.Dataset(
-        {
-            "ET": (("member", "time", "lat", "lon"), et, {"units": "mm day-1"}),
-            "T": (("member", "time", "lat", "lon"), 0.5 * et),
-            "q_total": (("member", "time", "lat", "lon"), 0.25 * et),
-            "q_base": (("member", "time", "lat", "lon"), 0.1 * et),
-            "swe": (("member", "time", "lat", "lon"), 0 * et),
-            "sm": (("member", "time", "lat", "lon"), 10 * et),
-            "gw": (("member", "time", "lat", "lon"), 10 * et + 5),
-            "tws": (("member", "time", "lat", "lon"), 20 * et + 5),
-            "sm_max": (("member", "lat", "lon"),
-                       np.where(np.isnan(et[:, 0]), np.nan, 100.0 + np.arange(members)[:, None, None])),
-        },
-        coords={"member": np.arange(members), "time": TIME, "lat": lat, "lon": lon},
-    )
-    obs_et = ens["ET"].isel(member=0).resample(time="MS").mean().values
-    store = xr.Dataset(
-        {
-            "et": (("month", "lat", "lon"), obs_et),
-            "rn": (("time", "lat", "lon"), np.full((len(TIME), 2, 2), 100.0)),
-            "prec": (("time", "lat", "lon"), np.full((len(TIME), 2, 2), 4.0)),
-        },
-        coords={"month": MONTHS, "time": TIME, "lat": lat, "lon": lon},
-    )
-    return ens, store
 
 
 def test_predicted_cells_and_perfect_members_score_perfectly():
@@ -193,15 +149,15 @@ def test_every_analysis_has_a_figure(tmp_path):
     assert plots.pretty_units("W m-2") == "W m⁻²" and plots.pretty_units("1") == "–"
     eq = ensemble_equifinality(e, ["sm_max", "sm", "ET", "T", "q_base", "q_total"])
     fig = plots.plot_equifinality(eq)
-    assert "(a) SM_max" in labels(fig) and "equifinality index" in labels(fig)
+    assert "equifinality index" in labels(fig)
     spread = state_spread({k: e[k] for k in ("swe", "sm", "gw", "tws")})
     fig = plots.plot_state_spread(spread)
-    assert "SM mean [mm]" in labels(fig) and "TWS mean [mm]" in labels(fig)
+    assert "SM time mean [mm]" in labels(fig) and "TWS time mean [mm]" in labels(fig)
     maps = ensemble_patterns(e, s, ens)
     fig = plots.plot_patterns(maps)
-    assert "runoff coefficient Q/P [–]" in labels(fig)
+    assert "(b) runoff coefficient Q/P" in labels(fig) and "Q / P [–]" in labels(fig)
     fig = plots.plot_tws_decomposition(maps[["tws_share_swe", "tws_share_sm", "tws_share_gw"]])
-    assert "share of SM in TWS variability" in labels(fig)
+    assert "(b) soil moisture (SM)" in labels(fig)
     fold = xr.DataArray([[-1, 0], [1, -9]], dims=("lat", "lon"),
                         coords={"lat": [10.0, 50.0], "lon": [0.0, 20.0]})
     fig = plots.plot_folds(fold)
@@ -227,7 +183,6 @@ def test_analyze_names_a_missing_or_wrong_ensemble(tmp_path):
 
 
 def test_extrapolation_index_and_skill_classes_by_hand():
-    import pandas as pd
 
     from h2mv_hybrid.analysis.extrapolation import extrapolation_index, skill_by_extrapolation
 
@@ -238,8 +193,13 @@ def test_extrapolation_index_and_skill_classes_by_hand():
     # standardized distances all scale by one std, so the index is in units of the
     # training cells' median nearest-neighbour distance (1 apart)
     np.testing.assert_allclose(got, [1.0] * 10 + [0.5, 10.0, 11.0], rtol=1e-12)
-    with pytest.raises(ValueError, match="expected more than k = 5 training cells, found 3"):
-        extrapolation_index(x, np.arange(13) < 3, k=5)
+    # three training cells (0, 1, 2): k = 5 falls to 2; their own distances 1.5, 1, 1.5
+    # (median 1.5); cell 4.5 lies 2.5 and 3.5 from its two nearest: index 3 / 1.5 = 2
+    few = extrapolation_index(x, np.arange(13) < 3, k=5)
+    np.testing.assert_allclose(few[[0, 1, 2, 4]], [1.0, 2 / 3, 1.0, 2.5 / 1.5], rtol=1e-12)
+    np.testing.assert_allclose(few[10], 3.0 / 1.5, rtol=1e-12)
+    with pytest.raises(ValueError, match="expected at least 2 training cells, found 1"):
+        extrapolation_index(x, np.arange(13) < 1, k=5)
     index = xr.DataArray([[0.5, 1.2, 2.5, 7.0], [0.2, 0.9, 1.7, np.nan]], dims=("member", "cell"))
     skill = xr.DataArray([0.9, 0.8, 0.5, 0.1], dims="cell")
     table = skill_by_extrapolation(index, skill).set_index("index")
@@ -248,6 +208,22 @@ def test_extrapolation_index_and_skill_classes_by_hand():
     assert table.loc["0–1", "median"] == pytest.approx(np.median([0.9, 0.9, 0.8]))
     assert table.loc["≥ 3", "median"] == pytest.approx(0.1)
     assert isinstance(table, pd.DataFrame)
+
+
+def test_skill_of_an_anomaly_constraint_leaves_out_the_bias_ratio():
+    """TWS is scored as anomalies, whose mean is ~0: with KGE's bias ratio μ_pred/μ_obs
+    the score of a near-perfect prediction would be meaningless (and mostly negative)."""
+    from h2mv_hybrid.analysis.extrapolation import ensemble_skill_by_extrapolation
+
+    ens, store = small_stores(members=2, noise=0.0)
+    rng = np.random.default_rng(3)
+    sm = ens["sm"].isel(member=0).resample(time="MS").mean()
+    store["tws"] = (("month", "lat", "lon"), sm.values + rng.normal(0, 0.3, sm.shape))
+    e, s = predicted_cells(ens, store)
+    index = xr.Dataset({"extrapolation_index": (("member", "cell"), np.full((2, e.sizes["cell"]), 0.5))})
+    tws = Constraint("tws", "sm", "monthly", anomaly=True)
+    table = ensemble_skill_by_extrapolation(e, s, index, [tws])
+    assert table["median"].iloc[0] > 0.9
 
 
 def test_extrapolation_figure_has_its_titles_labels_and_classes():
@@ -260,14 +236,15 @@ def test_extrapolation_figure_has_its_titles_labels_and_classes():
                                    xr.DataArray([0.9, 0.8, 0.5, 0.1], dims="cell"))
     table.insert(0, "constraint", "q")
     fig = plots.plot_extrapolation(index, table)
+    assert_readable(fig)
     text = labels(fig)
     assert "(a) extrapolation index, mean over members" in text
     assert "(b) skill by distance to the training cells" in text
     assert "extrapolation index [–]" in text and "per-cell KGE" in text
     assert "distance to the training cells [–]\n(1 = a typical training cell)" in text
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == [
-        "0–1", "1–1.5", "1.5–2", "2–3", "≥ 3"]
-    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["q"]
+        "0–1\n(n = 3)", "1–1.5\n(n = 1)", "1.5–2\n(n = 1)", "2–3\n(n = 1)", "≥ 3\n(n = 2)"]
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["runoff"]
 
 
 def test_sensitivity_maps_have_titles_and_units():
@@ -277,6 +254,7 @@ def test_sensitivity_maps_have_titles_and_units():
     result = xr.Dataset(data, coords={**cells, "season": ["all", "DJF", "MAM", "JJA", "SON"]},
                         attrs={"period": "2001-01-01 … 2001-12-31", "members": 2})
     fig = plots.plot_sensitivity(result, season="JJA")
+    assert_readable(fig)
     text = labels(fig)
     assert "(a) elasticity of runoff to precipitation" in text
     assert "(c) sensitivity of runoff to a warming" in text
@@ -290,6 +268,7 @@ def test_scatter_of_a_learned_against_an_observed_quantity():
     observed = xr.DataArray([1.5, 2.5, 2.0, 1.0], dims="cell")
     fig = plots.plot_scatter(model, observed, "CAMELS stream_elas [–]", "model ε_P [–]",
                              "elasticity of runoff to precipitation")
+    assert_readable(fig)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "CAMELS stream_elas [–]" and ax.get_ylabel() == "model ε_P [–]"
     assert "Spearman ρ = 0.50, Pearson r = 0.50, n = 3" in ax.get_title()

@@ -100,7 +100,9 @@ def short(store, root, *extra):
                     "--data.train_start", "2002-01-01", "--data.train_end", "2003-12-31", *extra)
 
 
-def test_fit_predict_test_chain(store, tmp_path, capsys):
+def test_fit_predict_test_chain(store, tmp_path, capsys, monkeypatch):
+    # the config's own prediction writer names a relative path: keep it out of the checkout
+    monkeypatch.chdir(tmp_path)
     cli.main(short(store, tmp_path, "--trainer.max_epochs", "1"))
     out = capsys.readouterr().out
     assert "validation scores" in out and "checkpoints:" in out and "store:" in out

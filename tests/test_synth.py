@@ -122,6 +122,34 @@ def test_write_is_atomic_and_never_overwrites_silently(tmp_path, twin, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["store.zarr"]  # no partial store left
 
 
+def test_stores_are_zarr_2_consolidated_and_write_and_open_without_warnings(tmp_path, twin):
+    """Consolidated metadata (one read to open) and text coordinates (gauge ids, feature
+    names) without zarr's format-3 warnings; plain ``xr.open_zarr`` reads it silently."""
+    import warnings
+
+    attributes = xr.Dataset({"area": ("basin", [1.0, 2.0])},
+                            coords={"gauge_id": ("basin", np.array(["01022500", "01031500"]))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = write_store(*twin, tmp_path / "s.zarr", groups={"attributes": attributes})
+        ds = xr.open_zarr(out)
+        truth = xr.open_zarr(out, group="truth")
+        attrs = xr.open_zarr(out, group="attributes")
+        opened = open_store(out)
+    assert (out / ".zmetadata").exists() and not (out / "zarr.json").exists()
+    assert ds["feature"].dtype.kind == "U" and attrs["gauge_id"].dtype.kind == "U"
+    assert list(attrs["gauge_id"].values) == ["01022500", "01031500"]
+    assert set(truth.data_vars) == set(twin[1].data_vars)
+    assert "rn" in opened
+    # a store of an earlier version (format 3, unconsolidated) still opens, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr's own warning on writing format-3 text
+        twin[0].to_zarr(tmp_path / "v3.zarr", zarr_format=3, consolidated=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "rn" in open_store(tmp_path / "v3.zarr")
+
+
 def test_a_killed_writers_partial_store_is_removed_and_never_opened(tmp_path, twin):
     """``kill -9`` leaves the temporary directory: the next write of the same store
     removes it (its process is gone), a live writer's is kept, and neither opens."""

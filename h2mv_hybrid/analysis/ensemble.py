@@ -38,6 +38,7 @@ from h2mv_hybrid.analysis.patterns import (
 from h2mv_hybrid.analysis.spread import area_mean, state_spread
 from h2mv_hybrid.constraints import PAPER_CONSTRAINTS, Constraint, constraint_series
 from h2mv_hybrid.data.schema import time_axis, with_energy
+from h2mv_hybrid.data.store import is_consolidated
 from process_layers.constants import LATENT_HEAT_VAPORISATION, W_M2_TO_MJ_M2_DAY
 
 #: Variables of the equifinality table (Fig. 8), in the order plotted; ``tws_anomaly``
@@ -59,14 +60,14 @@ def open_ensemble(path: str | Path, store: str | Path | None = None
     if not path.exists():
         raise FileNotFoundError(f"ensemble: expected a zarr store at {path}, found nothing "
                                 f"(h2mv cv writes <root>/ensemble.zarr)")
-    ens = xr.open_zarr(path, consolidated=False)
+    ens = xr.open_zarr(path, consolidated=is_consolidated(path))
     if "member" not in ens.dims:
         raise ValueError(f"ensemble: expected a 'member' dimension in {path}, found dims "
                          f"{tuple(ens.dims)}")
     source = store if store is not None else ens.attrs.get("input_store")
     if source is None:
         raise ValueError(f"store: {path} records no input store; pass store=")
-    return ens, with_energy(xr.open_zarr(source, consolidated=False))
+    return ens, with_energy(xr.open_zarr(source, consolidated=is_consolidated(source)))
 
 
 def predicted_cells(ens: xr.Dataset, store: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
@@ -111,9 +112,9 @@ def ensemble_performance(ens: xr.Dataset, store: xr.Dataset,
         constraints: which outputs are compared with which targets.
 
     Returns:
-        Dataset with one variable per metric, dims (constraint, component, member). Every
-        component is of monthly values: daily targets are averaged over the observed days
-        of each month first.
+        Dataset with one variable per metric, dims (constraint, component, member), and
+        the outputs' ``units`` along ``constraint``. Every component is of monthly
+        values: daily targets are averaged over the observed days of each month first.
     """
     parts = []
     for c in constraints:
@@ -127,6 +128,8 @@ def ensemble_performance(ens: xr.Dataset, store: xr.Dataset,
     names = [c.target for c in constraints]
     out = xr.concat(parts, dim=xr.DataArray(names, dims="constraint", name="constraint"),
                     combine_attrs="drop_conflicts")
+    units = [str(ens[c.output].attrs.get("units", "")) for c in constraints]
+    out = out.assign_coords(units=("constraint", units))
     out.attrs["aggregation"] = "per-cell metric over time, median over the predicted cells"
     return out
 

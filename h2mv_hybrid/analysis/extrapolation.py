@@ -67,13 +67,15 @@ def extrapolation_index(features: np.ndarray, train: np.ndarray, k: int = 5) -> 
 
     Args:
         features: [cells, features].
-        train: [cells] booleans, the training cells (at least ``k + 1``).
-        k: neighbours averaged.
+        train: [cells] booleans, the training cells (at least 2).
+        k: neighbours averaged; with ``k`` or fewer training cells (a few basins), one
+            less than their number, since a training cell's own distance is left out.
     """
     train = np.asarray(train, bool)
-    if train.sum() <= k:
-        raise ValueError(f"train: expected more than k = {k} training cells, found "
+    if train.sum() < 2:
+        raise ValueError(f"train: expected at least 2 training cells, found "
                          f"{int(train.sum())}")
+    k = min(k, int(train.sum()) - 1)
     x = torch.as_tensor(features, dtype=torch.float64)
     ref = x[torch.as_tensor(train)]
     mean, std = ref.mean(0), ref.std(0)
@@ -119,9 +121,9 @@ def ensemble_extrapolation(ens: xr.Dataset, store: xr.Dataset, cells: xr.Dataset
                              **{c: cells[c] for c in ("lat", "lon") if c in cells.coords}})
     out["extrapolation_index"].attrs.update(
         units="1", long_name="extrapolation index: distance to the training cells",
-        definition=f"mean distance to the {k} nearest training cells in standardized "
-                   f"features, over the median of the same among training cells; "
-                   f"features: {', '.join(names)}")
+        definition=f"mean distance to the {k} nearest training cells (n − 1 if only n ≤ "
+                   f"{k}) in standardized features, over the median of the same among "
+                   f"training cells; features: {', '.join(names)}")
     return out
 
 
@@ -154,6 +156,9 @@ def ensemble_skill_by_extrapolation(ens: xr.Dataset, store: xr.Dataset, index: x
                                     constraints=None) -> pd.DataFrame:
     """Per-cell KGE of every constraint (monthly values), grouped by extrapolation index.
 
+    Anomaly constraints (TWS) are scored without KGE's bias ratio, as in
+    :func:`~h2mv_hybrid.analysis.ensemble.ensemble_performance`.
+
     Args:
         ens: the ensemble store reduced by
             :func:`~h2mv_hybrid.analysis.ensemble.predicted_cells`.
@@ -174,7 +179,9 @@ def ensemble_skill_by_extrapolation(ens: xr.Dataset, store: xr.Dataset, index: x
         if time_axis(store, c.target) != "month":  # daily targets scored on monthly means
             pred = pred.where(np.isfinite(obs)).resample(time="MS").mean()
             obs = obs.resample(time="MS").mean()
-        score = kge(pred, obs).compute()
+        # anomalies (TWS) have μ_obs ≈ 0: their KGE leaves the bias ratio out, as in
+        # ensemble_performance (Fig. 5)
+        score = kge(pred, obs, bias_term=not c.anomaly).compute()
         table = skill_by_extrapolation(index["extrapolation_index"], score)
         table.insert(0, "constraint", c.target)
         rows.append(table)

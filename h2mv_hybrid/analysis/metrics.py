@@ -33,36 +33,58 @@ def _enough(x: xr.DataArray, dim: str) -> xr.DataArray:
     return x.count(dim) >= 2
 
 
+def _ratio(num: xr.DataArray, den: xr.DataArray) -> xr.DataArray:
+    """The ratio num / den, NaN where den is 0.
+
+    A cell without data (ocean, no observation) gives 0 / 0, which numpy reports as
+    "invalid value" at every compute of a dask array.
+    """
+    return num / den.where(den != 0)
+
+
+def _mean(x: xr.DataArray, dim: str) -> xr.DataArray:
+    """Mean over the finite entries; NaN where there are none.
+
+    dask's own mean and std divide 0 by 0 there, with a warning.
+    """
+    return _ratio(x.sum(dim), x.count(dim))
+
+
+def _std(x: xr.DataArray, dim: str) -> xr.DataArray:
+    """Population standard deviation (ddof 0) over the finite entries, as :func:`_mean`."""
+    return np.sqrt(_mean((x - _mean(x, dim)) ** 2, dim))
+
+
 def pearson_r(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
     """Pearson correlation over ``dim``."""
     p, o = _paired(pred, obs)
-    dp, do = p - p.mean(dim), o - o.mean(dim)
-    r = (dp * do).sum(dim) / np.sqrt((dp**2).sum(dim) * (do**2).sum(dim))
+    dp, do = p - _mean(p, dim), o - _mean(o, dim)
+    r = _ratio((dp * do).sum(dim), np.sqrt((dp**2).sum(dim) * (do**2).sum(dim)))
     return r.where(_enough(p, dim))
 
 
 def rmse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
     """Root-mean-square error over ``dim``, in the variables' unit."""
     p, o = _paired(pred, obs)
-    return np.sqrt(((p - o) ** 2).mean(dim)).where(_enough(p, dim))
+    return np.sqrt(_mean((p - o) ** 2, dim)).where(_enough(p, dim))
 
 
 def sdr(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
     """Standard-deviation ratio σ_pred / σ_obs over ``dim``."""
     p, o = _paired(pred, obs)
-    return (p.std(dim) / o.std(dim)).where(_enough(p, dim))
+    return _ratio(_std(p, dim), _std(o, dim)).where(_enough(p, dim))
 
 
 def bias(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
     """Mean of pred − obs over ``dim``, in the variables' unit."""
     p, o = _paired(pred, obs)
-    return (p - o).mean(dim).where(_enough(p, dim))
+    return _mean(p - o, dim).where(_enough(p, dim))
 
 
 def nse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.DataArray:
     """Nash–Sutcliffe efficiency over ``dim`` (1 is perfect; 0 is the observed mean)."""
     p, o = _paired(pred, obs)
-    return (1 - ((p - o) ** 2).sum(dim) / ((o - o.mean(dim)) ** 2).sum(dim)).where(
+    return (1 - _ratio(((p - o) ** 2).sum(dim), ((o - _mean(o, dim)) ** 2).sum(dim))).where(
         _enough(p, dim))
 
 
@@ -75,10 +97,10 @@ def kge(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time",
     """
     p, o = _paired(pred, obs)
     r = pearson_r(p, o, dim)
-    alpha = p.std(dim) / o.std(dim)
+    alpha = _ratio(_std(p, dim), _std(o, dim))
     if not bias_term:
         return 1 - np.sqrt((r - 1) ** 2 + (alpha - 1) ** 2)
-    beta = p.mean(dim) / o.mean(dim)
+    beta = _ratio(_mean(p, dim), _mean(o, dim))
     return 1 - np.sqrt((r - 1) ** 2 + (alpha - 1) ** 2 + (beta - 1) ** 2)
 
 
@@ -86,8 +108,8 @@ def kge_prime(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time") -> xr.Da
     """Modified Kling–Gupta efficiency KGE′ over ``dim`` (Kling et al. 2012, eq. 3)."""
     p, o = _paired(pred, obs)
     r = pearson_r(p, o, dim)
-    beta = p.mean(dim) / o.mean(dim)
-    gamma = (p.std(dim) / p.mean(dim)) / (o.std(dim) / o.mean(dim))
+    beta = _ratio(_mean(p, dim), _mean(o, dim))
+    gamma = _ratio(_ratio(_std(p, dim), _mean(p, dim)), _ratio(_std(o, dim), _mean(o, dim)))
     return 1 - np.sqrt((r - 1) ** 2 + (gamma - 1) ** 2 + (beta - 1) ** 2)
 
 

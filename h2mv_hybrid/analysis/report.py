@@ -40,6 +40,7 @@ from h2mv_hybrid.analysis.extrapolation import (
     ensemble_skill_by_extrapolation,
 )
 from h2mv_hybrid.atomic import atomic_directory
+from h2mv_hybrid.data.store import ZARR_FORMAT, consolidate, portable
 
 
 def performance_table(perf: xr.Dataset) -> pd.DataFrame:
@@ -73,8 +74,12 @@ def analyze_ensemble(ensemble: str | os.PathLike, store: str | os.PathLike | Non
         "spread": ensemble_spread(e),
         "folds": ens[["fold"]] if "fold" in ens else xr.Dataset(),
     }
-    if "fold" in ens:
+    index = None
+    if "extrapolation_index" in e:  # stored by the ensemble writer
+        index = e[["extrapolation_index"]].compute()
+    elif "fold" in ens:  # an ensemble store written before the index was stored
         index = ensemble_extrapolation(ens, source, e)
+    if index is not None:
         results["extrapolation"] = index
         results["skill_by_extrapolation"] = ensemble_skill_by_extrapolation(e, s, index)
     return results
@@ -97,11 +102,10 @@ def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
     groups = ("performance", "equifinality", "patterns", "msc", "spread", "extrapolation")
     for i, name in enumerate(g for g in groups if g in results):
         ds = results[name].copy()
-        # variable-length strings: fixed-width unicode has no zarr v3 specification
-        ds = ds.assign_coords({k: ds[k].astype(object) for k in ds.coords
-                               if ds[k].dtype.kind == "U"})
         ds.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, (int, float, str))}
-        ds.to_zarr(zarr_path, group=name, mode="w" if i == 0 else "a", consolidated=False)
+        portable(ds).to_zarr(zarr_path, group=name, mode="w" if i == 0 else "a",
+                   zarr_format=ZARR_FORMAT, consolidated=False)
+    consolidate(zarr_path)
     if not figures:
         return
     fig_dir = tmp / "figures"
@@ -116,7 +120,10 @@ def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
     plots.save(plots.plot_tws_decomposition(
         maps[[k for k in maps.data_vars if str(k).startswith("tws_share_")]]),
         fig_dir / "tws_decomposition.png")
-    plots.save(plots.plot_patterns(maps, ["sm_max", "sm_max_spread"]), fig_dir / "sm_max.png")
+    members = maps.attrs.get("members")
+    plots.save(plots.plot_patterns(maps, ["sm_max", "sm_max_spread"], title=(
+        f"Learned soil capacity SM_max, {members} members" if members else "Learned SM_max")),
+        fig_dir / "sm_max.png")
     if "skill_by_extrapolation" in results and len(results["skill_by_extrapolation"]):
         plots.save(plots.plot_extrapolation(results["extrapolation"],
                                             results["skill_by_extrapolation"]),

@@ -381,8 +381,7 @@ def _store_dataset(cfg: TwinConfig, land: _Land, fluxes: h2mv.Fluxes,
     swe_obs[land.clat < SWE_PRODUCT_MIN_LAT] = np.nan
 
     spatial = ("lat", "lon")
-    # Variable-length strings: zarr v3 has no specification for fixed-length unicode.
-    features = np.array(FEATURES, dtype=object)
+    features = np.array(FEATURES)
     coords = {"time": time, "month": months, "lat": land.lat, "lon": land.lon,
               "feature": features}
     data = {

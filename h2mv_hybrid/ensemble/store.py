@@ -42,7 +42,13 @@ from h2mv_hybrid.atomic import read_json
 from h2mv_hybrid.callbacks.prediction import record_variables
 from h2mv_hybrid.data.batches import CellBatches
 from h2mv_hybrid.data.datamodule import H2MVDataModule
-from h2mv_hybrid.data.store import store_tile, tile_keys
+from h2mv_hybrid.data.store import (
+    ZARR_FORMAT,
+    consolidate,
+    portable,
+    store_tile,
+    tile_keys,
+)
 from h2mv_hybrid.options import check_choice
 
 EnsembleCells = Literal["test", "all"]
@@ -251,8 +257,8 @@ class EnsembleWriter:
         skeleton["member"].attrs["long_name"] = (
             "ensemble member (the seed of seeds[member] over one temporal split)"
             if "seeds" in self.provenance else "cross-validation member (its validation fold)")
-        skeleton.to_zarr(self.partial, mode="w", compute=False, encoding=enc,
-                         consolidated=False)
+        portable(skeleton).to_zarr(self.partial, mode="w", compute=False, encoding=enc,
+                         zarr_format=ZARR_FORMAT, consolidated=False)
 
     def _open_partial(self) -> zarr.Group | None:
         if not self.partial.exists():
@@ -345,12 +351,40 @@ class EnsembleWriter:
         if group is None:  # nothing to predict: no cells
             raise ValueError(f"cells: expected at least one {self.cells} cell, found none")
         del group["progress"]
+        self._write_extrapolation()
+        consolidate(self.partial)  # the metadata is final: no progress, every attribute
         if self.out.exists():
             shutil.rmtree(self.out)
         os.replace(self.partial, self.out)
         print(f"ensemble store: {self.out} ({self.folds} members × {len(self.rows)} cells × "
               f"{len(self.time)} days)")
         return self.out
+
+
+    def _write_extrapolation(self) -> None:
+        """Add each member's extrapolation index of the predicted cells to the store.
+
+        (:mod:`h2mv_hybrid.analysis.extrapolation`; NaN where a cell was not predicted.)
+        """
+        from h2mv_hybrid.analysis.ensemble import _to_map, cell_positions, predicted_cells
+        from h2mv_hybrid.analysis.extrapolation import ensemble_extrapolation
+        from h2mv_hybrid.data.store import open_store
+
+        ens = xr.open_zarr(self.partial, consolidated=False)
+        source = open_store(self.dm.store_path)
+        cells, _ = predicted_cells(ens, source)
+        index = ensemble_extrapolation(ens, source, cells)["extrapolation_index"]
+        if "cell" not in self.spatial:  # a grid: the predicted cells back onto it
+            index = _to_map(index, ens).transpose("member", *self.spatial)
+        else:  # points: onto every cell of the store, NaN where not predicted
+            full = np.full((index.sizes["member"], ens.sizes["cell"]), np.nan, np.float32)
+            full[:, cell_positions(ens, cells)] = index.values
+            index = xr.DataArray(full, dims=("member", "cell"), attrs=index.attrs,
+                                 coords={"member": index["member"].values})
+        out = xr.Dataset({"extrapolation_index": index.astype(np.float32)})
+        out = out.drop_vars([c for c in out.coords if c != "member"])
+        out.attrs = dict(ens.attrs)  # an append rewrites the group's attributes with these
+        out.to_zarr(self.partial, mode="a", zarr_format=ZARR_FORMAT, consolidated=False)
 
 
 def _member_ids(attrs: dict[str, Any]) -> list[int]:
