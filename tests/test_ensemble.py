@@ -352,6 +352,42 @@ def test_analyze_writes_tables_maps_and_figures(cv, tmp_path, capsys):
         cli.main(["analyze", "--ensemble", str(result["ensemble"]), "--out", str(out)])
 
 
+def test_analyze_with_sensitivities_runs_every_members_checkpoint(cv, tmp_path, capsys):
+    """h2mv analyze --sensitivity true: the members' forcing sensitivities from the
+    checkpoints the ensemble store records, as a table, a group and a figure."""
+    import pandas as pd
+    import zarr
+
+    from h2mv_hybrid.analysis.sensitivity import sensitivity
+    from h2mv_hybrid.data.store import consolidate
+
+    _, result = cv
+    out = tmp_path / "analysis"
+    cli.main(["analyze", "--ensemble", str(result["ensemble"]), "--out", str(out),
+              "--sensitivity", "true"])
+    assert "forcing sensitivities" in capsys.readouterr().out
+    table = pd.read_csv(out / "sensitivity.csv")
+    assert len(table) == 3 * 3 * 5  # outputs × forcings × seasons
+    assert (table["cells"] > 0).all()
+    sens = xr.open_zarr(out / "analysis.zarr", group="sensitivity")
+    assert sens.sizes["member"] == FOLDS
+    assert (out / "figures" / "sensitivity.png").stat().st_size > 10_000
+    records = json.loads(xr.open_zarr(result["ensemble"]).attrs["member_checkpoints"])
+    one = sensitivity(records[1]["checkpoint"])  # the same as h2mv sensitivity gives
+    np.testing.assert_allclose(sens["q_prec"].sel(member=records[1]["member"]).values,
+                               one["q_prec"].values, rtol=1e-6, equal_nan=True)
+    # a store whose checkpoints are gone is refused with their paths
+    moved = tmp_path / "moved.zarr"
+    shutil.copytree(result["ensemble"], moved)
+    group = zarr.open_group(moved, mode="r+")
+    group.attrs["member_checkpoints"] = json.dumps(
+        [{**r, "checkpoint": str(tmp_path / f"gone_{r['member']}.ckpt")} for r in records])
+    consolidate(moved)
+    with pytest.raises(SystemExit, match="expected the members' checkpoints, found nothing at"):
+        cli.main(["analyze", "--ensemble", str(moved), "--out", str(tmp_path / "a2"),
+                  "--sensitivity", "true"])
+
+
 def test_members_over_two_ddp_processes(store, tmp_path):
     """Lightning's own DDP (gloo on CPU) under h2mv cv: every rank walks the same members,
     rank 0 alone writes the markers and the ensemble store."""

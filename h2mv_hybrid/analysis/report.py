@@ -56,13 +56,24 @@ def performance_table(perf: xr.Dataset) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def analyze_ensemble(ensemble: str | os.PathLike, store: str | os.PathLike | None = None
-                     ) -> dict[str, xr.Dataset]:
+def analyze_ensemble(ensemble: str | os.PathLike, store: str | os.PathLike | None = None,
+                     sensitivity: bool = False, device: str = "cpu",
+                     batch_size: int = 32) -> dict[str, xr.Dataset]:
     """Every analysis of an ensemble store, as xarray objects (no files written).
+
+    Args:
+        ensemble: the ensemble store.
+        store: its input store (default: the one it records).
+        sensitivity: also the forcing sensitivities (:mod:`~h2mv_hybrid.analysis.sensitivity`)
+            of every member, from the checkpoints the store records, over its cells.
+        device: where the sensitivities run.
+        batch_size: cells per batch of the sensitivities.
 
     Returns:
         ``performance`` (metric × constraint × component × member), ``msc``,
-        ``patterns`` (maps), ``equifinality`` (variable), ``spread`` (Fig. 7).
+        ``patterns`` (maps), ``equifinality`` (variable), ``spread`` (Fig. 7),
+        ``extrapolation`` and ``skill_by_extrapolation`` where the ensemble has folds,
+        ``sensitivity`` if asked.
     """
     ens, source = open_ensemble(ensemble, store)
     e, s = predicted_cells(ens, source)
@@ -82,7 +93,31 @@ def analyze_ensemble(ensemble: str | os.PathLike, store: str | os.PathLike | Non
     if index is not None:
         results["extrapolation"] = index
         results["skill_by_extrapolation"] = ensemble_skill_by_extrapolation(e, s, index)
+    if sensitivity:
+        results["sensitivity"] = _sensitivity(ens, store, device, batch_size)
     return results
+
+
+def _sensitivity(ens: xr.Dataset, store: str | os.PathLike | None, device: str,
+                 batch_size: int) -> xr.Dataset:
+    """The sensitivities of the members an ensemble store was predicted from."""
+    import json
+
+    from h2mv_hybrid.analysis.sensitivity import members_sensitivity
+
+    records = json.loads(ens.attrs.get("member_checkpoints", "[]"))
+    if not records:
+        raise ValueError("ensemble: expected the members' checkpoints in its attributes "
+                         "(member_checkpoints), found none; run h2mv sensitivity --ensemble "
+                         "ROOT instead")
+    missing = [r["checkpoint"] for r in records if not Path(r["checkpoint"]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"ensemble: expected the members' checkpoints, found nothing "
+                                f"at {', '.join(missing)}")
+    cells = "all" if ens.attrs.get("predicted_cells") == "all" else "test"
+    return members_sensitivity({int(r["member"]): r["checkpoint"] for r in records},
+                               store or ens.attrs.get("input_store"), cells, batch_size,
+                               device)
 
 
 def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
@@ -98,8 +133,14 @@ def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
     if "skill_by_extrapolation" in results:
         results["skill_by_extrapolation"].to_csv(tmp / "skill_by_extrapolation.csv",
                                                  index=False, float_format="%.4g")
+    if "sensitivity" in results:
+        from h2mv_hybrid.analysis.sensitivity import sensitivity_table
+
+        sensitivity_table(results["sensitivity"]).to_csv(tmp / "sensitivity.csv", index=False,
+                                                         float_format="%.4g")
     zarr_path = tmp / "analysis.zarr"
-    groups = ("performance", "equifinality", "patterns", "msc", "spread", "extrapolation")
+    groups = ("performance", "equifinality", "patterns", "msc", "spread", "extrapolation",
+              "sensitivity")
     for i, name in enumerate(g for g in groups if g in results):
         ds = results[name].copy()
         ds.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, (int, float, str))}
@@ -128,13 +169,16 @@ def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
         plots.save(plots.plot_extrapolation(results["extrapolation"],
                                             results["skill_by_extrapolation"]),
                    fig_dir / "extrapolation.png")
+    if "sensitivity" in results:
+        plots.save(plots.plot_sensitivity(results["sensitivity"]), fig_dir / "sensitivity.png")
     if "fold" in results["folds"] and bool((results["folds"]["fold"] >= 0).any()):
         # a temporal split has no folds to draw: every cell is in every stage
         plots.save(plots.plot_folds(results["folds"]["fold"].load()), fig_dir / "folds.png")
 
 
 def analyze(ensemble: str, out: str | None = None, store: str | None = None,
-            figures: bool = True, overwrite: bool = False) -> str:
+            figures: bool = True, overwrite: bool = False, sensitivity: bool = False,
+            device: str = "cpu", batch_size: int = 32) -> str:
     """Write the metric and equifinality tables, the pattern maps and the figures.
 
     Args:
@@ -143,12 +187,18 @@ def analyze(ensemble: str, out: str | None = None, store: str | None = None,
         store: the input store (default: the one the ensemble records).
         figures: write the PNG figures.
         overwrite: replace an existing output directory.
+        sensitivity: also the forcing sensitivities of every member (one backward pass
+            per output and season through each member: minutes per member on a CPU);
+            group ``sensitivity`` of ``analysis.zarr``, ``sensitivity.csv``,
+            ``figures/sensitivity.png``.
+        device: cpu or cuda, for the sensitivities.
+        batch_size: cells per batch of the sensitivities.
     """
     t0 = time.perf_counter()
     out_path = Path(out) if out is not None else Path(ensemble).parent / "analysis"
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"out: {out_path} exists; pass --overwrite true to replace it")
-    results = analyze_ensemble(ensemble, store)
+    results = analyze_ensemble(ensemble, store, sensitivity, device, batch_size)
     with atomic_directory(out_path) as tmp:
         _write(results, tmp, figures)
     table = performance_table(results["performance"])
@@ -160,5 +210,9 @@ def analyze(ensemble: str, out: str | None = None, store: str | None = None,
         print(wide.to_string())
         print("\nequifinality (mean over member pairs and cells):")
         print(eq.to_string())
+    if "sensitivity" in results:
+        from h2mv_hybrid.analysis.sensitivity import summary
+
+        print("\n" + summary(results["sensitivity"]))
     print(f"\nanalysis: {out_path} ({time.perf_counter() - t0:.0f} s)")
     return str(out_path)

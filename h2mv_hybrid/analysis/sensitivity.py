@@ -199,6 +199,23 @@ def _dataset(sens: np.ndarray, mean: np.ndarray, index: np.ndarray, ds: xr.Datas
     return result
 
 
+def sensitivity_table(result: xr.Dataset) -> pd.DataFrame:
+    """Each sensitivity's median and quartiles over the cells (and members), as a table.
+
+    Columns: output, forcing, season, unit, cells, median, q25, q75.
+    """
+    spatial = [d for d in result.dims if d != "season"]
+    rows = []
+    for y in OUTPUTS:
+        for x, (_, unit) in FORCINGS.items():
+            for season in result["season"].values:
+                v = result[f"{y}_{x}"].sel(season=season).stack(c=spatial).dropna("c").values
+                q = np.quantile(v, [0.5, 0.25, 0.75]) if v.size else [np.nan] * 3
+                rows.append({"output": y, "forcing": x, "season": str(season), "unit": unit,
+                             "cells": int(v.size), "median": q[0], "q25": q[1], "q75": q[2]})
+    return pd.DataFrame(rows)
+
+
 def summary(result: xr.Dataset, outputs: Sequence[str] = OUTPUTS) -> str:
     """Median [quartiles] over cells of each sensitivity, whole period, as a text table."""
     spatial = [d for d in result.dims if d != "season"]  # cells, and members if any
@@ -232,15 +249,22 @@ def ensemble_sensitivity(root: str | os.PathLike, store: str | os.PathLike | Non
     if not done:
         raise FileNotFoundError(f"ensemble: expected finished members (member_<k>/done.json) "
                                 f"under {root}, found none")
-    members, parts = [], []
-    for path in done:
-        info = read_json(path)
-        members.append(int(info["member"]))
-        parts.append(sensitivity(info["best_checkpoint"], store, cells, batch_size, device,
-                                 max_cells))
-    out = xr.concat(parts, dim=xr.DataArray(members, dims="member", name="member"),
+    checkpoints = {int(info["member"]): info["best_checkpoint"]
+                   for info in map(read_json, done)}
+    out = members_sensitivity(checkpoints, store, cells, batch_size, device, max_cells)
+    out.attrs.update(root=str(root))
+    return out
+
+
+def members_sensitivity(checkpoints: dict[int, str], store: str | os.PathLike | None = None,
+                        cells: str = "test", batch_size: int = 32, device: str = "cpu",
+                        max_cells: int | None = None) -> xr.Dataset:
+    """:func:`sensitivity` of each member's checkpoint ({member: path}), along ``member``."""
+    parts = [sensitivity(path, store, cells, batch_size, device, max_cells)
+             for path in checkpoints.values()]
+    out = xr.concat(parts, dim=xr.DataArray(list(checkpoints), dims="member", name="member"),
                     combine_attrs="drop_conflicts")
-    out.attrs.update(members=len(members), root=str(root))
+    out.attrs.update(members=len(checkpoints))
     return out
 
 
