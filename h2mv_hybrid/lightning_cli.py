@@ -205,11 +205,14 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvert()
 
 #: Warnings of Lightning itself that say nothing to a user of h2mv, filtered by message
 #: (never a blanket filter): ours passes ``args`` while keeping ``sys.argv`` on purpose
-#: (Lightning's DDP launcher restarts the command line for the other ranks), and
-#: Lightning's own use of a torch API that torch deprecated.
+#: (Lightning's DDP launcher restarts the command line for the other ranks),
+#: Lightning's own use of a torch API that torch deprecated, and the batch indices that
+#: prediction writers may ask for: ours places every cell by the batch's ``cell_index``,
+#: and our loaders have no batch sampler to take indices from.
 LIGHTNING_NOISE = (
     "LightningCLI's args parameter is intended to run from within Python",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    "Couldn't infer the batch indices fetched from your dataloader",
 )
 
 

@@ -313,9 +313,11 @@ def test_unknown_options_get_one_line_and_a_suggestion_within_seconds(tmp_path):
     assert "Union" not in message and "usage:" not in message
 
 
-def test_a_fit_and_a_test_print_none_of_lightnings_known_noise(store, tmp_path, capsys, caplog):
-    """No LightningCLI-args, pytree-deprecation, litlogger-tip, dirpath-change notices, and
-    no dump of the statistics that jsonargparse could not serialize on resuming."""
+def test_a_fit_and_a_test_print_none_of_lightnings_known_noise(store, tmp_path, capsys, caplog,
+                                                               monkeypatch):
+    """No LightningCLI-args, pytree-deprecation, litlogger-tip, dirpath-change or
+    batch-indices notices, and no dump of the statistics that jsonargparse could not
+    serialize on resuming."""
     import logging
     import warnings
 
@@ -330,9 +332,14 @@ def test_a_fit_and_a_test_print_none_of_lightnings_known_noise(store, tmp_path, 
                   store, "--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path),
                   "--trainer.enable_progress_bar", "false", "--data.train_start", "2002-01-01",
                   "--data.train_end", "2003-12-31"])
+        monkeypatch.chdir(tmp_path)  # the config's prediction writer names a relative path
+        cli.main(["predict", "--config", str(ROOT / "experiments/quickstart.yaml"),
+                  "--data.store", store, "--ckpt_path", "last", "--trainer.default_root_dir",
+                  str(tmp_path), "--trainer.enable_progress_bar", "false",
+                  "--data.train_start", "2002-01-01", "--data.train_end", "2003-12-31"])
     text = " ".join(str(w.message) for w in seen) + capsys.readouterr().err + caplog.text
     for noise in ("args parameter is intended", "LeafSpec", "litlogger",
-                  "Unable to serialize instance Normalization"):
+                  "Unable to serialize instance Normalization", "Couldn't infer the batch"):
         assert noise not in text, noise
     # a resumed fit may say its checkpoint folder changed (that matters there); a test, not
     assert not any("dirpath has changed" in str(w.message) for w in seen[fits:])
