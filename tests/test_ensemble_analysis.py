@@ -161,6 +161,7 @@ def test_every_analysis_has_a_figure(tmp_path):
     fold = xr.DataArray([[-1, 0], [1, -9]], dims=("lat", "lon"),
                         coords={"lat": [10.0, 50.0], "lon": [0.0, 20.0]})
     fig = plots.plot_folds(fold)
+    assert_readable(fig)
     assert [t.get_text() for t in fig.axes[-1].get_yticklabels()] == ["test", "0", "1"]
     path = plots.save(fig, tmp_path / "fig" / "tws.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
