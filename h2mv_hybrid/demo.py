@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from h2mv_hybrid.analysis.plots import OKABE_ITO, _plt, save, styled
 from h2mv_hybrid.sites import site_climates, site_coefficients, site_forcing
 from process_layers import Fluxes, h2mv, water_balance
 
@@ -34,6 +35,7 @@ START = "2001-01-01"
 SPINUP_DAYS = 365
 
 
+@styled
 def plot_series(fluxes: Fluxes, prec: torch.Tensor, names: list[str], start: str = START):
     """One row per cell: storages (mm) left; fluxes (mm day⁻¹) right, rain bars from the top.
 
@@ -43,58 +45,51 @@ def plot_series(fluxes: Fluxes, prec: torch.Tensor, names: list[str], start: str
     import matplotlib.dates as mdates
     import pandas as pd
 
-    from h2mv_hybrid.analysis.plots import OKABE_ITO, _plt, styled
-
-    @styled
-    def draw():
-        plt = _plt()
-        n = len(names)
-        fig, axes = plt.subplots(n, 2, figsize=(13, 2.3 * n + 0.8), sharex=True,
-                                 squeeze=False, layout="constrained")
-        days = pd.date_range(start, periods=fluxes.tws.shape[1], freq="D")
-        spin_end = days[min(SPINUP_DAYS, len(days)) - 1]
-        for i, name in enumerate(names):
-            ax = axes[i, 0]
-            for key, colour in (("swe", "sky"), ("sm", "orange"), ("gw", "blue"),
-                                ("tws", "black")):
-                ax.plot(days, fluxes[key][i].numpy(), color=OKABE_ITO[colour], lw=1,
-                        label=key.upper())
-            ax.set_ylabel("storage [mm]")
-            ax.set_title(f"({'abcdefghij'[i]}) {name}: storages", loc="left")
-            ax = axes[i, 1]
-            for key, colour, label in (("ET", "green", "ET"),
-                                       ("q_total", "vermillion", "total runoff"),
-                                       ("q_base", "purple", "baseflow")):
-                ax.plot(days, fluxes[key][i].numpy(), color=OKABE_ITO[colour], lw=1,
-                        label=label)
-            ax.set_ylabel("flux [mm day⁻¹]")
-            ax.set_title(f"({'abcdefghij'[i]}) {name}: fluxes", loc="left")
-            rain = ax.twinx()  # a hyetograph hanging from the top, not over the fluxes
-            rain.bar(days, prec[i].numpy(), color=OKABE_ITO["grey"], width=1.0, alpha=0.6,
-                     label="precipitation")
-            top = float(prec[i].max()) if float(prec[i].max()) > 0 else 1.0
-            rain.set_ylim(3 * top, 0)
-            rain.set_ylabel("precipitation [mm day⁻¹]")
-            for a in axes[i]:
-                a.axvspan(days[0], spin_end, color="0.9", zorder=0,
-                          label="spin-up (storages start empty)")
-        for ax in axes[-1]:
-            locator = mdates.AutoDateLocator(maxticks=8)
-            ax.xaxis.set_major_locator(locator)
-            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-            ax.set_xlabel(f"date (built-in forcing, 365-day years from {start})")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        more = [rain_ax for rain_ax in fig.axes if rain_ax.get_ylabel().startswith("precip")]
-        flux_h, flux_l = axes[0, 1].get_legend_handles_labels()
-        rain_h, rain_l = more[0].get_legend_handles_labels()
-        extra = [(h, lab) for h, lab in zip(flux_h + rain_h, flux_l + rain_l, strict=True)
-                 if lab not in labels]
-        fig.legend(handles + [h for h, _ in extra], labels + [lab for _, lab in extra],
-                   loc="outside lower center", ncol=8, frameon=False)
-        fig.suptitle("H2MV bucket on built-in site forcing (hand-set coefficients)")
-        return fig
-
-    return draw()
+    plt = _plt()
+    n = len(names)
+    fig, axes = plt.subplots(n, 2, figsize=(13, 2.3 * n + 0.8), sharex=True, squeeze=False,
+                             layout="constrained")
+    days = pd.date_range(start, periods=fluxes.tws.shape[1], freq="D")
+    spin_end = days[min(SPINUP_DAYS, len(days)) - 1]
+    rains = []
+    for i, name in enumerate(names):
+        ax = axes[i, 0]
+        for key, colour in (("swe", "sky"), ("sm", "orange"), ("gw", "blue"),
+                            ("tws", "black")):
+            ax.plot(days, fluxes[key][i].numpy(), color=OKABE_ITO[colour], lw=1,
+                    label=key.upper())
+        ax.set_ylabel("storage [mm]")
+        ax.set_title(f"({'abcdefghij'[i]}) {name}: storages", loc="left")
+        ax = axes[i, 1]
+        for key, colour, label in (("ET", "green", "ET"),
+                                   ("q_total", "vermillion", "total runoff"),
+                                   ("q_base", "purple", "baseflow")):
+            ax.plot(days, fluxes[key][i].numpy(), color=OKABE_ITO[colour], lw=1, label=label)
+        ax.set_ylabel("flux [mm day⁻¹]")
+        ax.set_title(f"({'abcdefghij'[i]}) {name}: fluxes", loc="left")
+        rain = ax.twinx()  # a hyetograph hanging from the top, not over the fluxes
+        rain.bar(days, prec[i].numpy(), color=OKABE_ITO["grey"], width=1.0, alpha=0.6,
+                 label="precipitation")
+        top = float(prec[i].max()) if float(prec[i].max()) > 0 else 1.0
+        rain.set_ylim(3 * top, 0)
+        rain.set_ylabel("precipitation [mm day⁻¹]")
+        rains.append(rain)
+        for a in axes[i]:
+            a.axvspan(days[0], spin_end, color="0.9", zorder=0,
+                      label="spin-up (storages start empty)")
+    for ax in axes[-1]:
+        locator = mdates.AutoDateLocator(maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.set_xlabel(f"date (built-in forcing, 365-day years from {start})")
+    entries: dict[str, object] = {}  # one legend for the figure, each label once
+    for ax in (axes[0, 0], axes[0, 1], rains[0]):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center",
+               ncol=len(entries), frameon=False)
+    fig.suptitle("H2MV bucket on built-in site forcing (hand-set coefficients)")
+    return fig
 
 
 def demo(
@@ -136,8 +131,6 @@ def demo(
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "bucket.png"
-        from h2mv_hybrid.analysis.plots import save
-
         save(plot_series(fluxes, forcing["prec"], names), path, dpi=90)
         print(f"figure: {path}")
         result["figure"] = str(path)

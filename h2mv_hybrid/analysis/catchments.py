@@ -350,13 +350,12 @@ def catchment_report(store: str, hybrid: str, out: str, lstm: str | None = None,
     """
     from pathlib import Path
 
-    from h2mv_hybrid.data.store import is_consolidated, open_store
+    from h2mv_hybrid.data.store import open_store, open_zarr
 
     ds = open_store(store)
     attrs = open_store(store, group="attributes")
     paths = {"hybrid": hybrid, "hybrid (monthly loss)": hybrid_monthly, "LSTM": lstm}
-    runs = {k: xr.open_zarr(v, consolidated=is_consolidated(v)) for k, v in paths.items()
-            if v}
+    runs = {k: open_zarr(v) for k, v in paths.items() if v}
     first = runs["hybrid"]
     if "cell" not in first.dims or first.sizes["cell"] != ds.sizes["cell"]:
         raise ValueError(f"hybrid: expected every basin of {store} (h2mv cv --predict all), "

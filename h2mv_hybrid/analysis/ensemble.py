@@ -37,8 +37,8 @@ from h2mv_hybrid.analysis.patterns import (
 )
 from h2mv_hybrid.analysis.spread import area_mean, state_spread
 from h2mv_hybrid.constraints import PAPER_CONSTRAINTS, Constraint, constraint_series
-from h2mv_hybrid.data.schema import time_axis, with_energy
-from h2mv_hybrid.data.store import is_consolidated
+from h2mv_hybrid.data.schema import time_axis
+from h2mv_hybrid.data.store import open_store, open_zarr
 from process_layers.constants import LATENT_HEAT_VAPORISATION, W_M2_TO_MJ_M2_DAY
 
 #: Variables of the equifinality table (Fig. 8), in the order plotted; ``tws_anomaly``
@@ -60,14 +60,14 @@ def open_ensemble(path: str | Path, store: str | Path | None = None
     if not path.exists():
         raise FileNotFoundError(f"ensemble: expected a zarr store at {path}, found nothing "
                                 f"(h2mv cv writes <root>/ensemble.zarr)")
-    ens = xr.open_zarr(path, consolidated=is_consolidated(path))
+    ens = open_zarr(path)
     if "member" not in ens.dims:
         raise ValueError(f"ensemble: expected a 'member' dimension in {path}, found dims "
                          f"{tuple(ens.dims)}")
     source = store if store is not None else ens.attrs.get("input_store")
     if source is None:
         raise ValueError(f"store: {path} records no input store; pass store=")
-    return ens, with_energy(xr.open_zarr(source, consolidated=is_consolidated(source)))
+    return ens, open_store(source)
 
 
 def predicted_cells(ens: xr.Dataset, store: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:

@@ -40,7 +40,7 @@ from h2mv_hybrid.analysis.extrapolation import (
     ensemble_skill_by_extrapolation,
 )
 from h2mv_hybrid.atomic import atomic_directory
-from h2mv_hybrid.data.store import ZARR_FORMAT, consolidate, portable
+from h2mv_hybrid.data.store import consolidate, to_zarr
 
 
 def performance_table(perf: xr.Dataset) -> pd.DataFrame:
@@ -144,8 +144,7 @@ def _write(results: dict[str, xr.Dataset], tmp: Path, figures: bool) -> None:
     for i, name in enumerate(g for g in groups if g in results):
         ds = results[name].copy()
         ds.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, (int, float, str))}
-        portable(ds).to_zarr(zarr_path, group=name, mode="w" if i == 0 else "a",
-                   zarr_format=ZARR_FORMAT, consolidated=False)
+        to_zarr(ds, zarr_path, group=name, mode="w" if i == 0 else "a")
     consolidate(zarr_path)
     if not figures:
         return

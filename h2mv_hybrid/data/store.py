@@ -36,7 +36,7 @@ STORAGE_ENCODING = frozenset({"chunks", "preferred_chunks", "shards", "compresso
                               "write_empty_chunks"})
 
 
-def portable(ds: xr.Dataset) -> xr.Dataset:
+def _portable(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` without the storage encodings it inherited from the store it was read from.
 
     Data read from a format-3 store carry its codecs (``serializer``, ``compressors``),
@@ -47,6 +47,25 @@ def portable(ds: xr.Dataset) -> xr.Dataset:
         out[name].encoding = {k: v for k, v in out[name].encoding.items()
                               if k not in STORAGE_ENCODING}
     return out
+
+
+def to_zarr(ds: xr.Dataset, path: str | os.PathLike, **kwargs):
+    """Write ``ds`` as every store of ours is written (``ds.to_zarr`` with ``kwargs``).
+
+    Zarr format :data:`ZARR_FORMAT`, without the storage encodings ``ds`` inherited from
+    the store it was read from, and unconsolidated until the store is complete (then
+    :func:`consolidate`).
+    """
+    return _portable(ds).to_zarr(path, zarr_format=ZARR_FORMAT, consolidated=False, **kwargs)
+
+
+def open_zarr(path: str | os.PathLike, **kwargs) -> xr.Dataset:
+    """``xr.open_zarr`` of a store of ours, or of an earlier version's, without a warning.
+
+    Through its consolidated metadata where it has them (:func:`is_consolidated`), else
+    without.
+    """
+    return xr.open_zarr(path, consolidated=is_consolidated(path), **kwargs)
 
 
 def consolidate(path: str | os.PathLike) -> None:
@@ -128,13 +147,12 @@ def open_store(path: str | os.PathLike, group: str | None = None, *, dask: bool 
         raise FileNotFoundError(f"store: expected a complete store, found {path}: the "
                                 f"temporary directory of a write that did not finish")
     check_zarr_path(path)
-    ds = xr.open_zarr(path, group=group, consolidated=is_consolidated(path),
-                      chunks={} if dask else None)
+    ds = open_zarr(path, group=group, chunks={} if dask else None)
     if group:
         return ds
     if not dask and "rn" not in ds and "pet" in ds:
         # rn derived from pet must stay lazy: a dask pet, so a batch reads only its slice
-        ds["pet"] = xr.open_zarr(path, consolidated=is_consolidated(path), chunks={})["pet"]
+        ds["pet"] = open_zarr(path, chunks={})["pet"]
     return with_energy(ds)
 
 
@@ -152,14 +170,12 @@ def write_store(store: xr.Dataset, truth: xr.Dataset | None, out: str | os.PathL
     if out.exists() and not overwrite:
         raise FileExistsError(f"out: {out} exists; pass overwrite=True (--overwrite) to replace")
     with atomic_directory(out) as tmp:
-        portable(store).to_zarr(tmp, mode="w", encoding=chunking(store),
-                                zarr_format=ZARR_FORMAT, consolidated=False)
+        to_zarr(store, tmp, mode="w", encoding=chunking(store))
         extra = dict(groups or {})
         if truth is not None:
             extra["truth"] = truth
         for name, group in extra.items():
-            portable(group).to_zarr(tmp, group=name, mode="a", encoding=chunking(group),
-                                    zarr_format=ZARR_FORMAT, consolidated=False)
+            to_zarr(group, tmp, group=name, mode="a", encoding=chunking(group))
         consolidate(tmp)  # once, at the root, after every group is in
     return out
 

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from h2mv_hybrid.atomic import atomic_directory
 from h2mv_hybrid.data.datamodule import H2MVDataModule
-from h2mv_hybrid.data.store import ZARR_FORMAT, consolidate, portable
+from h2mv_hybrid.data.store import consolidate, to_zarr
 from h2mv_hybrid.heads.cnn_lstm import CNN_FORCINGS
 from h2mv_hybrid.heads.daily_inputs import daily_column
 
@@ -217,8 +217,7 @@ def _write(out: Path, dm: H2MVDataModule, ids: list[int], time: np.ndarray,
              "input_store": str(Path(dm.store_path).resolve()), "n_members": len(ids),
              "predicted_cells": "test"}
     with atomic_directory(out) as tmp:
-        portable(xr.Dataset(out_vars, coords=coords, attrs=attrs)).to_zarr(
-            tmp, mode="w", zarr_format=ZARR_FORMAT, consolidated=False)
+        to_zarr(xr.Dataset(out_vars, coords=coords, attrs=attrs), tmp, mode="w")
         consolidate(tmp)
     print(f"ensemble store: {out} ({len(ids)} members × {len(idx)} cells × {len(time)} days)")
     return out

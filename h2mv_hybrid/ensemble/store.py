@@ -42,13 +42,7 @@ from h2mv_hybrid.atomic import read_json
 from h2mv_hybrid.callbacks.prediction import record_variables
 from h2mv_hybrid.data.batches import CellBatches
 from h2mv_hybrid.data.datamodule import H2MVDataModule
-from h2mv_hybrid.data.store import (
-    ZARR_FORMAT,
-    consolidate,
-    portable,
-    store_tile,
-    tile_keys,
-)
+from h2mv_hybrid.data.store import consolidate, store_tile, tile_keys, to_zarr
 from h2mv_hybrid.options import check_choice
 
 EnsembleCells = Literal["test", "all"]
@@ -257,8 +251,7 @@ class EnsembleWriter:
         skeleton["member"].attrs["long_name"] = (
             "ensemble member (the seed of seeds[member] over one temporal split)"
             if "seeds" in self.provenance else "cross-validation member (its validation fold)")
-        portable(skeleton).to_zarr(self.partial, mode="w", compute=False, encoding=enc,
-                         zarr_format=ZARR_FORMAT, consolidated=False)
+        to_zarr(skeleton, self.partial, mode="w", compute=False, encoding=enc)
 
     def _open_partial(self) -> zarr.Group | None:
         if not self.partial.exists():
@@ -360,7 +353,6 @@ class EnsembleWriter:
               f"{len(self.time)} days)")
         return self.out
 
-
     def _write_extrapolation(self) -> None:
         """Add each member's extrapolation index of the predicted cells to the store.
 
@@ -368,10 +360,9 @@ class EnsembleWriter:
         """
         from h2mv_hybrid.analysis.ensemble import _to_map, cell_positions, predicted_cells
         from h2mv_hybrid.analysis.extrapolation import ensemble_extrapolation
-        from h2mv_hybrid.data.store import open_store
 
-        ens = xr.open_zarr(self.partial, consolidated=False)
-        source = open_store(self.dm.store_path)
+        ens = xr.open_zarr(self.partial, consolidated=False)  # consolidated only when done
+        source = self.dm.dataset
         cells, _ = predicted_cells(ens, source)
         index = ensemble_extrapolation(ens, source, cells)["extrapolation_index"]
         if "cell" not in self.spatial:  # a grid: the predicted cells back onto it
@@ -384,7 +375,7 @@ class EnsembleWriter:
         out = xr.Dataset({"extrapolation_index": index.astype(np.float32)})
         out = out.drop_vars([c for c in out.coords if c != "member"])
         out.attrs = dict(ens.attrs)  # an append rewrites the group's attributes with these
-        out.to_zarr(self.partial, mode="a", zarr_format=ZARR_FORMAT, consolidated=False)
+        to_zarr(out, self.partial, mode="a")
 
 
 def _member_ids(attrs: dict[str, Any]) -> list[int]:
