@@ -19,9 +19,10 @@ what the forward pass did.
 
 The forcing enters in its input units (W m⁻², mm day⁻¹, K) and is converted in the
 kernel exactly as :mod:`process_layers.units` does, sparing two full-size temporaries.
-Forcing is treated as data: gradients flow to α, SM_max, β and the initial storages,
-not to ``rn``, ``prec`` or ``tair`` (``simulate`` uses the per-day path when the forcing
-requires a gradient).
+Gradients flow to α, SM_max, β, the initial storages and, where asked, to ``prec`` and
+``tair`` (so that a model may learn a per-basin precipitation factor or temperature
+offset, as conceptual models calibrate them); ``rn`` is data (``simulate`` uses the
+per-day path when it requires a gradient).
 """
 
 from __future__ import annotations
@@ -313,21 +314,28 @@ def _day_adjoint(  # noqa: D103
     else:
         a_swe += a_melt
     a_am = a_mpot * v.pos_t
-    # A1: s_acc = prec * bs where frozen
+    # pos_t = clamp(tc, min=0): torch passes the gradient at tc = 0 too
+    a_tc = a_mpot * am if tc >= 0.0 else 0.0
+    # A1: s_acc = prec * bs where frozen; A4: rain = prec elsewhere (read by A5 and A13)
     if v.frozen:
         d_bs = a_sacc * pr
-    return (a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg)
+        a_pr = a_sacc * bs
+    else:
+        a_pr = cot[RAINFALL] + a_w + (a_ei0 if v.rain <= v.ic else 0.0)
+    return (a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg,
+            a_pr, a_tc)
 
 
 @njit(parallel=True, cache=True)
 def _backward_kernel(  # noqa: D103
     rn, prec, tair, alpha, smax, betas, s0, consts, swe_out, sm_out, gw_out, g, present,
-    g_alpha, g_smax, g_betas, g_s0,
+    g_alpha, g_smax, g_betas, g_s0, g_forc, want_forc,
 ):
     # Reverse-mode sweep. g: 21 cotangent arrays (dummies where present[k] is False).
     # Writes g_alpha (7 × [C, T]), g_smax [C], g_betas [2, C] (per cell, summed by the
-    # caller) and g_s0 [3, C]. Each day recomputes its forward values from the stored
-    # start-of-day storages and runs _day_adjoint.
+    # caller), g_s0 [3, C] and, if want_forc, g_forc (2 × [C, T]: prec, tair). Each day
+    # recomputes its forward values from the stored start-of-day storages and runs
+    # _day_adjoint.
     n_cells, n_days = rn.shape
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
@@ -351,7 +359,7 @@ def _backward_kernel(  # noqa: D103
                 gw = _f64(gw_out[c, t - 1])
             (
                 a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, lam_swe, lam_sm, lam_gw, d_smx,
-                d_bs, d_bg,
+                d_bs, d_bg, a_pr, a_tc,
             ) = _day_adjoint(
                 _energy(_f64(rn[c, t]), rn_factor), _f64(prec[c, t]), _f64(tair[c, t]) - t0,
                 _f64(alpha[0][c, t]), _f64(alpha[1][c, t]), _f64(alpha[2][c, t]),
@@ -369,6 +377,9 @@ def _backward_kernel(  # noqa: D103
             g_alpha[4][c, t] = a_ars
             g_alpha[5][c, t] = a_arg
             g_alpha[6][c, t] = a_f
+            if want_forc:
+                g_forc[0][c, t] = a_pr
+                g_forc[1][c, t] = a_tc
         g_s0[0, c] = lam_swe
         g_s0[1, c] = lam_sm
         g_s0[2, c] = lam_gw
@@ -483,6 +494,7 @@ def _day_backward(  # noqa: D103
         )
         (
             a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg,
+            _, _,
         ) = _day_adjoint(
             _energy(_f64(forcing[c, 0]), rn_factor), _f64(forcing[c, 1]),
             _f64(forcing[c, 2]) - t0, am, aei, aes, at, ars, arg, f,
@@ -601,7 +613,8 @@ class FusedScan(torch.autograd.Function):
     """Autograd function: the whole H2MV series in one kernel, adjoint in another.
 
     Inputs (CPU tensors of one floating dtype): ``rn``, ``prec``, ``tair`` [C, T] in
-    W m⁻², mm day⁻¹, K (no gradient; converted inside the kernel); the seven α [C, T]
+    W m⁻², mm day⁻¹, K (converted inside the kernel; ``prec`` and ``tair`` receive
+    gradients where asked, ``rn`` none); the seven α [C, T]
     in the order of :data:`process_layers.parameters.ALPHA_NAMES`; ``sm_max`` [C];
     ``beta_snow``, ``beta_gw`` (0-d, global, or [C], per cell); initial ``swe``, ``sm``,
     ``gw`` [C]. Returns the 21 fluxes of :class:`process_layers.containers.Fluxes`, each
@@ -644,13 +657,18 @@ class FusedScan(torch.autograd.Function):
         g_smax = torch.empty(n_cells, dtype=dtype)
         g_betas = torch.empty((2, n_cells), dtype=dtype)
         g_s0 = torch.empty((3, n_cells), dtype=dtype)
+        want_forc = bool(ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
+        g_forc = tuple(torch.empty((n_cells, n_days) if want_forc else (1, 1), dtype=dtype)
+                       for _ in range(2))
         _backward_kernel(
             rn_c.numpy(), prec_c.numpy(), tc_c.numpy(), tuple(a.numpy() for a in alphas),
             sm_max.numpy(), betas.numpy(), s0.numpy(), CONSTANTS, swe_out.numpy(), sm_out.numpy(),
             gw_out.numpy(), g_np, present, tuple(a.numpy() for a in g_alpha),
-            g_smax.numpy(), g_betas.numpy(), g_s0.numpy(),
+            g_smax.numpy(), g_betas.numpy(), g_s0.numpy(), tuple(x.numpy() for x in g_forc),
+            want_forc,
         )
         g_bs, g_bg = beta_gradients(g_betas, ctx.beta_dims)
+        g_prec, g_tair = (g_forc[i] if ctx.needs_input_grad[1 + i] else None for i in range(2))
         return (
-            None, None, None, *g_alpha, g_smax, g_bs, g_bg, g_s0[0], g_s0[1], g_s0[2],
+            None, g_prec, g_tair, *g_alpha, g_smax, g_bs, g_bg, g_s0[0], g_s0[1], g_s0[2],
         )

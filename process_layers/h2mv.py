@@ -218,8 +218,8 @@ def kernel_missing(device: torch.device) -> str | None:
 
 def fused_available(forcing: Forcing, alpha: Alpha) -> str | None:
     """Why the fused path cannot run on these inputs, or None if it can."""
-    if any(v.requires_grad for v in forcing.values()):
-        return "the forcing requires a gradient; the fused adjoint treats forcing as data"
+    if forcing.rn.requires_grad:
+        return "rn requires a gradient; the fused adjoint treats the energy forcing as data"
     return kernel_missing(alpha.fapar.device)
 
 
@@ -242,9 +242,9 @@ def simulate(
         beta: ``snow``, ``baseflow`` (0-d, or [cells] for a per-cell constant).
         states: initial storages (mm) [cells]; empty buckets if None.
         backend: ``"fused"`` (compiled scan with a hand-written adjoint: numba on the CPU,
-            Triton on a CUDA GPU), ``"loop"`` (per-day tensor ops; any device,
-            differentiable w.r.t. the forcing too) or ``"auto"`` (fused where it can run,
-            else loop).
+            Triton on a CUDA GPU; differentiable w.r.t. ``prec`` and ``tair`` too),
+            ``"loop"`` (per-day tensor ops; any device, differentiable w.r.t. all forcing)
+            or ``"auto"`` (fused where it can run, else loop).
         validate_inputs: check keys, shapes, units and bounds once before running.
 
     Returns:

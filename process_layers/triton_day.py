@@ -106,10 +106,10 @@ def day_adjoint(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm
                 lam_gw):
     """Reverse mode of :func:`day` (fused._day_adjoint, line for line).
 
-    c_*: the 21 flux cotangents of the day (FLUX_NAMES order; rainfall's is unused, as on
-    the CPU); lam_*: those of the end-of-day storages from later days. Returns the
-    cotangents of the seven α, of the start-of-day swe, sm, gw, and the day's shares of
-    SM_max's, β_snow's and β_gw's.
+    c_*: the 21 flux cotangents of the day (FLUX_NAMES order); lam_*: those of the
+    end-of-day storages from later days. Returns the cotangents of the seven α, of the
+    start-of-day swe, sm, gw, the day's shares of SM_max's, β_snow's and β_gw's, and the
+    cotangents of the day's prec and tc.
     """
     (frozen, s_acc, pos_t, m_pot, melt, swe_raw, swe1, rain, ic, ei0, ei, rn1, etp1, es, sm1,
      rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg, qsf, qs, qb, qt,
@@ -204,9 +204,13 @@ def day_adjoint(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm
     a_mpot = tl.where(capped, a_melt, 0.0)
     a_swe += tl.where(capped, 0.0, a_melt)
     a_am = a_mpot * pos_t
-    # A1
+    a_tc = tl.where(tc >= 0.0, a_mpot * am, 0.0)
+    # A1, A4
     d_bs = tl.where(frozen, a_sacc * pr, 0.0)
-    return a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg
+    a_pr = tl.where(frozen, a_sacc * bs,
+                    c_rain + a_w + tl.where(rain <= ic, a_ei0, 0.0))
+    return (a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg,
+            a_pr, a_tc)
 
 
 @triton.jit

@@ -100,9 +100,11 @@ def _cot(g, slots, k: tl.constexpr, pl, o, m):
 
 @triton.jit
 def _scan_backward(forc, alpha, smax, betas, s0, out, g, slots, g_alpha, g_smax, g_betas,
-                   g_s0, n_cells, n_days, plane, consts, BLOCK: tl.constexpr):
+                   g_s0, g_forc, n_cells, n_days, plane, consts, BLOCK: tl.constexpr,
+                   WANT_FORC: tl.constexpr):
     # Reverse sweep. g [n, T, C]: the cotangents that exist; slots [21]: flux k's plane in
-    # g, or -1. Writes g_alpha [7, T, C], g_smax [C], g_betas [2, C] (per cell), g_s0 [3, C].
+    # g, or -1. Writes g_alpha [7, T, C], g_smax [C], g_betas [2, C] (per cell), g_s0 [3, C]
+    # and, if WANT_FORC, g_forc [2, T, C] (prec, tair).
     rn_factor, t_zero, eps = constants(consts)
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = c < n_cells
@@ -125,8 +127,8 @@ def _scan_backward(forc, alpha, smax, betas, s0, out, g, slots, g_alpha, g_smax,
         swe = tl.where(first, swe0, tl.load(out + 2 * pl + prev).to(tl.float64))
         sm = tl.where(first, sm0, tl.load(out + 14 * pl + prev).to(tl.float64))
         gw = tl.where(first, gw0, tl.load(out + 19 * pl + prev).to(tl.float64))
-        a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, lam_swe, lam_sm, lam_gw, d_smx, d_bs, d_bg = \
-            day_adjoint(
+        (a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, lam_swe, lam_sm, lam_gw, d_smx, d_bs, d_bg,
+         a_pr, a_tc) = day_adjoint(
                 energy(tl.load(forc + o).to(tl.float64), rn_factor),
                 tl.load(forc + pl + o).to(tl.float64),
                 tl.load(forc + 2 * pl + o).to(tl.float64) - t_zero,
@@ -157,6 +159,9 @@ def _scan_backward(forc, alpha, smax, betas, s0, out, g, slots, g_alpha, g_smax,
         tl.store(g_alpha + 4 * pl + o, a_ars.to(dt), mask=m)
         tl.store(g_alpha + 5 * pl + o, a_arg.to(dt), mask=m)
         tl.store(g_alpha + 6 * pl + o, a_f.to(dt), mask=m)
+        if WANT_FORC:
+            tl.store(g_forc + o, a_pr.to(dt), mask=m)
+            tl.store(g_forc + pl + o, a_tc.to(dt), mask=m)
         o -= n_cells
     tl.store(g_s0 + c, lam_swe.to(dt), mask=m)
     tl.store(g_s0 + n_cells + c, lam_sm.to(dt), mask=m)
@@ -211,11 +216,16 @@ class TritonScan(torch.autograd.Function):
         g_smax = torch.empty(n_cells, dtype=dtype, device=forc.device)
         g_betas = torch.empty((2, n_cells), dtype=dtype, device=forc.device)
         g_s0 = torch.empty((3, n_cells), dtype=dtype, device=forc.device)
+        want_forc = bool(ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
+        g_forc = torch.empty((2, n_days, n_cells) if want_forc else (1, 1, 1), dtype=dtype,
+                             device=forc.device)
         block = block_cells(n_cells)
         _scan_backward[(triton.cdiv(n_cells, block),)](
             forc, alpha, smax, betas, s0, out, g, slots.to(forc.device), g_alpha, g_smax,
-            g_betas, g_s0, n_cells, n_days, n_days * n_cells, kernel_constants(forc.device),
-            BLOCK=block, **NO_FMA)
+            g_betas, g_s0, g_forc, n_cells, n_days, n_days * n_cells,
+            kernel_constants(forc.device), BLOCK=block, WANT_FORC=want_forc, **NO_FMA)
         g_bs, g_bg = beta_gradients(g_betas, ctx.beta_dims)
-        return (None, None, None, *(a.t() for a in g_alpha), g_smax, g_bs, g_bg, g_s0[0],
+        g_prec, g_tair = (g_forc[i].t() if ctx.needs_input_grad[1 + i] else None
+                          for i in range(2))
+        return (None, g_prec, g_tair, *(a.t() for a in g_alpha), g_smax, g_bs, g_bg, g_s0[0],
                 g_s0[1], g_s0[2])

@@ -8,21 +8,27 @@ from process_layers import FLUX_NAMES, h2mv
 from process_layers.parameters import ALPHA_NAMES
 
 
-def _loss_and_grads(forcing, alpha, static, beta, states, backend, weights):
+def _loss_and_grads(forcing, alpha, static, beta, states, backend, weights, forcing_grad=()):
     alpha = {k: v.detach().clone().requires_grad_() for k, v in alpha.items()}
     static = {"sm_max": static["sm_max"].detach().clone().requires_grad_()}
     beta = {k: v.detach().clone().requires_grad_() for k, v in beta.items()}
     states = {k: v.detach().clone().requires_grad_() for k, v in states.items()}
+    forcing = {k: v.detach().clone().requires_grad_(k in forcing_grad)
+               for k, v in forcing.items()}
     f = h2mv.simulate(forcing, alpha, static, beta, states, backend=backend)
     loss = sum((w * f[k]).sum() for k, w in weights.items())
-    leaves = [*alpha.values(), static["sm_max"], *beta.values(), *states.values()]
+    leaves = [*alpha.values(), static["sm_max"], *beta.values(), *states.values(),
+              *(forcing[k] for k in forcing_grad)]
     return f, torch.autograd.grad(loss, leaves)
 
 
-def _assert_backends_agree(forcing, alpha, static, beta, states, weights):
+def _assert_backends_agree(forcing, alpha, static, beta, states, weights, forcing_grad=()):
     """Values to 1e-13 and gradients to 1e-10 (float64): the same arithmetic, twice."""
-    f0, g0 = _loss_and_grads(forcing, alpha, static, beta, states, "loop", weights)
-    f1, g1 = _loss_and_grads(forcing, alpha, static, beta, states, "fused", weights)
+    f0, g0 = _loss_and_grads(forcing, alpha, static, beta, states, "loop", weights,
+                             forcing_grad)
+    f1, g1 = _loss_and_grads(forcing, alpha, static, beta, states, "fused", weights,
+                             forcing_grad)
+    assert len(g1) == len(g0) == 7 + 1 + len(beta) + 3 + len(forcing_grad)
     for k in FLUX_NAMES:
         torch.testing.assert_close(f1[k], f0[k], rtol=1e-13, atol=1e-12, msg=k)
     for a, b in zip(g1, g0):
@@ -51,6 +57,60 @@ def test_fused_equals_loop_at_bounds_and_ties():
               "gw": torch.zeros(6, dtype=torch.float64)}
     weights = {k: torch.ones(6, 300, dtype=torch.float64) for k in ("ET", "q_total", "tws", "EF")}
     _assert_backends_agree(forcing, alpha, static, beta, states, weights)
+
+
+@pytest.mark.parametrize("case", ["kinky", "sites", "ties"])
+def test_fused_gradients_of_precipitation_and_temperature_equal_loop(case):
+    """prec and tair receive the loop's gradients (a per-basin rain factor or snow offset).
+
+    Every flux is weighted, rainfall included (its cotangent reaches prec only now); in
+    "ties" the interception capacity equals the rain on some days and tair sits at
+    exactly 0 °C on others, where torch's clamp passes melt's gradient to tair.
+    """
+    if case == "kinky":
+        forcing, alpha, static, beta, states = kinky_case()
+    else:
+        forcing, alpha, static, beta = site_case(7, 500, seed=11)
+        states = {k: v + 1.0 for k, v in h2mv.initial_states(7, dtype=torch.float64).items()}
+    if case == "ties":
+        forcing = dict(forcing)
+        tair = forcing["tair"].clone()
+        tair[:, ::9] = 273.15
+        forcing["tair"] = tair
+        alpha = dict(alpha)
+        alpha["Ei"] = torch.where(alpha["fapar"] > 0, forcing["prec"] / alpha["fapar"],
+                                  alpha["Ei"])[:, :].clone()
+        assert bool(((forcing["tair"] - 273.15) == 0).any())
+    g = torch.Generator().manual_seed(2)
+    weights = {k: torch.randn(forcing["rn"].shape, generator=g, dtype=torch.float64)
+               for k in FLUX_NAMES}
+    _assert_backends_agree(forcing, alpha, static, beta, states, weights,
+                           forcing_grad=("prec", "tair"))
+    _, grads = _loss_and_grads(forcing, alpha, static, beta, states, "fused", weights,
+                               forcing_grad=("prec", "tair"))
+    g_prec, g_tair = grads[-2:]
+    assert float(g_prec.abs().sum()) > 0 and float(g_tair.abs().sum()) > 0
+
+
+def test_gradcheck_of_the_fused_scan_in_the_forcing():
+    """Finite differences of prec and tair in float64.
+
+    Off the forcing's own kinks: 0 °C, where snowfall steps, and rainless days, where
+    Ei = min(rain, …) meets zero energy from one side only.
+    """
+    from process_layers.fused import FusedScan
+
+    forcing, alpha, static, beta, states = kinky_case()
+    params = [*(alpha[k][:, :8] for k in ALPHA_NAMES), static["sm_max"], beta["snow"],
+              beta["baseflow"], states["swe"] + 1.0, states["sm"] + 1.0, states["gw"] + 1.0]
+    prec = (forcing["prec"][:, :8] + 0.5).requires_grad_()
+    tair = forcing["tair"][:, :8].clone().requires_grad_()
+
+    def fn(p, t):
+        return FusedScan.apply(forcing["rn"][:, :8], p, t, *params)
+
+    assert torch.autograd.gradcheck(fn, (prec, tair), eps=1e-6, atol=1e-6, rtol=1e-5,
+                                    check_undefined_grad=False)
 
 
 def test_fused_equals_loop_float32():
@@ -101,8 +161,13 @@ def test_step_loop_equals_simulate():
 def test_backend_selection_and_fallbacks():
     forcing, alpha, static, beta, states = kinky_case()
     forcing = {k: v.clone().requires_grad_() for k, v in forcing.items()}
-    with pytest.raises(ValueError, match="forcing requires a gradient"):
+    with pytest.raises(ValueError, match="rn requires a gradient"):
         h2mv.simulate(forcing, alpha, static, beta, states, backend="fused")
+    # prec and tair alone: the fused adjoint differentiates them
+    data_rn = {**forcing, "rn": forcing["rn"].detach()}
+    f = h2mv.simulate(data_rn, alpha, static, beta, states, backend="fused")
+    g_prec, g_tair = torch.autograd.grad(f.q_total.sum(), [forcing["prec"], forcing["tair"]])
+    assert float(g_prec.abs().sum()) > 0 and float(g_tair.abs().sum()) > 0
     # auto falls back to the loop, which differentiates the forcing too
     f = h2mv.simulate(forcing, alpha, static, beta, states, backend="auto")
     (g,) = torch.autograd.grad(f.ET.sum(), [forcing["rn"]])

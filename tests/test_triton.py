@@ -31,16 +31,21 @@ DEV = "cuda" if GPU else "cpu"
 D = torch.float64
 
 
-def _scan(op, forcing, alpha, static, beta, states, weights, device):
-    """The 21 outputs and the gradients of a weighted sum w.r.t. α, SM_max, β, states."""
+def _scan(op, forcing, alpha, static, beta, states, weights, device, forcing_grad=False):
+    """The 21 outputs and the gradients of a weighted sum w.r.t. α, SM_max, β, states.
+
+    With ``forcing_grad`` also w.r.t. prec and tair.
+    """
     leaf = lambda x: x.detach().to(device).clone().requires_grad_()  # noqa: E731
     a = [leaf(alpha[k]) for k in ALPHA_NAMES]
     sx, bs, bg = leaf(static["sm_max"]), leaf(beta["snow"]), leaf(beta["baseflow"])
     st = [leaf(states[k]) for k in ("swe", "sm", "gw")]
     f = [forcing[k].to(device) for k in ("rn", "prec", "tair")]
+    if forcing_grad:
+        f = [f[0], leaf(f[1]), leaf(f[2])]
     outs = op.apply(*f, *a, sx, bs, bg, *st)
     loss = sum((w.to(device) * o).sum() for o, w in zip(outs, weights, strict=True) if w is not None)
-    grads = torch.autograd.grad(loss, [*a, sx, bs, bg, *st])
+    grads = torch.autograd.grad(loss, [*a, sx, bs, bg, *st, *(f[1:] if forcing_grad else ())])
     return [o.detach().cpu() for o in outs], [g.cpu() for g in grads]
 
 
@@ -54,7 +59,7 @@ def _states(n, dtype=D, offset=1.0):
     return {k: v + offset for k, v in h2mv.initial_states(n, dtype=dtype).items()}
 
 
-@pytest.mark.parametrize("case", ["kinky", "sites", "ties", "per-cell beta"])
+@pytest.mark.parametrize("case", ["kinky", "sites", "ties", "per-cell beta", "forcing"])
 def test_triton_scan_equals_numba_float64(case):
     if case == "kinky":
         forcing, alpha, static, beta, states = kinky_case()
@@ -69,10 +74,13 @@ def test_triton_scan_equals_numba_float64(case):
         if case == "per-cell beta":
             beta = {k: v * torch.linspace(0.5, 1.5, 37, dtype=D) for k, v in beta.items()}
     w = _weights(forcing["rn"].shape, D)
-    got = _scan(TritonScan, forcing, alpha, static, beta, states, w, DEV)
-    want = _scan(FusedScan, forcing, alpha, static, beta, states, w, "cpu")
+    # "forcing": the gradients of prec and tair too (per-basin forcing corrections)
+    fg = case == "forcing"
+    got = _scan(TritonScan, forcing, alpha, static, beta, states, w, DEV, forcing_grad=fg)
+    want = _scan(FusedScan, forcing, alpha, static, beta, states, w, "cpu", forcing_grad=fg)
     for k, a, b in zip(FLUX_NAMES, got[0], want[0], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-12, msg=k)
+    assert len(got[1]) == len(want[1]) == 13 + 2 * fg
     for a, b in zip(got[1], want[1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
 

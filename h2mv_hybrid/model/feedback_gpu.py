@@ -200,7 +200,8 @@ def _day_backward(raw, fo, st_prev, st_next, smax, betas, g_out, lam, g_x, gates
     f, d_f = sigmoid(tl.load(raw + c * 7 + 6).to(tl.float64))
     o = (c * 0 + t_out).to(tl.int64) * n_cells + c
     pl = o * 0 + plane
-    a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg = \
+    # the forcing is data here: its cotangents (the last two) are dropped
+    a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg, _, _ = \
         day_adjoint(
             energy(tl.load(fo + c * 3).to(tl.float64), rn_factor),
             tl.load(fo + c * 3 + 1).to(tl.float64),
