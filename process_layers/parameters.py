@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Group = Literal["alpha", "static", "beta", "observation", "routing"]
+Group = Literal["alpha", "static", "beta", "observation", "routing", "forcing"]
 Activation = Literal["softplus", "sigmoid"]
 
 
@@ -104,6 +104,17 @@ COEFFICIENTS: tuple[Coefficient, ...] = (
     Coefficient("route_scale", "routing", "θ_UH", 0.2, 10.0, "sigmoid",
                 "day", "routing.gamma_kernel", "scale of the gamma unit hydrograph "
                 "(mean delay ≈ a θ)", floor=0.2, scale=9.8),
+    # Per-basin corrections of the forcing before the bucket reads it, from the static
+    # code. Conceptual models calibrate both (HBV's precipitation correction and threshold
+    # temperature TT, Bergström 1995; CemaNeige shifts P and T over elevation bands),
+    # because a basin-mean precipitation and temperature misstate what falls on the basin
+    # (gauge under-catch) and where it falls as snow (elevation).
+    Coefficient("precip_factor", "forcing", "c_P", 0.5, 2.0, "sigmoid",
+                "–", "A1, A4 (their prec)", "per-basin precipitation correction factor",
+                floor=0.5, scale=1.5),
+    Coefficient("temperature_offset", "forcing", "δ_T", -4.0, 4.0, "sigmoid",
+                "°C", "A1, A2, A4 (their T_air)", "per-basin air-temperature offset: "
+                "moves the 0 °C rain/snow and melt threshold", floor=-4.0, scale=8.0),
 )
 
 BY_NAME: dict[tuple[Group, str], Coefficient] = {(c.group, c.name): c for c in COEFFICIENTS}

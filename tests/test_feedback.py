@@ -244,3 +244,59 @@ def test_per_cell_baseflow_constant_fused_equals_loop_and_is_learned():
     torch.testing.assert_close(out.daily["q_base"], ref.q_base, rtol=0, atol=1e-10)
     ref_g = torch.autograd.grad(ref.q_base.sum(), dec_fused.baseflow_head.weight)[0]
     torch.testing.assert_close(g, ref_g, rtol=1e-8, atol=1e-10)
+
+
+def test_forcing_corrections_start_neutral_reach_the_bucket_and_are_learned():
+    """c_P · prec and T_air + δ_T per basin, from the static code, in both configurations.
+
+    At initialization every basin starts near c_P = 1 and δ_T = 0 °C. The decoupled
+    configuration (fused series kernel, whose adjoint now differentiates prec and tair)
+    gives the per-day loop's outputs and gradients; the state-feedback one runs its day
+    loop (the fused feedback op treats the forcing as data) and its gradient reaches the
+    corrections too. The bucket's precipitation is the corrected one, so its water balance
+    (rainfall + snowfall, the bucket's own input) closes on c_P · prec.
+    """
+    forcing, static = inputs(days=80, seed=6)
+    kw = {"basin_precip_factor": True, "basin_temperature_offset": True}
+    for state_feedback in (False, True):
+        m = model("auto", state_feedback=state_feedback, **kw)
+        out = m(forcing, static)
+        corr = out.corrections
+        assert set(corr) == {"precip_factor", "temperature_offset"}
+        assert corr["precip_factor"].shape == (6,) and corr["precip_factor"].std() > 0
+        # the table's bounds hold; a fresh model starts close to no correction (its weights
+        # here are 3× larger than the default initialization's, see model())
+        assert bool(((corr["precip_factor"] >= 0.5) & (corr["precip_factor"] <= 2)).all())
+        assert bool((corr["temperature_offset"].abs() <= 4).all())
+        g = torch.autograd.grad(out.daily["q_total"].sum() + out.daily["swe"].sum(),
+                                m.correction_head.weight)[0]
+        assert bool((g.abs().sum(1) > 0).all())  # both corrections learn
+    fresh = HybridH2MV(F, [100.0, 2.0, 280.0], [50.0, 5.0, 10.0], [0.0] * F, [1.0] * F,
+                       HybridSettings(static_hidden=12, code_size=4, lstm_hidden=8,
+                                      **kw)).to(D)
+    c0 = fresh(forcing, static).corrections
+    torch.testing.assert_close(c0["precip_factor"], torch.ones(6, dtype=D), rtol=0, atol=0.05)
+    torch.testing.assert_close(c0["temperature_offset"], torch.zeros(6, dtype=D), rtol=0,
+                               atol=0.2)
+
+    # the decoupled model's fused bucket against the per-day loop on the corrected forcing
+    m = model("auto", state_feedback=False, **kw)
+    out = m(forcing, static)
+    corr = out.corrections
+    prec = forcing[..., 1] * corr["precip_factor"][:, None]
+    tair = forcing[..., 2] + corr["temperature_offset"][:, None]
+    ref = h2mv.simulate({"rn": forcing[..., 0], "prec": prec, "tair": tair}, out.alpha,
+                        {"sm_max": out.sm_max}, out.beta, backend="loop")
+    for k in FLUX_NAMES:
+        torch.testing.assert_close(out.daily[k], ref[k], rtol=0, atol=1e-10, msg=k)
+    g = torch.autograd.grad(out.daily["q_total"].sum() + out.daily["tws"].sum(),
+                            m.correction_head.weight, retain_graph=True)[0]
+    ref_g = torch.autograd.grad(ref.q_total.sum() + ref.tws.sum(), m.correction_head.weight)[0]
+    torch.testing.assert_close(g, ref_g, rtol=1e-8, atol=1e-10)
+    # water balance on the corrected precipitation: rain where warm, β_snow · c_P · prec
+    # where frozen
+    frozen = tair - 273.15 <= 0
+    want = torch.where(frozen, prec * out.beta["snow"], prec)
+    torch.testing.assert_close(out.daily["rainfall"] + out.daily["snow_acc"], want,
+                               rtol=1e-12, atol=1e-12)
+    assert bool(frozen.any()) and bool((~frozen).any())

@@ -45,8 +45,10 @@ def test_elasticities_of_an_analytic_model_by_hand():
                                t[:, djf].mean(1), rtol=1e-12)
 
 
-@pytest.fixture(scope="module")
-def hybrid_and_batch(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "forcing corrections"])
+def hybrid_and_batch(tmp_path_factory, request):
+    """A float64 hybrid and a batch; with per-basin forcing corrections too, whose
+    corrected forcing must not hide the given forcing's gradient (rn's above all)."""
     from h2mv_hybrid.constraints import Constraint
     from h2mv_hybrid.data.datamodule import H2MVDataModule
     from h2mv_hybrid.data.store import write_store
@@ -63,7 +65,9 @@ def hybrid_and_batch(tmp_path_factory):
     torch.manual_seed(0)
     model = H2MVHybrid(stats=dm.stats, constraints=[Constraint("q", "q_total", "monthly")],
                        network=HybridSettings(lstm_hidden=8, static_hidden=8, code_size=4,
-                                              state_feedback=False, routing_days=5))
+                                              state_feedback=False, routing_days=5,
+                                              basin_precip_factor=request.param,
+                                              basin_temperature_offset=request.param))
     model = model.double().eval()
     data = dm.batches("train")
     pick = np.random.default_rng(7).choice(len(data), 20, replace=False)  # 20 random cells

@@ -143,6 +143,10 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
                       ) -> pd.DataFrame:
     """Per basin: the model's ET/P, Q/P, BFI, SM_max (member means) and CAMELS' own.
 
+    With forcing corrections also the learned precipitation factor c_P and temperature
+    offset δ_T (member means), set beside the observed runoff ratio (a basin whose gauge
+    sees more water than its forcing brings needs c_P > 1) and CAMELS' snow fraction.
+
     Args:
         ens: hybrid ensemble store (every basin).
         store: the CAMELS store (for P and observed Q over the same days).
@@ -157,6 +161,8 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
         "bfi": baseflow_index(ens["q_base"], ens["q_total"]),
         "ef_et_over_pet": et / store["pet"].sel(time=ens["time"]).sum("time"),
         "sm_max": ens["sm_max"],
+        # the per-basin forcing corrections, where the model learned them
+        **{k: ens[k] for k in ("precip_factor", "temperature_offset") if k in ens},
     }).mean("member").load()
     q_obs = store["q"].sel(time=ens["time"])
     seen = np.isfinite(q_obs)
@@ -183,7 +189,9 @@ PAIRS = (("model_bfi", "camels_baseflow_index"),
          ("model_runoff_ratio", "observed_runoff_ratio"),
          ("model_et_over_p", "camels_aridity"),
          ("model_sm_max", "camels_max_water_content"),
-         ("model_sm_max", "camels_root_depth_99"))
+         ("model_sm_max", "camels_root_depth_99"),
+         ("model_precip_factor", "observed_runoff_ratio"),
+         ("model_temperature_offset", "camels_frac_snow"))
 
 
 def pattern_correlations(table: pd.DataFrame) -> pd.DataFrame:

@@ -48,7 +48,9 @@ def output_metadata(name: str, prediction: dict) -> tuple[str, str, str]:
 #: row of the coefficient table.
 CELL_COEFFICIENTS = {"route_shape": ("routing", "route_shape"),
                      "route_scale": ("routing", "route_scale"),
-                     "beta_baseflow": ("beta", "baseflow")}
+                     "beta_baseflow": ("beta", "baseflow"),
+                     "precip_factor": ("forcing", "precip_factor"),
+                     "temperature_offset": ("forcing", "temperature_offset")}
 
 
 class RecordVariable(NamedTuple):

@@ -12,6 +12,9 @@
 - Optional routing to a catchment's outlet (``routing_days``): a gamma unit hydrograph
   per cell, its shape and scale from the static code (:mod:`process_layers.routing`),
   adds the outputs ``q_routed`` and ``routing_store``.
+- Optional per-basin forcing corrections from the static code (``basin_precip_factor``,
+  ``basin_temperature_offset``): the bucket reads c_P · prec and T_air + δ_T; the LSTM
+  reads the forcing as given.
 
 Two configurations: ``state_feedback=True`` (the paper's: one LSTM cell step and one
 bucket step per day, storages fed back) and ``state_feedback=False`` (one whole-sequence
@@ -49,6 +52,8 @@ OUTPUT_NAMES: tuple[str, ...] = (*FLUX_NAMES, "fapar")
 ROUTING_OUTPUTS: tuple[str, ...] = ("q_routed", "routing_store")
 #: Initial unit hydrograph: shape a and scale θ (days), a mean delay of about two days.
 ROUTING_INIT = {"route_shape": 2.0, "route_scale": 1.0}
+#: The forcing corrections' neutral values, where they start.
+NO_CORRECTION = {"precip_factor": 1.0, "temperature_offset": 0.0}
 ChunkMode = Literal["checkpoint", "truncate"]
 FeedbackBackend = Literal["auto", "fused", "loop"]
 
@@ -81,6 +86,15 @@ class HybridSettings:
         basin_baseflow: β_gw per cell from the static code (a catchment's recession
             constant, as every conceptual model calibrates one per basin) instead of the
             paper's global constant.
+        basin_precip_factor: the bucket's precipitation is c_P · prec, c_P ∈ [0.5, 2] per
+            cell from the static code (gauge under-catch, a basin mean that misses its
+            wettest part); the water balance is that of the corrected precipitation.
+        basin_temperature_offset: the bucket's air temperature is T_air + δ_T, δ_T ∈
+            [−4, 4] °C per cell from the static code: where a basin-mean temperature turns
+            precipitation to snow and melts it (HBV's threshold temperature TT). Its
+            gradient comes from melt; the rain/snow switch itself is a step.
+        With either correction the state-feedback configuration runs its day loop, not
+        the fused op, which treats the forcing as data.
     """
 
     static_hidden: int = 150
@@ -96,6 +110,8 @@ class HybridSettings:
     feedback_backend: FeedbackBackend = "auto"
     routing_days: int | None = None
     basin_baseflow: bool = False
+    basin_precip_factor: bool = False
+    basin_temperature_offset: bool = False
 
     def __post_init__(self):
         check_choice("feedback_backend", self.feedback_backend, FeedbackBackend)
@@ -123,7 +139,8 @@ class HybridOutput(NamedTuple):
     """Daily outputs [cells, days] by name (``OUTPUT_NAMES``), coefficients, final carry.
 
     With routing also the routing coefficients per cell (``route_shape``, ``route_scale``)
-    and the runoff history that the next span of days starts from [cells, K − 1].
+    and the runoff history that the next span of days starts from [cells, K − 1]; with
+    forcing corrections their values per cell (``precip_factor``, ``temperature_offset``).
     """
 
     daily: dict[str, Tensor]
@@ -133,6 +150,7 @@ class HybridOutput(NamedTuple):
     carry: Carry
     routing: dict[str, Tensor] | None = None
     history: Tensor | None = None
+    corrections: dict[str, Tensor] | None = None
 
 
 class StaticModule(nn.Module):
@@ -211,6 +229,17 @@ class HybridH2MV(nn.Module):
                 self.baseflow_head.weight.mul_(0.1)
                 self.baseflow_head.bias.fill_(BY_NAME[("beta", "baseflow")].inverse(
                     beta_init["baseflow"]))
+        self.corrected = tuple(k for k, on in (("precip_factor", s.basin_precip_factor),
+                                               ("temperature_offset",
+                                                s.basin_temperature_offset)) if on)
+        self.correction_head = None
+        if self.corrected:
+            # starts at no correction (c_P = 1, δ_T = 0 °C) in every basin
+            self.correction_head = nn.Linear(s.code_size, len(self.corrected))
+            with torch.no_grad():
+                self.correction_head.weight.mul_(0.1)
+                self.correction_head.bias.copy_(torch.tensor(
+                    [BY_NAME[("forcing", k)].inverse(NO_CORRECTION[k]) for k in self.corrected]))
 
     # -- pieces --------------------------------------------------------------------------
     def beta(self, code: Tensor | None = None) -> dict[str, Tensor]:
@@ -254,11 +283,33 @@ class HybridH2MV(nn.Module):
         daily["routing_store"] = routing.routing_storage(q, history, kernel)
         return coef, routing.next_history(q, history)
 
+    def corrections(self, code: Tensor) -> dict[str, Tensor]:
+        """The per-cell forcing corrections [cells] by name (none if not configured)."""
+        if self.correction_head is None:
+            return {}
+        raw = self.correction_head(code)
+        return {k: BY_NAME[("forcing", k)].activate(raw[:, i])
+                for i, k in enumerate(self.corrected)}
+
     def drivers(self, forcing: Tensor, static: Tensor) -> Drivers:
-        """Normalized forcing, static code, SM_max and β of a span of days."""
+        """Normalized forcing, static code, SM_max and β of a span of days.
+
+        With forcing corrections the bucket's forcing is the corrected one; the
+        normalized forcing the LSTM reads is not.
+        """
         f_norm = (forcing - self.forcing_mean) / self.forcing_std
         code, sm_max = self.static((static - self.static_mean) / self.static_std)
-        return Drivers(forcing, f_norm, code, sm_max, self.beta(code))
+        corr = self.corrections(code)
+        rn_is_data = not forcing.requires_grad
+        if corr:
+            prec, tair = forcing[..., 1], forcing[..., 2]
+            if "precip_factor" in corr:
+                prec = prec * corr["precip_factor"][:, None].to(prec.dtype)
+            if "temperature_offset" in corr:
+                tair = tair + corr["temperature_offset"][:, None].to(tair.dtype)
+            forcing = torch.stack([forcing[..., 0], prec, tair], -1)
+        return Drivers(forcing, f_norm, code, sm_max, self.beta(code), corr or None,
+                       rn_is_data)
 
     def physics_day(self, rn_mm, prec, tair_c, raw, sm_max, beta, carry: Carry):
         """One bucket day in float32 (float64 for a float64 model), whatever the networks'."""
@@ -303,13 +354,15 @@ class HybridH2MV(nn.Module):
         n_cells = forcing.shape[0]
         carry = carry if carry is not None else self.initial_carry(n_cells, forcing.device)
         d = self.drivers(forcing, static)
-        daily, alpha, carry = choose_scan(self, forcing)(self, d, carry)
+        # the corrected forcing: where it carries a gradient the fused feedback op cannot run
+        daily, alpha, carry = choose_scan(self, d.forcing)(self, d, carry)
         coef = None
         if self.routing_head is not None:
             history = (history if history is not None
                        else self.initial_history(n_cells, forcing.device))
             coef, history = self.route(d.code, daily, history)
-        return HybridOutput(daily, alpha, d.sm_max, d.beta, carry, coef, history)
+        return HybridOutput(daily, alpha, d.sm_max, d.beta, carry, coef, history,
+                            d.corrections)
 
     @torch.no_grad()
     def spinup_state(self, forcing: Tensor, static: Tensor, carry: Carry | None = None,

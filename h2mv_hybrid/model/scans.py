@@ -70,6 +70,10 @@ class Drivers(NamedTuple):
     code: Tensor  # [cells, code]: the static code
     sm_max: Tensor  # [cells], mm
     beta: dict[str, Tensor]  # β by name, 0-d
+    corrections: dict[str, Tensor] | None = None  # per-cell forcing corrections, or None
+    # True where the given forcing carries no gradient: then rn, which no correction
+    # touches, is data even when it is a slice of the corrected (differentiable) forcing
+    rn_is_data: bool = False
 
     def days(self, span: slice) -> Drivers:
         """The same drivers over a span of days."""
@@ -223,8 +227,12 @@ class Decoupled(Scan):
         dt = physics_dtype(raw.dtype)  # float32, or float64 for a float64 model
         with torch.autocast(device_type=forcing.device.type, enabled=False):
             alpha = activate_alpha(raw.to(dt))
+            # rn as data where it is (a slice of the corrected forcing otherwise claims a
+            # gradient and sends the bucket to its per-day path); a sensitivity analysis
+            # that differentiates the given forcing keeps rn's gradient
+            rn = forcing[..., 0].detach() if d.rn_is_data else forcing[..., 0]
             fluxes = h2mv.simulate(
-                {"rn": forcing[..., 0].to(dt), "prec": forcing[..., 1].to(dt),
+                {"rn": rn.to(dt), "prec": forcing[..., 1].to(dt),
                  "tair": forcing[..., 2].to(dt)},
                 alpha, {"sm_max": d.sm_max.to(dt)}, {k: v.to(dt) for k, v in d.beta.items()},
                 {"swe": carry.swe.to(dt), "sm": carry.sm.to(dt), "gw": carry.gw.to(dt)},
