@@ -173,6 +173,20 @@ class StaticModule(nn.Module):
                                                              self.sm_max_scale)
 
 
+def _per_cell_head(code_size: int, raw_start: Sequence[float]) -> nn.Linear:
+    """Static code → raw per-cell coefficients that start near ``raw_start`` in every cell.
+
+    Small weights (0.1 × the default initialization) and the bias at the raw start values:
+    the coefficients begin where the table's inverse puts them and spread out as the code
+    learns.
+    """
+    head = nn.Linear(code_size, len(raw_start))
+    with torch.no_grad():
+        head.weight.mul_(0.1)
+        head.bias.copy_(torch.tensor(list(raw_start)))
+    return head
+
+
 class HybridH2MV(nn.Module):
     """The H2MV hybrid: networks → coefficients → the differentiable bucket.
 
@@ -217,29 +231,21 @@ class HybridH2MV(nn.Module):
         # last, so that the other networks' random initialization does not depend on it
         self.routing_head = None
         if s.routing_days:
-            self.routing_head = nn.Linear(s.code_size, 2)
-            with torch.no_grad():
-                self.routing_head.weight.mul_(0.1)
-                self.routing_head.bias.copy_(torch.tensor(
-                    [BY_NAME[("routing", k)].inverse(v) for k, v in ROUTING_INIT.items()]))
+            self.routing_head = _per_cell_head(
+                s.code_size, [BY_NAME[("routing", k)].inverse(v) for k, v in ROUTING_INIT.items()])
         self.baseflow_head = None
         if s.basin_baseflow:
-            self.baseflow_head = nn.Linear(s.code_size, 1)
-            with torch.no_grad():
-                self.baseflow_head.weight.mul_(0.1)
-                self.baseflow_head.bias.fill_(BY_NAME[("beta", "baseflow")].inverse(
-                    beta_init["baseflow"]))
+            self.baseflow_head = _per_cell_head(
+                s.code_size, [BY_NAME[("beta", "baseflow")].inverse(beta_init["baseflow"])])
         self.corrected = tuple(k for k, on in (("precip_factor", s.basin_precip_factor),
                                                ("temperature_offset",
                                                 s.basin_temperature_offset)) if on)
         self.correction_head = None
         if self.corrected:
             # starts at no correction (c_P = 1, δ_T = 0 °C) in every basin
-            self.correction_head = nn.Linear(s.code_size, len(self.corrected))
-            with torch.no_grad():
-                self.correction_head.weight.mul_(0.1)
-                self.correction_head.bias.copy_(torch.tensor(
-                    [BY_NAME[("forcing", k)].inverse(NO_CORRECTION[k]) for k in self.corrected]))
+            self.correction_head = _per_cell_head(
+                s.code_size, [BY_NAME[("forcing", k)].inverse(NO_CORRECTION[k])
+                              for k in self.corrected])
 
     # -- pieces --------------------------------------------------------------------------
     def beta(self, code: Tensor | None = None) -> dict[str, Tensor]:
