@@ -31,7 +31,7 @@ from h2mv_hybrid.options import check_choice
 from h2mv_hybrid.signatures import SIGNATURES, Signature
 
 Aggregation = Literal["daily", "monthly", "8day"]
-ConstraintLoss = Literal["mse", "nse_star", "kge"]
+ConstraintLoss = Literal["mse", "nse_star", "kge", "fdc"]
 #: ε of the NSE* loss, as a share of the target's training standard deviation
 #: (Kratzert et al. 2019: 0.1 on normalized discharge).
 NSE_STAR_EPS = 0.1
@@ -61,7 +61,13 @@ class Constraint:
             ε = 0.1, so that every basin weighs alike whatever its flow variability; or
             ``kge``, 1 − KGE of each cell over the batch's observed steps (Gupta et al.
             2009, J. Hydrol. 377, 80), averaged over cells: correlation, variability and
-            bias weigh alike, where a squared error lets the variability shrink.
+            bias weigh alike, where a squared error lets the variability shrink; or
+            ``fdc``, the squared distance between the flow duration curves of prediction
+            and observation over each cell's observed steps of the batch, scaled per basin
+            like ``nse_star`` (:func:`~h2mv_hybrid.model.losses.fdc_star`): a second
+            constraint on the same target beside ``nse_star``, which keeps the
+            distribution of flows (their variability, the floods and the low flows) that
+            a squared error alone shrinks towards the mean.
         signature: compare a signature of the target series rather than the series
             (``baseflow_index`` or ``runoff_ratio``, :mod:`h2mv_hybrid.signatures`):
             observed from the target over each stage's period, modelled from the bucket's
@@ -89,8 +95,18 @@ class Constraint:
 
     @property
     def name(self) -> str:
-        """How the loss and the logs call it: the target, or ``<target>_<signature>``."""
-        return self.target if self.signature is None else f"{self.target}_{self.signature}"
+        """How the loss and the logs call it: target, ``<target>_<signature>``, ``<target>_fdc``."""
+        if self.signature is not None:
+            return f"{self.target}_{self.signature}"
+        return f"{self.target}_fdc" if self.loss == "fdc" else self.target
+
+    @property
+    def scores_series(self) -> bool:
+        """Whether the validation scores (r, NSE …) read this constraint's pair.
+
+        Not for a signature or a flow duration curve, which compare distributions, not days.
+        """
+        return self.signature is None and self.loss != "fdc"
 
     # -- torch: the loss and the metrics ---------------------------------------------------
     def pair(self, pred: Tensor, obs: Tensor, month_of_day: Tensor, *, saturate: bool = True

@@ -199,7 +199,7 @@ def test_the_loss_reads_nse_star_and_signatures_from_the_batch():
     with pytest.raises(ValueError, match="signature expected one of baseflow_index, "
                                          "runoff_ratio or None, found 'bfi'"):
         Constraint("q", "q_total", signature="bfi")
-    with pytest.raises(ValueError, match="loss: expected mse, nse_star or kge, found .nse."):
+    with pytest.raises(ValueError, match="loss: expected mse, nse_star, kge or fdc, found .nse."):
         Constraint("q", "q_total", loss="nse")
 
 
@@ -225,3 +225,55 @@ def test_kge_loss_by_hand_against_the_analysis_metric():
     loss, _ = kge_loss(p, obs[:2])
     loss.backward()
     assert float(loss) < 1e-6 and torch.isfinite(p.grad).all()
+
+
+# -- flow duration curve --------------------------------------------------------------------
+def test_fdc_star_by_hand_with_gaps_and_blind_to_timing():
+    from h2mv_hybrid.model.losses import fdc_star
+
+    nan = float("nan")
+    pred = torch.tensor([[3.0, 1.0, 2.0, 9.0], [0.0, 4.0, 1.0, 1.0]], dtype=D)
+    obs = torch.tensor([[1.0, 5.0, nan, 2.0], [2.0, nan, nan, 0.0]], dtype=D)
+    sb = torch.tensor([0.8, 1.8], dtype=D)
+    loss, n = fdc_star(pred, obs, sb, std=2.0)
+    # cell 0, observed days 0, 1, 3: pred sorted (1, 3, 9), obs sorted (1, 2, 5), scale 1.0;
+    # cell 1, days 0 and 3: pred (0, 1), obs (0, 2), scale 2.0
+    by_hand = ((0 + 1 + 16) / 1.0**2 + (0 + 1) / 2.0**2) / 5
+    assert int(n) == 5 and float(loss) == pytest.approx(by_hand, rel=1e-14)
+    # the same values on other days: no loss, where the squared error is large
+    g = torch.Generator().manual_seed(3)
+    o = torch.rand(2, 50, generator=g, dtype=D) * 5
+    p = o[:, torch.randperm(50, generator=g)]
+    assert float(fdc_star(p, o, sb, std=2.0)[0]) < 1e-28
+    assert float(nse_star(p, o, sb, std=2.0)[0]) > 0.5
+    # a damped copy (the shrinking a squared error prefers) is penalized, and its
+    # gradient asks for more variability: up above the mean, down below
+    damped = (o.mean(1, keepdim=True) + 0.5 * (o - o.mean(1, keepdim=True))).requires_grad_(True)
+    loss, _ = fdc_star(damped, o, sb, std=2.0)
+    loss.backward()
+    above = o > o.mean(1, keepdim=True)
+    assert float(loss) > 0.1
+    assert (damped.grad[above] < 0).all() and (damped.grad[~above] > 0).all()
+    # a cell without σ_b is left out; gradcheck in float64
+    loss, n = fdc_star(pred, obs, torch.tensor([0.8, nan], dtype=D), std=2.0)
+    assert int(n) == 3 and float(loss) == pytest.approx(17 / 3)
+    x = pred.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: fdc_star(v, obs, sb, 2.0)[0], (x,))
+
+
+def test_an_fdc_constraint_beside_nse_star_has_its_own_name_and_no_series_scores():
+    from h2mv_hybrid.model.losses import fdc_star
+
+    cs = [Constraint("q", "q_routed", "daily", loss="nse_star"),
+          Constraint("q", "q_routed", "daily", loss="fdc", weight=0.5)]
+    assert [c.name for c in cs] == ["q", "q_fdc"]
+    assert [c.scores_series for c in cs] == [True, False]
+    daily = {"q_routed": torch.tensor([[2.0, 4.0, 1.0]])}
+    batch = {"q": torch.tensor([[1.0, 4.0, 3.0]]), "month_of_day": torch.tensor([0, 0, 0]),
+             "q_basin_std": torch.tensor([1.0])}
+    total, parts = MultiConstraintLoss(cs)(daily, batch, {"q": 2.0})
+    assert set(parts) == {"q", "q_fdc"}
+    expected = fdc_star(daily["q_routed"], batch["q"], batch["q_basin_std"], 2.0)[0]
+    assert float(parts["q_fdc"]) == pytest.approx(float(expected))
+    assert float(parts["q_fdc"]) == pytest.approx((0 + 1 + 0) / 1.2**2 / 3)  # (1, 2, 4) against (1, 3, 4)
+    assert float(total) == pytest.approx(float(parts["q"] + 0.5 * parts["q_fdc"]))

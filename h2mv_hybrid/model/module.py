@@ -162,7 +162,7 @@ class H2MVHybrid(Task):
         self.loss_fn = MultiConstraintLoss(self.constraints, self.hparams.weighting)
 
     def configure_metrics(self) -> None:  # noqa: D102
-        self.metrics = OutputScores([c.target for c in self.constraints if c.signature is None],
+        self.metrics = OutputScores([c.target for c in self.constraints if c.scores_series],
                                     rmse=False)
         # NSE, KGE, KGE′ per cell of every target observed daily (gauged runoff …)
         self.configure_skill([c.target for c in self.constraints])
@@ -362,7 +362,7 @@ class H2MVHybrid(Task):
         n = batch["forcing"].shape[0]
         skilled = set()
         for c in self.constraints:
-            if c.signature is not None:
+            if not c.scores_series:
                 continue
             pred, obs = c.pair(daily[c.output], batch[c.target], batch["month_of_day"],
                                saturate=False)
