@@ -60,20 +60,49 @@ def test_outputs_and_water_balance(feedback):
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
 
 
-def test_checkpointed_chunks_give_the_same_gradients():
+@pytest.mark.parametrize("feedback", [True, False])
+def test_checkpointed_chunks_give_the_same_gradients(feedback):
     forcing, static = inputs(days=90)
-    grads = []
+    grads, values = [], []
     for chunk in (None, 25):
-        m = model(time_chunk=chunk)
+        m = model(time_chunk=chunk, state_feedback=feedback)
         out = m(forcing, static)
         (out.daily["q_total"].mean() + out.daily["tws"].mean()).backward()
         grads.append([p.grad.clone() for p in m.parameters()])
-    for a, b in zip(*grads):
+        values.append(out)
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
-    m = model(time_chunk=25, chunk_mode="truncate")
+    torch.testing.assert_close(values[0].daily["q_total"], values[1].daily["q_total"])
+    torch.testing.assert_close(values[0].carry.h, values[1].carry.h)
+    # truncation: finite gradients, and the LSTM's reach a chunk back is cut
+    m = model(time_chunk=25, chunk_mode="truncate", state_feedback=feedback)
     out = m(forcing, static)
     out.daily["tws"].mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    x = forcing.clone().requires_grad_(True)
+    m = model(time_chunk=25, chunk_mode="truncate", state_feedback=feedback)
+    m(x, static).daily["fapar"][:, 60].sum().backward()  # fAPAR: the LSTM's own output
+    assert float(x.grad[:, :50].abs().max()) == 0.0 and float(x.grad[:, 50:61].abs().max()) > 0
+
+
+def test_time_chunk_auto_chunks_long_spans_only():
+    from h2mv_hybrid.model.networks import AUTO_CHUNK_AFTER, AUTO_CHUNK_DAYS
+
+    auto = HybridSettings()
+    assert auto.time_chunk == "auto"
+    assert auto.chunk_days(AUTO_CHUNK_AFTER) is None  # a training window and its warm-up
+    assert auto.chunk_days(AUTO_CHUNK_AFTER + 1) == AUTO_CHUNK_DAYS == 365
+    assert HybridSettings(time_chunk=30).chunk_days(10) == 30
+    assert HybridSettings(time_chunk=None).chunk_days(10_000) is None
+    for bad in (0, "year"):
+        with pytest.raises(ValueError, match="time_chunk: expected ≥ 1 days, 'auto' or None"):
+            HybridSettings(time_chunk=bad)
+    # the rule chunks a long span: the same outputs as one piece, in both configurations
+    forcing, static = inputs(cells=3, days=AUTO_CHUNK_AFTER + 40)
+    for feedback in (True, False):
+        outs = [model(time_chunk=c, state_feedback=feedback)(forcing, static)
+                for c in ("auto", None)]
+        torch.testing.assert_close(outs[0].daily["tws"], outs[1].daily["tws"])
 
 
 def test_mixed_precision_keeps_the_physics_in_float32():

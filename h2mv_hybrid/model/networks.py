@@ -55,6 +55,11 @@ ROUTING_INIT = {"route_shape": 2.0, "route_scale": 1.0}
 #: The forcing corrections' neutral values, where they start.
 NO_CORRECTION = {"precip_factor": 1.0, "temperature_offset": 0.0}
 ChunkMode = Literal["checkpoint", "truncate"]
+#: ``time_chunk: auto``: spans longer than this many days run in chunks of
+#: :data:`AUTO_CHUNK_DAYS` (a year: one chunk of the fused state-feedback tape at 512 cells
+#: is ~0.5 GiB; a training window of a year plus its warm-up stays in one piece).
+AUTO_CHUNK_AFTER = 730
+AUTO_CHUNK_DAYS = 365
 FeedbackBackend = Literal["auto", "fused", "loop"]
 
 
@@ -72,7 +77,12 @@ class HybridSettings:
         sm_max_scale: scale of the SM_max softplus, mm (None: the table's, 100 mm).
         beta_init: initial β (snow, baseflow), each in (0, 1) (default 0.9, 0.05).
         state_scale: storages enter the LSTM as log1p(storage / state_scale), mm.
-        time_chunk: days per chunk of gradient checkpointing / truncation (None: off).
+        time_chunk: days per chunk of gradient checkpointing / truncation; None: off;
+            ``auto`` (the default): chunks of :data:`AUTO_CHUNK_DAYS` days for spans longer
+            than :data:`AUTO_CHUNK_AFTER` days, none for shorter ones, so
+            that a training step's memory is bounded whatever the sequence length. Both
+            configurations chunk: the state-feedback recurrence, and the decoupled
+            configuration's LSTM and head (its bucket scan keeps no per-day tape).
         chunk_mode: ``checkpoint`` (exact gradients, recompute each chunk in backward) or
             ``truncate`` (truncated back-propagation: carried states are detached).
         feedback_backend: the state-feedback recurrence as one fused op with a hand-written
@@ -105,7 +115,7 @@ class HybridSettings:
     sm_max_scale: float | None = None
     beta_init: dict[str, float] | None = None
     state_scale: float = 10.0
-    time_chunk: int | None = None
+    time_chunk: int | Literal["auto"] | None = "auto"
     chunk_mode: ChunkMode = "checkpoint"
     feedback_backend: FeedbackBackend = "auto"
     routing_days: int | None = None
@@ -122,11 +132,19 @@ class HybridSettings:
         if not self.state_scale > 0:
             raise ValueError(f"state_scale: expected > 0 mm (storages enter the LSTM as "
                              f"log1p(storage / state_scale)), found {self.state_scale}")
-        if self.time_chunk is not None and self.time_chunk < 1:
-            raise ValueError(f"time_chunk: expected ≥ 1 days or None, found {self.time_chunk}")
+        if self.time_chunk is not None and self.time_chunk != "auto" and (
+                isinstance(self.time_chunk, str) or self.time_chunk < 1):
+            raise ValueError(f"time_chunk: expected ≥ 1 days, 'auto' or None, found "
+                             f"{self.time_chunk!r}")
         for k, v in (self.beta_init or {}).items():
             if not 0 < v < 1:
                 raise ValueError(f"beta_init[{k!r}]: expected a value in (0, 1), found {v}")
+
+    def chunk_days(self, n_days: int) -> int | None:
+        """Days per chunk for a span of ``n_days`` (None: one piece); see ``time_chunk``."""
+        if self.time_chunk != "auto":
+            return self.time_chunk
+        return AUTO_CHUNK_DAYS if n_days > AUTO_CHUNK_AFTER else None
 
 
 # Checkpoints keep the settings in their hyperparameters (plain data).

@@ -14,7 +14,8 @@ flags tested inside one loop):
   (:func:`process_layers.h2mv.simulate`).
 
 The state-feedback scans share :class:`FeedbackChunks`: with ``time_chunk`` the days run
-in chunks, checkpointed (exact gradients) or truncated (carry detached between chunks).
+in chunks, checkpointed (exact gradients) or truncated (carry detached between chunks);
+:class:`Decoupled` chunks its LSTM and head the same way.
 """
 
 from __future__ import annotations
@@ -121,12 +122,12 @@ class FeedbackChunks(Scan):
         """:meth:`days` over chunks of ``time_chunk`` days, checkpointed or truncated."""
         s = net.settings
         n_days = d.f_norm.shape[1]
-        span = s.time_chunk or n_days
+        chunk = s.chunk_days(n_days)
+        span = chunk or n_days
         pieces = []
         for t0 in range(0, n_days, span):
             part = d.days(slice(t0, t0 + span))
-            if s.time_chunk is not None and s.chunk_mode == "checkpoint" \
-                    and torch.is_grad_enabled():
+            if chunk is not None and s.chunk_mode == "checkpoint" and torch.is_grad_enabled():
                 def run(fo, fn, cd, sx, b_snow, b_gw, *cy):
                     o, cr = self.days(net, Drivers(fo, fn, cd, sx, {"snow": b_snow,
                                                                      "baseflow": b_gw}),
@@ -137,7 +138,7 @@ class FeedbackChunks(Scan):
                 o, carry = res[0], Carry(*res[1:])
             else:
                 o, carry = self.days(net, part, carry)
-                if s.time_chunk is not None and s.chunk_mode == "truncate":
+                if chunk is not None and s.chunk_mode == "truncate":
                     carry = carry.detach()
             pieces.append(o)
         return (torch.cat(pieces, -1) if len(pieces) > 1 else pieces[0]), carry
@@ -210,7 +211,7 @@ class FusedFeedback(FeedbackChunks):
 
     def chunked(self, net: HybridH2MV, d: Drivers, carry: Carry) -> tuple[Tensor, Carry]:  # noqa: D102
         if net.settings.chunk_mode == "checkpoint":
-            return self.days(net, d, carry, net.settings.time_chunk)
+            return self.days(net, d, carry, net.settings.chunk_days(d.f_norm.shape[1]))
         return super().chunked(net, d, carry)
 
 
@@ -222,8 +223,7 @@ class Decoupled(Scan):
         """Daily outputs, α and the carry at the end, as :class:`Scan` says."""
         forcing = d.forcing
         x = torch.cat([d.f_norm, d.code[:, None].expand(-1, d.f_norm.shape[1], -1)], -1)
-        hs, (h, c) = run_lstm(net.lstm, x, carry.h, carry.c)
-        raw = net.head(hs)
+        raw, h, c = self.networks(net, x, carry.h, carry.c)
         dt = physics_dtype(raw.dtype)  # float32, or float64 for a float64 model
         with torch.autocast(device_type=forcing.device.type, enabled=False):
             alpha = activate_alpha(raw.to(dt))
@@ -239,9 +239,40 @@ class Decoupled(Scan):
                 validate_inputs=False,
             )
         daily = {k: fluxes[k] for k in FLUX_NAMES} | {"fapar": alpha["fapar"]}
-        carry = Carry(fluxes.swe[:, -1], fluxes.sm[:, -1], fluxes.gw[:, -1], h[0].to(dt),
-                      c[0].to(dt), alpha["fapar"][:, -1])
+        carry = Carry(fluxes.swe[:, -1], fluxes.sm[:, -1], fluxes.gw[:, -1], h.to(dt),
+                      c.to(dt), alpha["fapar"][:, -1])
         return daily, alpha, carry
+
+    @staticmethod
+    def networks(net: HybridH2MV, x: Tensor, h: Tensor, c: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """LSTM and head over ``x`` [cells, days, in]: (raw head output, h, c at the end).
+
+        With chunks (``time_chunk``) they run a chunk at a time, the LSTM state carried
+        across: checkpointed (each chunk's LSTM tape is recomputed in backward, so only one
+        lives at a time; exact gradients) or truncated (the carry detached between chunks).
+        The head's output, 7 numbers per cell-day, is all the bucket needs.
+        """
+        s = net.settings
+
+        def run(xs: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            hs, (h1, c1) = run_lstm(net.lstm, xs, h0, c0)
+            return net.head(hs), h1[0], c1[0]
+
+        chunk = s.chunk_days(x.shape[1])
+        if chunk is None or chunk >= x.shape[1]:
+            return run(x, h, c)
+        pieces = []
+        for t0 in range(0, x.shape[1], chunk):
+            xs = x[:, t0:t0 + chunk]
+            if s.chunk_mode == "checkpoint" and torch.is_grad_enabled():
+                raw, h, c = checkpoint(run, xs, h, c, use_reentrant=False)
+            else:
+                raw, h, c = run(xs, h, c)
+                if s.chunk_mode == "truncate":
+                    h, c = h.detach(), c.detach()
+            pieces.append(raw)
+        return torch.cat(pieces, 1), h, c
 
 
 #: Largest number of gate values (cells × days × 4H) of one cuDNN LSTM call: past 2³¹ the
