@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from tables import markdown_table
+
 
 def _rss() -> int:
     with open("/proc/self/statm") as fh:
@@ -98,12 +100,12 @@ def main() -> None:
                   f"{r['seconds']:.1f} s, peak {r['peak_mib']:.0f} MiB", flush=True)
     print(f"\none training step (forward + backward), hidden 100, {args.cells} cells × "
           f"{args.days} days, load average {os.getloadavg()[0]:.1f}")
-    print("| configuration | backend | time chunks | mode | seconds | peak MiB |\n"
-          "|---|---|---|---|---:|---:|")
-    for r in rows:
-        chunk = "auto (default)" if r["chunk"] == "auto" else r["chunk"] or "none"
-        print(f"| {r['config']} | {r['backend']} | {chunk} | "
-              f"{r['mode'] if r['chunk'] else '—'} | {r['seconds']:.1f} | {r['peak_mib']:.0f} |")
+    print(markdown_table(
+        ["configuration", "backend", "time chunks", "mode", "seconds", "peak MiB"],
+        [[r["config"], r["backend"],
+          "auto (default)" if r["chunk"] == "auto" else r["chunk"] or "none",
+          r["mode"] if r["chunk"] else "—", f"{r['seconds']:.1f}", f"{r['peak_mib']:.0f}"]
+         for r in rows], numeric_from=4))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ import subprocess
 import sys
 import time
 
+from tables import markdown_table
+
 
 def build(n_cells: int, n_days: int, backend: str, seed: int = 0):
     """A model with the paper's sizes and a batch of synthetic sites."""
@@ -256,19 +258,17 @@ def against_upstream(cells: list[int], n_days: int, repeats: int, threads: list[
                   f"({row['decoupled_ratio']:.2f}×), load {row['load']:.1f}", flush=True)
     print(f"\none training step (forward, loss, backward, Adam), LSTM hidden 100, float32, "
           f"{n_days} days, median of {repeats}, alternated; ratio = upstream / ours")
-    print("| threads | cells | upstream s | state feedback s | ratio | decoupled s | ratio | "
-          "load |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['threads']} | {r['cells']} | {r['upstream_s']:.3f} | "
-              f"{r['state feedback_s']:.3f} | {r['feedback_ratio']:.2f}× | "
-              f"{r['decoupled_s']:.3f} | {r['decoupled_ratio']:.2f}× | {r['load']:.1f} |")
+    print(markdown_table(
+        ["threads", "cells", "upstream s", "state feedback s", "ratio", "decoupled s", "ratio",
+         "load"],
+        [[r["threads"], r["cells"], f"{r['upstream_s']:.3f}", f"{r['state feedback_s']:.3f}",
+          f"{r['feedback_ratio']:.2f}×", f"{r['decoupled_s']:.3f}",
+          f"{r['decoupled_ratio']:.2f}×", f"{r['load']:.1f}"] for r in rows]))
     if memory:
         print(f"\npeak RSS of one step (MiB over the process before it, 1 thread), "
               f"{n_days} days")
-        print("| cells | " + " | ".join(IMPLS) + " |\n|---:|" + "---:|" * len(IMPLS))
-        for n in cells:
-            peaks = [peak_rss(i, n, n_days, ref) for i in IMPLS]
-            print(f"| {n} | " + " | ".join(f"{p:.0f}" for p in peaks) + " |", flush=True)
+        peaks = [[n, *(f"{peak_rss(i, n, n_days, ref):.0f}" for i in IMPLS)] for n in cells]
+        print(markdown_table(["cells", *IMPLS], peaks))
     return rows
 
 
