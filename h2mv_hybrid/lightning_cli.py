@@ -83,8 +83,11 @@ def find_checkpoint(which: str, root: str | Path) -> Path:
 
 
 #: Model options that say how a trained model is run, not what was trained: a command
-#: may set them differently from its checkpoint (a longer spin-up for the test).
-RUNTIME_OPTIONS = ("spinup_cycles", "spinup_tolerance", "spinup_max_cycles")
+#: may set them differently from its checkpoint (a longer spin-up for the test; chunks of
+#: time and the recurrence's backend, which change memory and speed, not the model: a
+#: checkpoint from before ``time_chunk: auto`` became the default runs with it).
+RUNTIME_OPTIONS = ("spinup_cycles", "spinup_tolerance", "spinup_max_cycles",
+                   "network.time_chunk", "network.chunk_mode", "network.feedback_backend")
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -95,6 +98,21 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(v, f"{prefix}.{key}".strip(".") if key else prefix))
         return out
     return {prefix: value}
+
+
+def set_option(init_args: Any, key: str, value: Any) -> None:
+    """Set a flattened option (``network.time_chunk``) in parsed init args.
+
+    Their groups may be namespaces or plain dicts.
+    """
+    *path, name = key.split(".")
+    target = init_args
+    for part in path:
+        target = target[part] if isinstance(target, dict) else getattr(target, part)
+    if isinstance(target, dict):
+        target[name] = value
+    else:
+        setattr(target, name, value)
 
 
 def option_conflicts(given: Any, found: Any) -> list[tuple[str, Any, Any]]:
@@ -161,7 +179,7 @@ class H2MVCLI(LightningCLI):
         conflicts = option_conflicts(given, found)
         for key, value, _ in [c for c in conflicts if c[0] in RUNTIME_OPTIONS]:
             # how a trained model is run, not what it is: this command's value holds
-            setattr(model.init_args, key, value)
+            set_option(model.init_args, key, value)
         conflicts = [c for c in conflicts if c[0] not in RUNTIME_OPTIONS]
         if conflicts:
             ckpt = self.config[subcommand].get("ckpt_path")

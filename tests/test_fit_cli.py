@@ -213,9 +213,11 @@ def test_ckpt_path_with_other_model_options_or_class_is_refused_naming_them(stor
     with pytest.raises(SystemExit, match=r"code_size: checkpoint 12, given 3; lr: checkpoint 0.003, given 0.5\."):
         cli.main([*test, "--model.init_args.lr", "0.5", "--model.init_args.network.code_size",
                   "3"])
-    # how the model is run may differ from the checkpoint: a longer spin-up for the test
+    # how the model is run may differ from the checkpoint: a longer spin-up for the test,
+    # other time chunks (a checkpoint from before time_chunk: auto has null)
     cli.main([*test, "--model.init_args.spinup_cycles", "2", "--trainer.limit_test_batches",
-              "1", "--data.train_start", "2002-01-01", "--data.train_end", "2003-12-31"])
+              "1", "--data.train_start", "2002-01-01", "--data.train_end", "2003-12-31",
+              "--model.init_args.network.time_chunk", "null"])
     other = ["test", "--config", str(ROOT / "experiments/phy_lstm/lstm.yaml"), "--data.store",
              store, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
              "--ckpt_path", "last"]
@@ -387,3 +389,23 @@ def test_bad_numeric_options_are_named_before_any_data_is_read(option, value, me
                   str(tmp_path / "absent.zarr"), "--data.create_twin", "false",
                   "--trainer.default_root_dir", str(tmp_path), option, value])
     assert not list(tmp_path.iterdir())
+
+
+def test_runtime_options_are_set_in_nested_groups_of_namespaces_and_dicts():
+    from jsonargparse import Namespace
+
+    from h2mv_hybrid.lightning_cli import RUNTIME_OPTIONS, option_conflicts, set_option
+
+    given = {"lr": 0.003, "spinup_cycles": 5, "network": {"time_chunk": "auto", "code_size": 8}}
+    found = {"lr": 0.003, "spinup_cycles": 1, "network": {"time_chunk": None, "code_size": 8}}
+    conflicts = option_conflicts(given, found)
+    assert conflicts == [("spinup_cycles", 5, 1), ("network.time_chunk", "auto", None)]
+    assert all(k in RUNTIME_OPTIONS for k, _, _ in conflicts)
+    for args in (Namespace(spinup_cycles=1, network=Namespace(time_chunk=None)),
+                 Namespace(spinup_cycles=1, network={"time_chunk": None})):
+        for key, value, _ in conflicts:
+            set_option(args, key, value)
+        network = args.network
+        chunk = network["time_chunk"] if isinstance(network, dict) else network.time_chunk
+        assert args.spinup_cycles == 5 and chunk == "auto"
+

@@ -94,6 +94,7 @@ def test_time_chunk_auto_chunks_long_spans_only():
     assert auto.chunk_days(AUTO_CHUNK_AFTER + 1) == AUTO_CHUNK_DAYS == 365
     assert HybridSettings(time_chunk=30).chunk_days(10) == 30
     assert HybridSettings(time_chunk=None).chunk_days(10_000) is None
+    assert HybridSettings(time_chunk="None").time_chunk is None  # a CLI null (jsonargparse)
     for bad in (0, "year"):
         with pytest.raises(ValueError, match="time_chunk: expected ≥ 1 days, 'auto' or None"):
             HybridSettings(time_chunk=bad)

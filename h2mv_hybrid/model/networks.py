@@ -115,7 +115,10 @@ class HybridSettings:
     sm_max_scale: float | None = None
     beta_init: dict[str, float] | None = None
     state_scale: float = 10.0
-    time_chunk: int | Literal["auto"] | None = "auto"
+    # jsonargparse 4.53 turns a null given for a union with a Literal or str inside the
+    # model's init_args into the string 'None': __post_init__ reads it back as None and
+    # refuses any other string than 'auto'
+    time_chunk: int | str | None = "auto"
     chunk_mode: ChunkMode = "checkpoint"
     feedback_backend: FeedbackBackend = "auto"
     routing_days: int | None = None
@@ -132,6 +135,8 @@ class HybridSettings:
         if not self.state_scale > 0:
             raise ValueError(f"state_scale: expected > 0 mm (storages enter the LSTM as "
                              f"log1p(storage / state_scale)), found {self.state_scale}")
+        if isinstance(self.time_chunk, str) and self.time_chunk.lower() in ("none", "null"):
+            object.__setattr__(self, "time_chunk", None)
         if self.time_chunk is not None and self.time_chunk != "auto" and (
                 isinstance(self.time_chunk, str) or self.time_chunk < 1):
             raise ValueError(f"time_chunk: expected ≥ 1 days, 'auto' or None, found "
