@@ -43,7 +43,8 @@ import time
 from tables import markdown_table
 
 
-def build(n_cells: int, n_days: int, backend: str, seed: int = 0):
+def build(n_cells: int, n_days: int, backend: str = "auto", seed: int = 0,
+          state_feedback: bool = True):
     """A model with the paper's sizes and a batch of synthetic sites."""
     import torch
 
@@ -56,17 +57,20 @@ def build(n_cells: int, n_days: int, backend: str, seed: int = 0):
     torch.manual_seed(seed)
     model = HybridH2MV(12, [100.0, 2.0, 280.0], [50.0, 5.0, 10.0], [0.0] * 12, [1.0] * 12,
                        HybridSettings(static_hidden=150, code_size=12, lstm_hidden=100,
-                                      state_feedback=True, feedback_backend=backend))
+                                      state_feedback=state_feedback, feedback_backend=backend))
     return model, forcing, static
+
+
+def loss_of(daily):
+    """The benchmark's loss: means of ET, runoff, TWS and SWE."""
+    return daily["ET"].mean() + daily["q_total"].mean() + daily["tws"].mean() + \
+        daily["swe"].mean()
 
 
 def step(model, forcing, static) -> None:
     """Forward, loss, backward."""
     model.zero_grad(set_to_none=True)
-    out = model(forcing, static)
-    d = out.daily
-    loss = d["ET"].mean() + d["q_total"].mean() + d["tws"].mean() + d["swe"].mean()
-    loss.backward()
+    loss_of(model(forcing, static).daily).backward()
 
 
 def compare(n_cells: int, n_days: int, repeats: int) -> dict:
@@ -99,7 +103,6 @@ def upstream_model(ref: str, n_static: int = 12):
     ``forward``; the networks and the water cycle are upstream's code, imported from there.
     """
     import importlib
-    import sys
 
     import torch
     from torch.nn import functional as F  # noqa: N812
@@ -159,34 +162,25 @@ def upstream_model(ref: str, n_static: int = 12):
 
 
 def build_impl(impl: str, n_cells: int, n_days: int, ref: str | None, seed: int = 0):
-    """(step function, its optimizer) of one implementation at one size."""
+    """One training step (forward, loss, backward, Adam) of one implementation at one size."""
     import torch
 
-    from h2mv_hybrid.model.networks import HybridH2MV, HybridSettings
-    from h2mv_hybrid.sites import site_forcing
-
-    f = site_forcing(n_cells, n_days, seed=seed)
-    forcing = torch.stack([f["rn"], f["prec"], f["tair"]], -1)
-    static = torch.randn(n_cells, 12, generator=torch.Generator().manual_seed(seed))
-    torch.manual_seed(seed)
+    model, forcing, static = build(n_cells, n_days, seed=seed,
+                                   state_feedback=impl == "state feedback")
     if impl == "upstream":
+        torch.manual_seed(seed)
         model = upstream_model(ref)
 
         def outputs():
             return model(forcing, static)
     else:
-        model = HybridH2MV(12, [100.0, 2.0, 280.0], [50.0, 5.0, 10.0], [0.0] * 12, [1.0] * 12,
-                           HybridSettings(static_hidden=150, code_size=12, lstm_hidden=100,
-                                          state_feedback=impl == "state feedback"))
-
         def outputs():
             return model(forcing, static).daily
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def one() -> None:
         opt.zero_grad(set_to_none=True)
-        d = outputs()
-        (d["ET"].mean() + d["q_total"].mean() + d["tws"].mean() + d["swe"].mean()).backward()
+        loss_of(outputs()).backward()
         opt.step()
 
     return one

@@ -63,6 +63,13 @@ def masked_mse(pred: Tensor, obs: Tensor, std: float) -> tuple[Tensor, Tensor]:
     return sq.sum() / count.clamp(min=1), count
 
 
+def _basin_scale(basin_std: Tensor, std: float, eps: float) -> tuple[Tensor, Tensor]:
+    """(σ_b + ε σ) [cells, 1], 1 where σ_b is unknown, and where it is known [cells, 1]."""
+    scale = (basin_std + eps * std)[:, None]
+    known = torch.isfinite(scale)
+    return torch.where(known, scale, torch.ones_like(scale)), known
+
+
 def nse_star(pred: Tensor, obs: Tensor, basin_std: Tensor, std: float,
              eps: float = NSE_STAR_EPS) -> tuple[Tensor, Tensor]:
     """``(loss, count)``: the NSE* loss of Kratzert et al. (2019, HESS 23, 5089, eq. 3).
@@ -81,11 +88,8 @@ def nse_star(pred: Tensor, obs: Tensor, basin_std: Tensor, std: float,
         std: σ of the training cells.
         eps: ε, a share of ``std``.
     """
-    scale = (basin_std + eps * std)[:, None]
-    known = torch.isfinite(scale)
-    scale = torch.where(known, scale, torch.ones_like(scale))
-    obs = torch.where(known, obs, torch.full_like(obs, float("nan")))
-    observed = ~torch.isnan(obs)
+    scale, known = _basin_scale(basin_std, std, eps)
+    observed = ~torch.isnan(obs) & known
     err = (pred - torch.where(observed, obs, torch.zeros_like(obs))) / scale
     sq = torch.where(observed, err * err, torch.zeros_like(err))
     count = observed.sum()
@@ -117,12 +121,10 @@ def fdc_star(pred: Tensor, obs: Tensor, basin_std: Tensor, std: float,
         std: σ of the training cells.
         eps: ε, a share of ``std``.
     """
-    scale = (basin_std + eps * std)[:, None]
-    known = torch.isfinite(scale)
-    scale = torch.where(known, scale, torch.ones_like(scale))
+    scale, known = _basin_scale(basin_std, std, eps)
     observed = ~torch.isnan(obs) & known
     o = torch.where(observed, obs, torch.zeros_like(obs))
-    low = (torch.minimum(pred.detach().min(), o.min()) - 1.0).detach()
+    low = torch.minimum(pred.detach().min(), o.min()) - 1.0
     p_sorted = torch.where(observed, pred, low).sort(dim=1).values
     o_sorted = torch.where(observed, o, low).sort(dim=1).values
     err = (p_sorted - o_sorted) / scale
