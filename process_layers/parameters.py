@@ -115,6 +115,13 @@ COEFFICIENTS: tuple[Coefficient, ...] = (
     Coefficient("temperature_offset", "forcing", "δ_T", -4.0, 4.0, "sigmoid",
                 "°C", "A1, A2, A4 (their T_air)", "per-basin air-temperature offset: "
                 "moves the 0 °C rain/snow and melt threshold", floor=-4.0, scale=8.0),
+    # With elevation bands (HybridSettings.elevation_bands): the spread of the air
+    # temperature over a basin's equal-area bands, as HBV's and CemaNeige's elevation
+    # zones shift it with a lapse rate; 6.5 °C km⁻¹ over a basin whose elevation has a
+    # standard deviation of 300 m gives 2 °C.
+    Coefficient("temperature_spread", "forcing", "σ_T", 0.0, 6.0, "sigmoid",
+                "°C", "A1, A2, A4 (their T_air, per band)", "per-basin standard deviation "
+                "of the air temperature over its elevation bands", floor=0.0, scale=6.0),
 )
 
 BY_NAME: dict[tuple[Group, str], Coefficient] = {(c.group, c.name): c for c in COEFFICIENTS}

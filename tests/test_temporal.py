@@ -168,12 +168,13 @@ def test_cv_with_seeds_is_an_ensemble_over_one_temporal_split(basins, tmp_path, 
         cli.main(["cv", "--config", config, "--seeds", "0", "1", "--root",
                   str(tmp_path / "no"), *fast])
     root = tmp_path / "seeds"
-    # with the per-basin forcing corrections: predict writes them, the report sets them
-    # beside the observed runoff ratio and the snow fraction
+    # with the per-basin forcing corrections and elevation bands: predict writes them, the
+    # report sets them beside the observed runoff ratio and the snow fraction
     cli.main(["cv", "--config", config, "--seeds", "3", "11", "--predict", "all", "--root",
               str(root), "--data.split", "temporal", *periods, *fast,
               "--model.init_args.network.basin_precip_factor=true",
-              "--model.init_args.network.basin_temperature_offset=true"])
+              "--model.init_args.network.basin_temperature_offset=true",
+              "--model.init_args.network.elevation_bands=2"])
     members = sorted(root.glob("member_*/config.yaml"))
     import yaml
 
@@ -195,9 +196,14 @@ def test_cv_with_seeds_is_an_ensemble_over_one_temporal_split(basins, tmp_path, 
     assert c_p.dims == ("member", "cell") and c_p.attrs["units"] == "–"
     assert float(c_p.min()) >= 0.5 and float(c_p.max()) <= 2.0
     assert ens["temperature_offset"].attrs["units"] == "°C"
+    spread = ens["temperature_spread"]  # with elevation bands: their spread per basin
+    assert spread.dims == ("member", "cell") and spread.attrs["units"] == "°C"
+    assert float(spread.min()) > 0 and float(spread.max()) < 6
     patterns = pd.read_csv(Path(report) / "patterns.csv")
     member_mean = c_p.mean("member").values
     np.testing.assert_allclose(patterns["model_precip_factor"], member_mean, rtol=1e-6)
+    np.testing.assert_allclose(patterns["model_temperature_spread"],
+                               spread.mean("member").values, rtol=1e-6)
     pairs = pd.read_csv(Path(report) / "pattern_correlations.csv")
     assert {"observed_runoff_ratio", "camels_frac_snow"} <= set(pairs["reference"])
     # the water balance closes on the corrected precipitation

@@ -117,15 +117,17 @@ def test_window_batches_hold_the_store_days_the_warm_up_and_per_basin_values(sto
         time[(time >= PERIODS["val_start"]) & (time <= PERIODS["val_end"])])
 
 
-@pytest.mark.parametrize("feedback", [False, True])
-def test_a_window_warm_up_reaches_the_continuous_run_state_at_its_start(store, feedback):
+@pytest.mark.parametrize(("feedback", "bands"), [(False, 1), (True, 1), (False, 3)])
+def test_a_window_warm_up_reaches_the_continuous_run_state_at_its_start(store, feedback,
+                                                                         bands):
     w = TrainWindows(days=30, warmup_days=45, batches=4, state_every_days=20)
     dm = datamodule(store, windows=w, batch_size=6)
     torch.manual_seed(0)
     model = H2MVHybrid(dm.stats, constraints=[{"target": "q", "output": "q_routed",
                                                 "aggregation": "daily", "loss": "nse_star"}],
                        network=HybridSettings(static_hidden=8, code_size=4, lstm_hidden=8,
-                                              state_feedback=feedback, routing_days=10))
+                                              state_feedback=feedback, routing_days=10,
+                                              elevation_bands=bands))
     model.cache_window_states(dm.state_dataloader(), w.state_every_days, refresh=0)
     whole = next(iter(dm.state_dataloader()))  # every training cell, from the spin-up start
     period = dm.window("train")

@@ -145,7 +145,9 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
 
     With forcing corrections also the learned precipitation factor c_P and temperature
     offset δ_T (member means), set beside the observed runoff ratio (a basin whose gauge
-    sees more water than its forcing brings needs c_P > 1) and CAMELS' snow fraction.
+    sees more water than its forcing brings needs c_P > 1) and CAMELS' snow fraction;
+    with elevation bands the spread σ_T of their temperatures, beside CAMELS' mean slope
+    and elevation (a basin's relief, which the spread stands for).
 
     Args:
         ens: hybrid ensemble store (every basin).
@@ -162,7 +164,8 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
         "ef_et_over_pet": et / store["pet"].sel(time=ens["time"]).sum("time"),
         "sm_max": ens["sm_max"],
         # the per-basin forcing corrections, where the model learned them
-        **{k: ens[k] for k in ("precip_factor", "temperature_offset") if k in ens},
+        **{k: ens[k] for k in ("precip_factor", "temperature_offset", "temperature_spread")
+           if k in ens},
     }).mean("member").load()
     q_obs = store["q"].sel(time=ens["time"])
     seen = np.isfinite(q_obs)
@@ -176,7 +179,8 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
         "observed_bfi": observed_baseflow_index(q_obs.transpose("cell", "time").values),
     })
     for name in ("aridity", "baseflow_index", "runoff_ratio", "frac_snow", "p_mean",
-                 "pet_mean", "max_water_content", "soil_depth_pelletier", "root_depth_99"):
+                 "pet_mean", "max_water_content", "soil_depth_pelletier", "root_depth_99",
+                 "slope_mean", "elev_mean"):
         if name in attrs:
             out[f"camels_{name}"] = attrs[name].values
     return out
@@ -191,7 +195,9 @@ PAIRS = (("model_bfi", "camels_baseflow_index"),
          ("model_sm_max", "camels_max_water_content"),
          ("model_sm_max", "camels_root_depth_99"),
          ("model_precip_factor", "observed_runoff_ratio"),
-         ("model_temperature_offset", "camels_frac_snow"))
+         ("model_temperature_offset", "camels_frac_snow"),
+         ("model_temperature_spread", "camels_slope_mean"),
+         ("model_temperature_spread", "camels_elev_mean"))
 
 
 def pattern_correlations(table: pd.DataFrame) -> pd.DataFrame:

@@ -50,7 +50,8 @@ CELL_COEFFICIENTS = {"route_shape": ("routing", "route_shape"),
                      "route_scale": ("routing", "route_scale"),
                      "beta_baseflow": ("beta", "baseflow"),
                      "precip_factor": ("forcing", "precip_factor"),
-                     "temperature_offset": ("forcing", "temperature_offset")}
+                     "temperature_offset": ("forcing", "temperature_offset"),
+                     "temperature_spread": ("forcing", "temperature_spread")}
 
 
 class RecordVariable(NamedTuple):

@@ -170,12 +170,13 @@ class H2MVHybrid(Task):
     # -- spin-up and cached states ---------------------------------------------------------
     def _new_caches(self) -> None:
         history = (self.settings.routing_days or 1) - 1
-        self._spin = StateCache(self.model.lstm_hidden, history)
-        self._windows = StateCache(self.model.lstm_hidden, history)
+        k = self.settings.elevation_bands
+        self._spin = StateCache(self.model.lstm_hidden, history, k)
+        self._windows = StateCache(self.model.lstm_hidden, history, k)
         self._windows_refresh = -1
         # the equilibrium states a spin-up with a tolerance found, per evaluation period
         # (prediction runs over the test period): the next one starts from them
-        self._equilibria = {p: StateCache(self.model.lstm_hidden, history)
+        self._equilibria = {p: StateCache(self.model.lstm_hidden, history, k)
                             for p in ("val", "test")}
 
     def _spinup(self, batch: dict[str, Tensor], stage: str) -> tuple[Carry, Tensor | None]:
@@ -222,6 +223,12 @@ class H2MVHybrid(Task):
             state = self.model.spinup_state(forcing, static, *state)
         return state
 
+    @staticmethod
+    def _storage(carry: Carry) -> Tensor:
+        """Water stored per cell and elevation band, mm [cells, bands] (float64)."""
+        n = carry.h.shape[0]
+        return (carry.swe + carry.sm + carry.gw).double().reshape(n, -1)
+
     def converged_spinup(self, forcing: Tensor, static: Tensor, cells: Tensor, stage: str
                          ) -> tuple[Carry, Tensor | None]:
         """Cycle the spin-up days until the storages stop drifting (``spinup_tolerance``).
@@ -244,13 +251,12 @@ class H2MVHybrid(Task):
             # Warm start from the equilibrium of the previous epoch (or of the checkpoint):
             # the weights moved a little, so a few cycles reach the new one.
             state = cache.read(cells)
-            total = (state[0].swe + state[0].sm + state[0].gw).double()
+            total = self._storage(state[0])
             low = 1
         for k in range(1, high + 1):
             state = self.model.spinup_state(forcing, static, *state)
-            carry = state[0]
-            new = (carry.swe + carry.sm + carry.gw).double()
-            drift = None if total is None else (new - total).abs()
+            new = self._storage(state[0])
+            drift = None if total is None else (new - total).abs().amax(1)
             total = new
             if k >= low and drift is not None and float(drift.max()) <= tol:
                 break

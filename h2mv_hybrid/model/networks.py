@@ -15,6 +15,9 @@
 - Optional per-basin forcing corrections from the static code (``basin_precip_factor``,
   ``basin_temperature_offset``): the bucket reads c_P · prec and T_air + δ_T; the LSTM
   reads the forcing as given.
+- Optional elevation bands (``elevation_bands``): the bucket runs K times per basin, at
+  the temperatures of K equal-area bands spread by σ_T (per basin, from the static code),
+  each band with its own storages; the basin's fluxes and storages are the band means.
 
 Two configurations: ``state_feedback=True`` (the paper's: one LSTM cell step and one
 bucket step per day, storages fed back) and ``state_feedback=False`` (one whole-sequence
@@ -43,7 +46,7 @@ from h2mv_hybrid.model.scans import (
     physics_dtype,
 )
 from h2mv_hybrid.options import check_choice
-from process_layers import FLUX_NAMES, Alpha, Beta, States, h2mv, routing
+from process_layers import FLUX_NAMES, Alpha, Beta, States, bands, h2mv, routing
 from process_layers.parameters import ALPHA_NAMES, BY_NAME, names
 
 #: Daily outputs of the hybrid model: every flux and storage of the bucket, and fAPAR.
@@ -54,6 +57,12 @@ ROUTING_OUTPUTS: tuple[str, ...] = ("q_routed", "routing_store")
 ROUTING_INIT = {"route_shape": 2.0, "route_scale": 1.0}
 #: The forcing corrections' neutral values, where they start.
 NO_CORRECTION = {"precip_factor": 1.0, "temperature_offset": 0.0}
+#: Where the spread of temperature over elevation bands starts, °C. Not at 0: with bands
+#: placed symmetrically around the basin mean, the first-order gradient of any band mean
+#: with respect to σ_T vanishes there, and σ_T could not leave it.
+SPREAD_INIT = 1.0
+#: Most elevation bands a basin may have.
+MAX_BANDS = 20
 ChunkMode = Literal["checkpoint", "truncate"]
 #: ``time_chunk: auto``: spans longer than this many days run in chunks of
 #: :data:`AUTO_CHUNK_DAYS` (a year: one chunk of the fused state-feedback tape at 512 cells
@@ -103,8 +112,16 @@ class HybridSettings:
             [−4, 4] °C per cell from the static code: where a basin-mean temperature turns
             precipitation to snow and melts it (HBV's threshold temperature TT). Its
             gradient comes from melt; the rain/snow switch itself is a step.
-        With either correction the state-feedback configuration runs its day loop, not
-        the fused op, which treats the forcing as data.
+        elevation_bands: K ≥ 1. With K > 1 the bucket runs once per equal-area band of
+            a basin, at T_air + δ_T + σ_T · z_k (z_k: the band means of a standard normal
+            temperature distribution, scaled to unit spread; σ_T ∈ [0, 6] °C per cell
+            from the static code), with the basin's precipitation and energy and its
+            own snow, soil and groundwater stores; every flux, fraction and storage the
+            model reports is the mean over the bands (the water balance closes on it).
+            This is how HBV and CemaNeige melt a mountain basin out from its low to its
+            high parts, without the hypsometry: the spread is learned.
+        With either correction or elevation bands the state-feedback configuration runs
+        its day loop, not the fused op, which treats the forcing as data.
     """
 
     static_hidden: int = 150
@@ -125,6 +142,7 @@ class HybridSettings:
     basin_baseflow: bool = False
     basin_precip_factor: bool = False
     basin_temperature_offset: bool = False
+    elevation_bands: int = 1
 
     def __post_init__(self):
         check_choice("feedback_backend", self.feedback_backend, FeedbackBackend)
@@ -132,6 +150,10 @@ class HybridSettings:
         if self.routing_days is not None and not 1 <= self.routing_days <= 365:
             raise ValueError(f"routing_days: expected 1 … 365 days or None, found "
                              f"{self.routing_days}")
+        if not (isinstance(self.elevation_bands, int)
+                and 1 <= self.elevation_bands <= MAX_BANDS):
+            raise ValueError(f"elevation_bands: expected an integer 1 … {MAX_BANDS}, found "
+                             f"{self.elevation_bands!r}")
         if not self.state_scale > 0:
             raise ValueError(f"state_scale: expected > 0 mm (storages enter the LSTM as "
                              f"log1p(storage / state_scale)), found {self.state_scale}")
@@ -156,6 +178,11 @@ class HybridSettings:
 torch.serialization.add_safe_globals([HybridSettings])
 #: The paper's networks (§2.2: static 150 → 12, LSTM 100, daily state feedback).
 PAPER_NETWORK = HybridSettings()
+
+
+def _cells_to_bands(x: Tensor, k: int) -> Tensor:
+    """A per-cell [cells] coefficient repeated for each band; a global (0-d) one as it is."""
+    return x if x.dim() == 0 else bands.to_bands(x, k)
 
 
 class HybridOutput(NamedTuple):
@@ -262,12 +289,15 @@ class HybridH2MV(nn.Module):
                 s.code_size, [BY_NAME[("beta", "baseflow")].inverse(beta_init["baseflow"])])
         self.corrected = tuple(k for k, on in (("precip_factor", s.basin_precip_factor),
                                                ("temperature_offset",
-                                                s.basin_temperature_offset)) if on)
+                                                s.basin_temperature_offset),
+                                               ("temperature_spread",
+                                                s.elevation_bands > 1)) if on)
         self.correction_head = None
         if self.corrected:
-            # starts at no correction (c_P = 1, δ_T = 0 °C) in every basin
+            # starts at no correction (c_P = 1, δ_T = 0 °C) in every basin, σ_T at 1 °C
+            start = NO_CORRECTION | {"temperature_spread": SPREAD_INIT}
             self.correction_head = _per_cell_head(
-                s.code_size, [BY_NAME[("forcing", k)].inverse(NO_CORRECTION[k])
+                s.code_size, [BY_NAME[("forcing", k)].inverse(start[k])
                               for k in self.corrected])
 
     # -- pieces --------------------------------------------------------------------------
@@ -282,11 +312,16 @@ class HybridH2MV(nn.Module):
         return beta
 
     def initial_carry(self, n_cells: int, device: torch.device) -> Carry:
-        """Empty storages, zero LSTM state, bare vegetation."""
+        """Empty storages, zero LSTM state, bare vegetation.
+
+        Storages are [cells], or [cells, K] with K elevation bands.
+        """
         dtype = physics_dtype(self.head.weight.dtype)
         z = torch.zeros(n_cells, device=device, dtype=dtype)
+        k = self.settings.elevation_bands
+        s = z if k == 1 else torch.zeros(n_cells, k, device=device, dtype=dtype)
         h = torch.zeros(n_cells, self.lstm_hidden, device=device, dtype=dtype)
-        return Carry(z, z.clone(), z.clone(), h, h.clone(), z.clone())
+        return Carry(s, s.clone(), s.clone(), h, h.clone(), z.clone())
 
     def initial_history(self, n_cells: int, device: torch.device) -> Tensor | None:
         """No runoff before the first day [cells, K − 1] (None without routing)."""
@@ -324,7 +359,8 @@ class HybridH2MV(nn.Module):
         """Normalized forcing, static code, SM_max and β of a span of days.
 
         With forcing corrections the bucket's forcing is the corrected one; the
-        normalized forcing the LSTM reads is not.
+        normalized forcing the LSTM reads is not. With K elevation bands the bucket's
+        forcing has a row per band [cells · K, days, 3] (:mod:`process_layers.bands`).
         """
         f_norm = (forcing - self.forcing_mean) / self.forcing_std
         code, sm_max = self.static((static - self.static_mean) / self.static_std)
@@ -337,19 +373,34 @@ class HybridH2MV(nn.Module):
             if "temperature_offset" in corr:
                 tair = tair + corr["temperature_offset"][:, None].to(tair.dtype)
             forcing = torch.stack([forcing[..., 0], prec, tair], -1)
+        k = self.settings.elevation_bands
+        if k > 1:
+            tair = bands.band_temperatures(forcing[..., 2], corr["temperature_spread"], k)
+            forcing = torch.cat([bands.to_bands(forcing[..., :2], k), tair[..., None]], -1)
         return Drivers(forcing, f_norm, code, sm_max, self.beta(code), corr or None,
-                       rn_is_data)
+                       rn_is_data, k)
 
     def physics_day(self, rn_mm, prec, tair_c, raw, sm_max, beta, carry: Carry):
-        """One bucket day in float32 (float64 for a float64 model), whatever the networks'."""
+        """One bucket day in float32 (float64 for a float64 model), whatever the networks'.
+
+        With K elevation bands the forcing has a row per band [cells · K] and the carry's
+        storages are [cells, K]; the fluxes returned are the band means [cells], the
+        states per band.
+        """
         dtype = physics_dtype(raw.dtype)
+        k = self.settings.elevation_bands
         with torch.autocast(device_type=raw.device.type, enabled=False):
             alpha = activate_alpha(raw.to(dtype))
             fluxes, states = h2mv.day(
-                rn_mm, prec, tair_c, Alpha(**alpha), sm_max.to(dtype),
-                Beta(snow=beta["snow"].to(dtype), baseflow=beta["baseflow"].to(dtype)),
-                States(carry.swe, carry.sm, carry.gw),
+                rn_mm, prec, tair_c, Alpha(**{n: bands.to_bands(a, k) for n, a in alpha.items()}),
+                bands.to_bands(sm_max.to(dtype), k),
+                Beta(snow=_cells_to_bands(beta["snow"].to(dtype), k),
+                     baseflow=_cells_to_bands(beta["baseflow"].to(dtype), k)),
+                States(carry.swe.reshape(-1), carry.sm.reshape(-1), carry.gw.reshape(-1)),
             )
+        if k > 1:
+            fluxes = type(fluxes)(**{n: bands.band_mean(v, k) for n, v in fluxes.items()})
+            states = States(*(v.reshape(-1, k) for v in (states.swe, states.sm, states.gw)))
         return fluxes, states, alpha
 
     def fused_feedback_reason(self, forcing: Tensor) -> str | None:
@@ -357,6 +408,8 @@ class HybridH2MV(nn.Module):
         missing = h2mv.kernel_missing(forcing.device)
         if missing is not None:
             return missing
+        if self.settings.elevation_bands > 1:
+            return "elevation bands run the day loop; the fused scan has one bucket per cell"
         if self.head.weight.dtype not in (torch.float32, torch.float64):
             return f"parameters are {self.head.weight.dtype}; the fused scan needs float32/64"
         if forcing.requires_grad:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from h2mv_hybrid.model.feedback import feedback_scan
-from process_layers import FLUX_NAMES, h2mv
+from process_layers import FLUX_NAMES, bands, h2mv
 from process_layers.parameters import ALPHA_NAMES, activate
 from process_layers.units import kelvin_to_celsius, net_radiation_mm_per_day
 
@@ -66,7 +66,7 @@ class Carry(NamedTuple):
 class Drivers(NamedTuple):
     """What drives a span of days besides the carry (see :class:`HybridH2MV`)."""
 
-    forcing: Tensor  # [cells, days, 3]: rn (W m⁻²), prec (mm day⁻¹), tair (K)
+    forcing: Tensor  # [cells · bands, days, 3]: rn (W m⁻²), prec (mm day⁻¹), tair (K)
     f_norm: Tensor  # [cells, days, 3]: the forcing normalized
     code: Tensor  # [cells, code]: the static code
     sm_max: Tensor  # [cells], mm
@@ -75,6 +75,7 @@ class Drivers(NamedTuple):
     # True where the given forcing carries no gradient: then rn, which no correction
     # touches, is data even when it is a slice of the corrected (differentiable) forcing
     rn_is_data: bool = False
+    bands: int = 1  # elevation bands: the bucket's forcing has a row per band
 
     def days(self, span: slice) -> Drivers:
         """The same drivers over a span of days."""
@@ -130,7 +131,8 @@ class FeedbackChunks(Scan):
             if chunk is not None and s.chunk_mode == "checkpoint" and torch.is_grad_enabled():
                 def run(fo, fn, cd, sx, b_snow, b_gw, *cy):
                     o, cr = self.days(net, Drivers(fo, fn, cd, sx, {"snow": b_snow,
-                                                                     "baseflow": b_gw}),
+                                                                     "baseflow": b_gw},
+                                                   bands=d.bands),
                                       Carry(*cy))
                     return (o, *cr)
                 res = checkpoint(run, *part[:4], part.beta["snow"], part.beta["baseflow"],
@@ -163,8 +165,12 @@ class DayLoop(FeedbackChunks):
         tair_c = kelvin_to_celsius(d.forcing[..., 2]).to(dtype)
         scale = net.settings.state_scale
         out = []
+        k = d.bands
         for t in range(d.f_norm.shape[1]):
+            # the LSTM reads the basin's storages: with elevation bands, their band means
             states = torch.stack([carry.swe, carry.sm, carry.gw], -1)
+            if k > 1:
+                states = states.mean(1)
             x = torch.cat([d.f_norm[:, t], d.code, torch.log1p(states / scale),
                            carry.fapar[:, None]], -1)
             h, c = net.cell(x, (carry.h, carry.c))
@@ -216,7 +222,11 @@ class FusedFeedback(FeedbackChunks):
 
 
 class Decoupled(Scan):
-    """One whole-sequence ``nn.LSTM`` over forcing and code, then the fused bucket."""
+    """One whole-sequence ``nn.LSTM`` over forcing and code, then the fused bucket.
+
+    With K elevation bands the bucket runs on a row per band (the basin's α, SM_max and
+    per-cell β repeated), and the daily outputs are the band means.
+    """
 
     def __call__(self, net: HybridH2MV, d: Drivers, carry: Carry
                  ) -> tuple[Daily, Daily, Carry]:
@@ -225,8 +235,10 @@ class Decoupled(Scan):
         x = torch.cat([d.f_norm, d.code[:, None].expand(-1, d.f_norm.shape[1], -1)], -1)
         raw, h, c = self.networks(net, x, carry.h, carry.c)
         dt = physics_dtype(raw.dtype)  # float32, or float64 for a float64 model
+        k = d.bands
         with torch.autocast(device_type=forcing.device.type, enabled=False):
             alpha = activate_alpha(raw.to(dt))
+            cell_alpha = {n: bands.to_bands(a, k) for n, a in alpha.items()}
             # rn as data where it is (a slice of the corrected forcing otherwise claims a
             # gradient and sends the bucket to its per-day path); a sensitivity analysis
             # that differentiates the given forcing keeps rn's gradient
@@ -234,13 +246,18 @@ class Decoupled(Scan):
             fluxes = h2mv.simulate(
                 {"rn": rn.to(dt), "prec": forcing[..., 1].to(dt),
                  "tair": forcing[..., 2].to(dt)},
-                alpha, {"sm_max": d.sm_max.to(dt)}, {k: v.to(dt) for k, v in d.beta.items()},
-                {"swe": carry.swe.to(dt), "sm": carry.sm.to(dt), "gw": carry.gw.to(dt)},
+                cell_alpha, {"sm_max": bands.to_bands(d.sm_max.to(dt), k)},
+                {n: v.to(dt) if v.dim() == 0 else bands.to_bands(v.to(dt), k)
+                 for n, v in d.beta.items()},
+                {n: s.reshape(-1).to(dt) for n, s in (("swe", carry.swe), ("sm", carry.sm),
+                                                      ("gw", carry.gw))},
                 validate_inputs=False,
             )
-        daily = {k: fluxes[k] for k in FLUX_NAMES} | {"fapar": alpha["fapar"]}
-        carry = Carry(fluxes.swe[:, -1], fluxes.sm[:, -1], fluxes.gw[:, -1], h.to(dt),
-                      c.to(dt), alpha["fapar"][:, -1])
+        daily = {n: bands.band_mean(fluxes[n], k) for n in FLUX_NAMES} | {
+            "fapar": alpha["fapar"]}
+        last = [fluxes[n][:, -1] if k == 1 else fluxes[n][:, -1].reshape(-1, k)
+                for n in ("swe", "sm", "gw")]
+        carry = Carry(*last, h.to(dt), c.to(dt), alpha["fapar"][:, -1])
         return daily, alpha, carry
 
     @staticmethod

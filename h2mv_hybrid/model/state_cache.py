@@ -30,32 +30,35 @@ class StateCache:
     Args:
         hidden: the LSTM's hidden size.
         history: days of runoff history (K − 1 with routing, else 0).
+        bands: elevation bands of the bucket (each with its own storages).
     """
 
-    def __init__(self, hidden: int, history: int):
-        self.hidden, self.history = hidden, history
+    def __init__(self, hidden: int, history: int, bands: int = 1):
+        self.hidden, self.history, self.bands = hidden, history, bands
         self.values: Tensor | None = None
         self.when: Tensor | None = None
 
     @property
     def width(self) -> int:
-        """Numbers per state: SWE, SM, GW, h, c, fAPAR and the history."""
-        return 4 + 2 * self.hidden + self.history
+        """Numbers per state: SWE, SM, GW (per band), h, c, fAPAR and the history."""
+        return 3 * self.bands + 1 + 2 * self.hidden + self.history
 
     def pack(self, carry: Carry, history: Tensor | None) -> Tensor:
         """One state per cell → [cells, width]."""
-        parts = [carry.swe[:, None], carry.sm[:, None], carry.gw[:, None], carry.h, carry.c,
-                 carry.fapar[:, None]]
+        n = carry.h.shape[0]
+        parts = [carry.swe.reshape(n, -1), carry.sm.reshape(n, -1), carry.gw.reshape(n, -1),
+                 carry.h, carry.c, carry.fapar[:, None]]
         if self.history:
             parts.append(history)
         return torch.cat([p.to(carry.swe.dtype) for p in parts], 1)
 
     def unpack(self, flat: Tensor) -> tuple[Carry, Tensor | None]:
         """[cells, width] → ``(carry, history)``."""
-        h = self.hidden
-        carry = Carry(flat[:, 0], flat[:, 1], flat[:, 2], flat[:, 3:3 + h],
-                      flat[:, 3 + h:3 + 2 * h], flat[:, 3 + 2 * h])
-        return carry, flat[:, 4 + 2 * h:] if self.history else None
+        h, k = self.hidden, self.bands
+        st = [flat[:, i * k] if k == 1 else flat[:, i * k:(i + 1) * k] for i in range(3)]
+        o = 3 * k
+        carry = Carry(*st, flat[:, o:o + h], flat[:, o + h:o + 2 * h], flat[:, o + 2 * h])
+        return carry, flat[:, o + 1 + 2 * h:] if self.history else None
 
     def write(self, idx: Tensor, states: Tensor, refresh: int) -> None:
         """Store ``states`` [cells, slots, width] of cells ``idx`` (flat cell indices)."""
