@@ -4,32 +4,21 @@ import math
 
 import pytest
 import torch
+from helpers.small_hybrid import site_inputs, small_hybrid
 
-from h2mv_hybrid.model.networks import HybridH2MV, HybridSettings
+from h2mv_hybrid.model.networks import HybridSettings
 from h2mv_hybrid.model.state_cache import StateCache
-from h2mv_hybrid.sites import site_forcing
 from process_layers import FLUX_NAMES, bands, h2mv
 
-F = 5
 D = torch.float64
 
 
 def inputs(cells=6, days=80, seed=6):
-    f = site_forcing(cells, days, seed=seed, dtype=D)
-    forcing = torch.stack([f["rn"], f["prec"], f["tair"]], -1)
-    return forcing, torch.randn(cells, F, generator=torch.Generator().manual_seed(seed),
-                                dtype=D)
+    return site_inputs(cells, days, seed)
 
 
 def model(scale=3.0, **kw):
-    torch.manual_seed(3)
-    m = HybridH2MV(F, [100.0, 2.0, 280.0], [50.0, 5.0, 10.0], [0.0] * F, [1.0] * F,
-                   HybridSettings(static_hidden=12, code_size=4, lstm_hidden=8,
-                                  basin_temperature_offset=True, **kw))
-    with torch.no_grad():  # larger weights than the default init: more varied α and days
-        for p in m.parameters():
-            p.mul_(scale)
-    return m.to(D)
+    return small_hybrid(scale=scale, basin_temperature_offset=True, **kw)
 
 
 def test_band_offsets_by_hand():

@@ -2,35 +2,24 @@
 
 import pytest
 import torch
+from helpers.small_hybrid import F, site_inputs, small_hybrid
 
 from h2mv_hybrid.model import feedback
 from h2mv_hybrid.model.networks import HybridH2MV, HybridSettings, activate_alpha
-from h2mv_hybrid.sites import site_forcing
 from process_layers import FLUX_NAMES, Alpha, Beta, States, h2mv
 from process_layers.fused import N_DAY_OUT, day_backward, day_forward
 from process_layers.parameters import ALPHA_NAMES
 from process_layers.units import kelvin_to_celsius, net_radiation_mm_per_day
 
-F = 5
 D = torch.float64
 
 
 def inputs(cells=6, days=60, seed=0, dtype=D):
-    f = site_forcing(cells, days, seed=seed, dtype=dtype)
-    forcing = torch.stack([f["rn"], f["prec"], f["tair"]], -1)
-    return forcing, torch.randn(cells, F, generator=torch.Generator().manual_seed(seed),
-                                dtype=dtype)
+    return site_inputs(cells, days, seed, dtype)
 
 
 def model(backend, dtype=D, **kw):
-    torch.manual_seed(3)
-    m = HybridH2MV(F, [100.0, 2.0, 280.0], [50.0, 5.0, 10.0], [0.0] * F, [1.0] * F,
-                   HybridSettings(static_hidden=12, code_size=4, lstm_hidden=8,
-                                  feedback_backend=backend, **kw))
-    with torch.no_grad():  # larger weights than the default init: more varied α and days
-        for p in m.parameters():
-            p.mul_(3.0)
-    return m.to(dtype)
+    return small_hybrid(dtype, feedback_backend=backend, **kw)
 
 
 def weighted_loss(out, days):
