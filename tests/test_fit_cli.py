@@ -73,7 +73,7 @@ def test_print_config(capsys):
         cli.main(["fit", "--config", str(ROOT / "experiments/quickstart.yaml"), "--print_config"])
     assert err.value.code == 0
     out = capsys.readouterr().out
-    assert "state_feedback: false" in out and "h2mv_hybrid.model.module.H2MVHybrid" in out
+    assert "state_feedback: true" in out and "h2mv_hybrid.model.module.H2MVHybrid" in out
 
 
 def loggers(root):
