@@ -48,8 +48,16 @@ def band_offsets(k: int, dtype: torch.dtype = torch.float64,
 
 
 def to_bands(x: Tensor, k: int) -> Tensor:
-    """[cells, ...] → [cells · k, ...]: each cell's row repeated for its k bands."""
-    return x if k == 1 else x.repeat_interleave(k, dim=0)
+    """[cells, ...] → [cells · k, ...]: each cell's row repeated for its k bands.
+
+    A 0-d (global) value is shared by every band as it is.
+    """
+    return x if k == 1 or x.dim() == 0 else x.repeat_interleave(k, dim=0)
+
+
+def split_bands(x: Tensor, k: int) -> Tensor:
+    """[cells · k, ...] → [cells, k, ...]: each cell's bands side by side (k = 1: as is)."""
+    return x if k == 1 else x.reshape(-1, k, *x.shape[1:])
 
 
 def band_mean(x: Tensor, k: int) -> Tensor:

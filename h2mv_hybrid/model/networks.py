@@ -180,11 +180,6 @@ torch.serialization.add_safe_globals([HybridSettings])
 PAPER_NETWORK = HybridSettings()
 
 
-def _cells_to_bands(x: Tensor, k: int) -> Tensor:
-    """A per-cell [cells] coefficient repeated for each band; a global (0-d) one as it is."""
-    return x if x.dim() == 0 else bands.to_bands(x, k)
-
-
 class HybridOutput(NamedTuple):
     """Daily outputs [cells, days] by name (``OUTPUT_NAMES``), coefficients, final carry.
 
@@ -394,13 +389,13 @@ class HybridH2MV(nn.Module):
             fluxes, states = h2mv.day(
                 rn_mm, prec, tair_c, Alpha(**{n: bands.to_bands(a, k) for n, a in alpha.items()}),
                 bands.to_bands(sm_max.to(dtype), k),
-                Beta(snow=_cells_to_bands(beta["snow"].to(dtype), k),
-                     baseflow=_cells_to_bands(beta["baseflow"].to(dtype), k)),
+                Beta(snow=bands.to_bands(beta["snow"].to(dtype), k),
+                     baseflow=bands.to_bands(beta["baseflow"].to(dtype), k)),
                 States(carry.swe.reshape(-1), carry.sm.reshape(-1), carry.gw.reshape(-1)),
             )
         if k > 1:
             fluxes = type(fluxes)(**{n: bands.band_mean(v, k) for n, v in fluxes.items()})
-            states = States(*(v.reshape(-1, k) for v in (states.swe, states.sm, states.gw)))
+            states = States(*(bands.split_bands(v, k) for v in states.values()))
         return fluxes, states, alpha
 
     def fused_feedback_reason(self, forcing: Tensor) -> str | None:

@@ -247,16 +247,14 @@ class Decoupled(Scan):
                 {"rn": rn.to(dt), "prec": forcing[..., 1].to(dt),
                  "tair": forcing[..., 2].to(dt)},
                 cell_alpha, {"sm_max": bands.to_bands(d.sm_max.to(dt), k)},
-                {n: v.to(dt) if v.dim() == 0 else bands.to_bands(v.to(dt), k)
-                 for n, v in d.beta.items()},
+                {n: bands.to_bands(v.to(dt), k) for n, v in d.beta.items()},
                 {n: s.reshape(-1).to(dt) for n, s in (("swe", carry.swe), ("sm", carry.sm),
                                                       ("gw", carry.gw))},
                 validate_inputs=False,
             )
         daily = {n: bands.band_mean(fluxes[n], k) for n in FLUX_NAMES} | {
             "fapar": alpha["fapar"]}
-        last = [fluxes[n][:, -1] if k == 1 else fluxes[n][:, -1].reshape(-1, k)
-                for n in ("swe", "sm", "gw")]
+        last = [bands.split_bands(fluxes[n][:, -1], k) for n in ("swe", "sm", "gw")]
         carry = Carry(*last, h.to(dt), c.to(dt), alpha["fapar"][:, -1])
         return daily, alpha, carry
 
