@@ -470,12 +470,14 @@ def _day_forward(raw, forcing, s_prev, smax, betas, consts, out, t, s_next):  # 
 
 def _day_backward(  # noqa: D103
     raw, forcing, s_prev, smax, betas, consts, g_out, t, lam, g_feed, g_raw, g_smax, g_betas,
+    g_forc, want_forc,
 ):
     # Reverse mode of _day_forward for day t. g_out [28, C, T]: cotangents of the outputs;
     # lam [C, 3]: in, the cotangents of the end-of-day storages from the next day's
     # bucket; out, those of the start-of-day storages. g_feed [C, 4]: further cotangents
     # of the end-of-day swe, sm, gw and of fAPAR (their other consumers). Writes g_raw
-    # [C, 7]; adds to g_smax [C] and g_betas [2, C].
+    # [C, 7] and, if want_forc, g_forc [C, 2] (the day's prec and tair; rn gets none);
+    # adds to g_smax [C] and g_betas [2, C].
     n_cells = raw.shape[0]
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
@@ -494,7 +496,7 @@ def _day_backward(  # noqa: D103
         )
         (
             a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg,
-            _, _,
+            a_pr, a_tc,
         ) = _day_adjoint(
             _energy(_f64(forcing[c, 0]), rn_factor), _f64(forcing[c, 1]),
             _f64(forcing[c, 2]) - t0, am, aei, aes, at, ars, arg, f,
@@ -516,6 +518,9 @@ def _day_backward(  # noqa: D103
         g_smax[c] += d_smx
         g_betas[0, c] += d_bs
         g_betas[1, c] += d_bg
+        if want_forc:
+            g_forc[c, 0] = a_pr
+            g_forc[c, 1] = a_tc
 
 
 # Each per-day kernel is compiled twice from one source: a serial build for small
@@ -568,7 +573,7 @@ def day_forward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, be
 
 def day_backward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, betas: Tensor,
                  g_out: Tensor, t: int, lam: Tensor, g_feed: Tensor, g_raw: Tensor,
-                 g_sm_max: Tensor, g_betas: Tensor) -> None:
+                 g_sm_max: Tensor, g_betas: Tensor, g_forcing: Tensor | None = None) -> None:
     """Reverse mode of :func:`day_forward` for day ``t``, in place (CPU).
 
     Args:
@@ -586,11 +591,15 @@ def day_backward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, b
         g_raw: [cells, 7] receives the cotangents of ``raw``.
         g_sm_max: [cells], added to.
         g_betas: [2, cells], added to.
+        g_forcing: if given, [cells, 2] receives the cotangents of the day's prec and tair
+            (rn, which no correction touches, gets none).
     """
     kernel = _DAY_KERNELS[raw.shape[0] >= PARALLEL_CELLS][1]
+    want = g_forcing is not None
+    g_forc = g_forcing.numpy() if want else np.zeros((1, 2), dtype=raw.numpy().dtype)
     kernel(raw.numpy(), forcing.numpy(), s_prev.numpy(), sm_max.numpy(), betas.numpy(),
            CONSTANTS, g_out.numpy(), t, lam.numpy(), g_feed.numpy(), g_raw.numpy(),
-           g_sm_max.numpy(), g_betas.numpy())
+           g_sm_max.numpy(), g_betas.numpy(), g_forc, want)
 
 
 def per_cell_betas(beta_snow: Tensor, beta_gw: Tensor, n_cells: int, dtype: torch.dtype

@@ -81,8 +81,7 @@ def test_bands_run_one_bucket_per_band(state_feedback):
     g = torch.autograd.grad(d["q_total"].sum() + d["swe"].sum(), m.correction_head.weight)[0]
     assert bool((g.abs().sum(1) > 0).all())
     if state_feedback:
-        assert "elevation bands" in m.fused_feedback_reason(forcing)
-        return
+        return  # the fused op against the day loop: next test
     # the decoupled bucket against three per-day loops at the band temperatures
     tair = forcing[..., 2] + corr["temperature_offset"][:, None]
     z = bands.band_offsets(3)
@@ -119,11 +118,52 @@ def test_bands_without_spread_are_the_one_band_model(state_feedback):
     torch.testing.assert_close(c.daily["q_total"], e.daily["q_total"], rtol=1e-12, atol=1e-12)
 
 
-def test_fused_feedback_refuses_bands_and_settings_check_the_count():
-    forcing, static = inputs(days=10)
-    m = model(state_feedback=True, elevation_bands=2, feedback_backend="fused")
-    with pytest.raises(ValueError, match="elevation bands run the day loop"):
-        m(forcing, static)
+def _run(backend, forcing, static, carry=None, **kw):
+    m = model(state_feedback=True, elevation_bands=3, feedback_backend=backend, **kw)
+    out = m(forcing, static, carry)
+    w = torch.linspace(0.5, 1.5, forcing.shape[1], dtype=D)
+    loss = sum((v * w).sum() for v in out.daily.values()) * 1e-3
+    c = out.carry
+    loss = loss + c.swe.sum() + c.sm[:, 0].sum() + 2 * c.gw[:, 2].sum() + c.h.sum() + c.fapar.sum()
+    loss.backward()
+    return out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+
+def test_fused_feedback_with_bands_equals_the_day_loop():
+    """The fused state-feedback op runs K bucket rows per cell (the LSTM reading their band
+    means): the day loop's outputs, band storages and gradients (the spread's included),
+    whole, in checkpointed chunks and from a carried band state."""
+    forcing, static = inputs(days=60, seed=9)
+    m = model(state_feedback=True, elevation_bands=3)
+    assert m.fused_feedback_reason(m.drivers(forcing, static).forcing) is None
+    ref = _run("loop", forcing[:, 20:], static)
+    for kw in ({}, {"time_chunk": 7}):
+        out, grads = _run("fused", forcing[:, 20:], static, **kw)
+        for k in out.daily:
+            torch.testing.assert_close(out.daily[k], ref[0].daily[k], rtol=0, atol=1e-10,
+                                       msg=k)
+        for x, y in zip(out.carry, ref[0].carry, strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-10)
+        assert set(grads) == set(ref[1])
+        for n, g in grads.items():
+            scale = float(ref[1][n].abs().max()) + 1.0
+            torch.testing.assert_close(g / scale, ref[1][n] / scale, rtol=0, atol=1e-10,
+                                       msg=n)
+        assert grads["correction_head.weight"][1].abs().sum() > 0  # σ_T learns
+    # from a carried state whose bands differ, with a gradient into it
+    spin = model(state_feedback=True, elevation_bands=3)(forcing[:, :20], static).carry
+    stored = spin.swe + spin.sm + spin.gw
+    assert bool((stored[:, 0] != stored[:, 2]).any())
+    grads = []
+    for backend in ("loop", "fused"):
+        carry = type(spin)(*(t.detach().clone().requires_grad_(True) for t in spin))
+        _run(backend, forcing[:, 20:], static, carry, time_chunk=11)
+        grads.append([t.grad for t in carry])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_settings_check_the_band_count():
     for bad in (0, 21, 2.5):
         with pytest.raises(ValueError, match="elevation_bands: expected an integer"):
             HybridSettings(elevation_bands=bad)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers.small_hybrid import F, site_inputs, small_hybrid
 
-from h2mv_hybrid.model import feedback
+from h2mv_hybrid.model import feedback, scans
 from h2mv_hybrid.model.networks import HybridH2MV, HybridSettings, activate_alpha
 from process_layers import FLUX_NAMES, Alpha, Beta, States, h2mv
 from process_layers.fused import N_DAY_OUT, day_backward, day_forward
@@ -239,10 +239,9 @@ def test_forcing_corrections_start_neutral_reach_the_bucket_and_are_learned():
     """c_P · prec and T_air + δ_T per basin, from the static code, in both configurations.
 
     At initialization every basin starts near c_P = 1 and δ_T = 0 °C. The decoupled
-    configuration (fused series kernel, whose adjoint now differentiates prec and tair)
-    gives the per-day loop's outputs and gradients; the state-feedback one runs its day
-    loop (the fused feedback op treats the forcing as data) and its gradient reaches the
-    corrections too. The bucket's precipitation is the corrected one, so its water balance
+    configuration (fused series kernel, whose adjoint differentiates prec and tair) gives
+    the per-day loop's outputs and gradients; the state-feedback one (fused op, whose day
+    adjoint does the same: next test) and its gradient reaches the corrections too. The bucket's precipitation is the corrected one, so its water balance
     (rainfall + snowfall, the bucket's own input) closes on c_P · prec.
     """
     forcing, static = inputs(days=80, seed=6)
@@ -289,3 +288,48 @@ def test_forcing_corrections_start_neutral_reach_the_bucket_and_are_learned():
     torch.testing.assert_close(out.daily["rainfall"] + out.daily["snow_acc"], want,
                                rtol=1e-12, atol=1e-12)
     assert bool(frozen.any()) and bool((~frozen).any())
+
+
+def test_fused_feedback_differentiates_the_corrected_forcing_as_the_loop_does():
+    """With per-basin c_P and δ_T the forcing the bucket reads carries a gradient: the fused
+    op (chosen by ``auto`` on the CPU) gives the loop's values and gradients, also in
+    checkpointed chunks, and its forcing cotangent is the loop's for prec and tair."""
+    forcing, static = inputs(days=50, seed=7)
+    kw = {"basin_precip_factor": True, "basin_temperature_offset": True,
+          "basin_baseflow": True}
+    m = model("auto", **kw)
+    assert m.fused_feedback_reason(forcing.clone().requires_grad_(True)) is None
+    ref = run("loop", forcing, static, **kw)
+    for extra in ({}, {"time_chunk": 9}):
+        fused = run("fused", forcing, static, **kw, **extra)
+        assert_same(fused, ref)
+        assert fused[1]["correction_head.weight"].abs().sum() > 0
+    # a forcing that carries a gradient into the LSTM too (a sensitivity study) runs the
+    # loop: the fused op differentiates only the bucket's forcing
+    f = forcing.clone().requires_grad_(True)
+    d = m.drivers(f, static)
+    assert "LSTM" in m.fused_feedback_reason(d.forcing, d.f_norm)
+    with pytest.raises(ValueError, match="LSTM's forcing requires a gradient"):
+        model("fused")(f, static)
+    out = model("auto")(f, static)
+    weighted_loss(out, 50).backward()
+    assert bool((f.grad[..., 0] != 0).any())  # rn reaches the LSTM
+
+
+def test_fused_feedback_forcing_cotangent_is_the_bucket_adjoints():
+    """The op's own cotangent of the bucket's forcing: prec and tair as autograd through the
+    per-day loop gives them with the LSTM's input held fixed; rn none."""
+    forcing, static = inputs(days=40, seed=8)
+    grads = []
+    for backend in ("loop", "fused"):
+        m = model(backend)
+        f = forcing.clone().requires_grad_(True)
+        d = m.drivers(forcing, static)._replace(forcing=f)
+        scan = scans.DayLoop() if backend == "loop" else scans.FusedFeedback()
+        daily, _, _ = scan(m, d, m.initial_carry(6, f.device))
+        w = torch.linspace(0.5, 1.5, 40, dtype=D)
+        sum((v * w).sum() for v in daily.values()).backward()
+        grads.append(f.grad)
+    torch.testing.assert_close(grads[1][..., 1:], grads[0][..., 1:], rtol=1e-9, atol=1e-10)
+    assert bool((grads[1][..., 0] == 0).all())
+    assert bool((grads[1][..., 1:] != 0).any())

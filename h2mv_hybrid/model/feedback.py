@@ -33,6 +33,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from process_layers import bands
 from process_layers.fused import (
     CONSTANTS,
     N_DAY_OUT,
@@ -112,13 +113,14 @@ class _Setup(NamedTuple):
     w_x2_t: Tensor
     w_head: Tensor
     b_head: Tensor
-    sm_max: Tensor
-    betas: Tensor
+    sm_max: Tensor  # [R]: per bucket row (a cell's value repeated for its bands)
+    betas: Tensor  # [2, R]
     scale: float
+    bands: int = 1  # K: the bucket has R = C · K rows, cell c's band k at row c · K + k
 
 
-#: Tensors of a :class:`_Setup` saved for backward (all its fields but ``scale``).
-N_SETUP = len(_Setup._fields) - 1
+#: Tensors of a :class:`_Setup` saved for backward (all its fields but ``scale``, ``bands``).
+N_SETUP = len(_Setup._fields) - 2
 
 
 class _Starts(NamedTuple):
@@ -126,15 +128,15 @@ class _Starts(NamedTuple):
 
     x: Tensor  # [spans, C, H + 7]: LSTM input of the span's first day
     cb: Tensor  # [spans, C, H]: LSTM cell state
-    st: Tensor  # [spans, C, 3]: storages swe, sm, gw
+    st: Tensor  # [spans, R, 3]: storages swe, sm, gw of every bucket row
 
 
 class _Tape(NamedTuple):
     """Per-day buffers of a span of n days (slots 0..n for x, cb, st; 0..n-1 for the rest)."""
 
-    x: Tensor  # [n + 1, C, H + 7]: [h, f_norm, log1p(storages / scale), fAPAR]
+    x: Tensor  # [n + 1, C, H + 7]: [h, f_norm, log1p(band-mean storages / scale), fAPAR]
     cb: Tensor  # [n + 1, C, H]: LSTM cell state
-    st: Tensor  # [n + 1, C, 3]: storages swe, sm, gw
+    st: Tensor  # [n + 1, R, 3]: storages swe, sm, gw of every bucket row
     gates: Tensor  # [n, C, 4H]: activated i, f, g, o
     tanh_c: Tensor  # [n, C, H]
     raw: Tensor  # [n, C, 7]: head outputs
@@ -171,22 +173,25 @@ def _run(p: _Setup, t0: int, t1: int, x0: Tensor, c0: Tensor, s0: Tensor, out: T
          col0: int, keep: bool) -> _Tape:
     """Days [t0, t1) from the LSTM input ``x0``, cell ``c0`` and storages ``s0`` of day t0.
 
-    Writes day t's 28 outputs to ``out[:, :, t - col0]``. With ``keep`` every day's buffers
-    are kept (the tape for backward, from :data:`_POOL`); otherwise two
+    Writes day t's 28 outputs of every bucket row to ``out[:, :, t - col0]``. With ``keep``
+    every day's buffers are kept (the tape for backward, from :data:`_POOL`); otherwise two
     slots are reused, and the returned tape's slot ``(t1 - t0) % 2`` holds the state
-    after the last day.
+    after the last day. With K bands the head's output of a cell drives its K rows, and
+    the LSTM reads the band means of the storages and the first band's fAPAR (all bands
+    have the cell's).
     """
     n_days, (n_cells, hidden) = t1 - t0, c0.shape
+    k, n_rows = p.bands, s0.shape[0]
     dtype = c0.dtype
     new = lambda *shape: torch.empty(shape, dtype=dtype)  # noqa: E731
     n_slot, n_step = (n_days + 1, n_days) if keep else (2, 1)
 
     def make() -> _Tape:
         return _Tape(new(n_slot, n_cells, hidden + 7), new(n_slot, n_cells, hidden),
-                     new(n_slot, n_cells, 3), new(n_step, n_cells, 4 * hidden),
+                     new(n_slot, n_rows, 3), new(n_step, n_cells, 4 * hidden),
                      new(n_step, n_cells, hidden), new(n_step, n_cells, 7))
 
-    tape = _POOL.take((n_days, n_cells, hidden, dtype), make) if keep else make()
+    tape = _POOL.take((n_days, n_cells, n_rows, hidden, dtype), make) if keep else make()
     tape.x[0] = x0
     tape.cb[0] = c0
     tape.st[0] = s0
@@ -200,9 +205,13 @@ def _run(p: _Setup, t0: int, t1: int, x0: Tensor, c0: Tensor, s0: Tensor, out: T
     x_np, st_np, raw_np = tape.x.numpy(), tape.st.numpy(), tape.raw.numpy()
     out_np, fn_np, fo_np = out.numpy(), p.fn.numpy(), p.fo.numpy()
     sm_max_np, betas_np = p.sm_max.numpy(), p.betas.numpy()
-    forward_day = day_kernels(n_cells)[0]
+    forward_day = day_kernels(n_rows)[0]
     encode = _ENCODE[n_cells >= PARALLEL_CELLS]
     w_head_t = p.w_head.t()
+    if k > 1:
+        raw_rows, st_mean = new(n_cells, k, 7), new(n_cells, 3)
+        raw_rows_np, st_mean_np = raw_rows.reshape(n_rows, 7).numpy(), st_mean.numpy()
+        fapar_np = out_np.reshape(N_DAY_OUT, n_cells, k, -1)[:, :, 0]  # band 0's, a view
     for t in range(t0, t1):
         u = t - t0
         i0, i1, s = (u, u + 1, u) if keep else (u % 2, (u + 1) % 2, 0)
@@ -217,10 +226,19 @@ def _run(p: _Setup, t0: int, t1: int, x0: Tensor, c0: Tensor, s0: Tensor, out: T
         tcs[s].sigmoid_().mul_(2).sub_(1)
         torch.mul(o_g[s], tcs[s], out=x_h[i1])
         torch.addmm(p.b_head, x_h[i1], w_head_t, out=raws[s])
-        forward_day(raw_np[s], fo_np[t], st_np[i0], sm_max_np, betas_np, CONSTANTS, out_np,
+        if k == 1:
+            forward_day(raw_np[s], fo_np[t], st_np[i0], sm_max_np, betas_np, CONSTANTS,
+                        out_np, t - col0, st_np[i1])
+            if t + 1 < len(p.fn):
+                encode(x_np[i1], fn_np[t + 1], st_np[i1], out_np, t - col0, p.scale,
+                       not keep)
+            continue
+        raw_rows.copy_(raws[s][:, None])
+        forward_day(raw_rows_np, fo_np[t], st_np[i0], sm_max_np, betas_np, CONSTANTS, out_np,
                     t - col0, st_np[i1])
         if t + 1 < len(p.fn):
-            encode(x_np[i1], fn_np[t + 1], st_np[i1], out_np, t - col0, p.scale, not keep)
+            torch.mean(tape.st[i1].reshape(n_cells, k, 3), 1, out=st_mean)
+            encode(x_np[i1], fn_np[t + 1], st_mean_np, fapar_np, t - col0, p.scale, not keep)
     return tape
 
 
@@ -231,9 +249,11 @@ def prepare(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tensor, w_
     """:class:`FeedbackScan`'s inputs as a :class:`_Setup` and the first day's x, c, storages.
 
     Shared with the GPU op (:mod:`h2mv_hybrid.model.feedback_gpu`); tensors stay on their
-    device, in the dtype of ``code_proj``.
+    device, in the dtype of ``code_proj``. The number of bands is the bucket's rows
+    (``forcing``) per cell (``h0``).
     """
-    n_cells = forcing.shape[0]
+    n_cells, n_rows = h0.shape[0], forcing.shape[0]
+    k = n_rows // n_cells
     hidden = h0.shape[1]
     dtype = code_proj.dtype
     code_proj, w_x, w_head, b_head, sm_max = (
@@ -245,13 +265,14 @@ def prepare(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tensor, w_
     code_proj2[:, g_rows] *= 2
     p = _Setup(f_norm.detach().transpose(0, 1).to(dtype).contiguous(),
                forcing.detach().transpose(0, 1).to(dtype).contiguous(), code_proj,
-               code_proj2, w_x, w_x2.t(), w_head, b_head, sm_max,
-               per_cell_betas(beta_snow, beta_gw, n_cells, dtype), float(scale))
-    s0 = torch.stack([swe0, sm0, gw0], 1).detach().to(dtype)
+               code_proj2, w_x, w_x2.t(), w_head, b_head, bands.to_bands(sm_max, k),
+               per_cell_betas(bands.to_bands(beta_snow, k), bands.to_bands(beta_gw, k),
+                              n_rows, dtype), float(scale), k)
+    s0 = torch.stack([swe0.reshape(-1), sm0.reshape(-1), gw0.reshape(-1)], 1).detach().to(dtype)
     x0 = torch.empty(n_cells, hidden + 7, dtype=dtype, device=code_proj.device)
     x0[:, :hidden] = h0
     x0[:, hidden:hidden + 3] = p.fn[0]
-    x0[:, hidden + 3:hidden + 6] = torch.log1p(s0 / p.scale)
+    x0[:, hidden + 3:hidden + 6] = torch.log1p(bands.band_mean(s0, k) / p.scale)
     x0[:, hidden + 6] = fapar0
     return p, x0, c0.detach().to(dtype), s0
 
@@ -285,21 +306,31 @@ def run_spans(run, p: _Setup, x0: Tensor, c0: Tensor, s0: Tensor, out: Tensor, k
 class FeedbackScan(torch.autograd.Function):
     """Autograd function: the state-feedback LSTM and bucket over a span of days (CPU).
 
-    Inputs (one floating dtype; the first five carry no gradient):
+    Inputs (one floating dtype; ``keep``, ``chunk``, ``f_norm`` and ``scale`` carry no
+    gradient):
 
     - ``keep``: whether backward will run; without it only two days of buffers are held.
     - ``chunk``: None keeps every day's buffers for backward; N keeps only the state at
       every N-th day and recomputes N days at a time in backward (gradient checkpointing:
       exact gradients, memory of N days, one more forward pass).
-    - ``f_norm`` [C, T, 3] normalized forcing; ``forcing`` [C, T, 3] rn (W m⁻²), prec
-      (mm day⁻¹), tair (K); ``scale`` (float, mm): storages enter as log1p(s / scale).
+    - ``f_norm`` [C, T, 3] normalized forcing (what the LSTM reads); ``forcing``
+      [C, T, 3] rn (W m⁻²), prec (mm day⁻¹), tair (K), what the bucket reads: where it
+      requires a gradient (a per-basin correction of prec or tair), prec and tair receive
+      theirs through the bucket adjoint, rn none, as in
+      :class:`~process_layers.fused.FusedScan`; ``scale`` (float, mm): storages enter as
+      log1p(s / scale).
     - ``code_proj`` [C, 4H]: the code's input projection plus both LSTM biases;
       ``w_x`` [4H, H + 7]; ``w_head`` [7, H]; ``b_head`` [7].
-    - ``sm_max`` [C]; ``beta_snow``, ``beta_gw`` (0-d).
-    - The carry at the start: ``swe``, ``sm``, ``gw``, ``fapar`` [C]; ``h``, ``c`` [C, H].
+    - ``sm_max`` [C]; ``beta_snow``, ``beta_gw`` (0-d, or [C] per cell).
+    - The carry at the start: ``swe``, ``sm``, ``gw`` [C], or [C, K] with K elevation
+      bands; ``fapar`` [C]; ``h``, ``c`` [C, H].
 
-    Returns ``daily`` [28, C, T] (the 21 fluxes of ``FLUX_NAMES``, then the 7 α of
-    ``ALPHA_NAMES``), and the final ``h`` and ``c`` [C, H].
+    With K elevation bands (``forcing`` has R = C · K rows, cell c's band k at row
+    c · K + k, :mod:`process_layers.bands`) the bucket runs on every row from its cell's
+    head output, SM_max and β, and the LSTM reads the band means of the storages.
+
+    Returns ``daily`` [28, R, T] (the 21 fluxes of ``FLUX_NAMES``, then the 7 α of
+    ``ALPHA_NAMES``, of every bucket row), and the final ``h`` and ``c`` [C, H].
     """
 
     @staticmethod
@@ -308,42 +339,62 @@ class FeedbackScan(torch.autograd.Function):
         p, x0, c0, s0 = prepare(f_norm, forcing, scale, code_proj, w_x, w_head, b_head, sm_max,
                                 beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0)
         ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
-        n_cells, n_days, _ = forcing.shape
+        n_rows, n_days, _ = forcing.shape
         dtype = p.code_proj.dtype
-        out = torch.empty(N_DAY_OUT, n_cells, n_days, dtype=dtype)
+        out = torch.empty(N_DAY_OUT, n_rows, n_days, dtype=dtype)
         span, whole, saved, h_end, c_end = run_spans(_run, p, x0, c0, s0, out, keep, chunk)
         if keep:
             ctx.save_for_backward(*p[:N_SETUP], *saved)
-        ctx.scale, ctx.span, ctx.whole = p.scale, span, whole
+        ctx.scale, ctx.bands, ctx.span, ctx.whole = p.scale, p.bands, span, whole
+        ctx.storage_shape = swe0.shape
         ctx.set_materialize_grads(False)
         return out, h_end, c_end
 
     @staticmethod
     def backward(ctx, g_out, g_h_end, g_c_end):  # noqa: D102
         saved = ctx.saved_tensors
-        p, rest = _Setup(*saved[:N_SETUP], ctx.scale), saved[N_SETUP:]
-        n_days, n_cells, _ = p.fo.shape
-        hidden = p.w_head.shape[1]
+        p, rest = _Setup(*saved[:N_SETUP], ctx.scale, ctx.bands), saved[N_SETUP:]
+        n_days, n_rows, _ = p.fo.shape
+        n_cells, hidden = p.code_proj.shape[0], p.w_head.shape[1]
+        k = p.bands
         dtype = p.code_proj.dtype
         whole = ctx.whole
         zeros = lambda *shape: torch.zeros(shape, dtype=dtype)  # noqa: E731
-        g_out = zeros(N_DAY_OUT, n_cells, n_days) if g_out is None else g_out.to(dtype).contiguous()
+        g_out = zeros(N_DAY_OUT, n_rows, n_days) if g_out is None else g_out.to(dtype).contiguous()
         g_x = zeros(n_cells, hidden + 7)  # cotangent of the next day's LSTM input
         if g_h_end is not None:
             g_x[:, :hidden] = g_h_end
         g_c = zeros(n_cells, hidden) if g_c_end is None else g_c_end.to(dtype).clone()
-        lam, g_feed, g_h = zeros(n_cells, 3), zeros(n_cells, 4), zeros(n_cells, hidden)
-        g_sm_max, g_betas, g_b_head = zeros(n_cells), zeros(2, n_cells), zeros(7)
+        lam, g_feed, g_h = zeros(n_rows, 3), zeros(n_rows, 4), zeros(n_cells, hidden)
+        g_sm_max, g_betas, g_b_head = zeros(n_rows), zeros(2, n_rows), zeros(7)
         g_code_proj, g_w_x = zeros(n_cells, 4 * hidden), zeros(*p.w_x.shape)
         g_w_head = zeros(7, hidden + 7)
+        # day-major, so that each day's [R, 2] (prec, tair) is one contiguous block
+        want_forc = ctx.needs_input_grad[3]
+        g_forc = zeros(n_days, n_rows, 2) if want_forc else zeros(1, 1, 2)
+        g_forc_np = g_forc.numpy()
+        if k > 1:  # a cell's head output drives its K rows: their cotangents add up
+            raw_rows, g_raw_rows = zeros(n_cells, k, 7), zeros(n_cells, k, 7)
+            raw_rows_np = raw_rows.reshape(n_rows, 7).numpy()
+            g_raw_rows_np = g_raw_rows.reshape(n_rows, 7).numpy()
+            # the LSTM read the band means of the storages and band 0's fAPAR
+            feed_st, feed_fapar = g_feed.reshape(n_cells, k, 4)[:, :, :3], g_feed[::k, 3]
+        else:
+            feed_st, feed_fapar = g_feed[:, :3], g_feed[:, 3]
         span = n_days if whole else ctx.span
         block = torch.empty(min(BLOCK_DAYS, span, n_days), n_cells, 4 * hidden, dtype=dtype)
         lstm_backward = _LSTM_BACKWARD[n_cells >= PARALLEL_CELLS]
-        backward_day = day_kernels(n_cells)[1]
+        backward_day = day_kernels(n_rows)[1]
         g_h_np, g_c_np, g_x_np, g_code_np = (a.numpy() for a in (g_h, g_c, g_x, g_code_proj))
         w_head_np, block_np, fo_np, sm_max_np, betas_np, g_out_np, lam_np, g_feed_np = (
             a.numpy() for a in (p.w_head, block, p.fo, p.sm_max, p.betas, g_out, lam, g_feed))
         g_sm_max_np, g_betas_np = g_sm_max.numpy(), g_betas.numpy()
+
+        def storage_feed(st: Tensor) -> Tensor:
+            # cotangent of each row's storages through log1p(band mean / scale)
+            g = g_x[:, hidden + 3:hidden + 6] / (bands.band_mean(st, k) + p.scale)
+            return g[:, None] / k if k > 1 else g
+
         tape = None
         for t0 in reversed(range(0, n_days, span)):
             t1 = min(t0 + span, n_days)
@@ -351,9 +402,9 @@ class FeedbackScan(torch.autograd.Function):
                 tape = _Tape(*rest)
             else:  # recompute this span's tape from its start state
                 tape = raw_np = st_np = g_raw_np = gates_np = cb_np = tanh_c_np = None  # free
-                k, starts = t0 // span, _Starts(*rest)
-                scratch = torch.empty(N_DAY_OUT, n_cells, t1 - t0, dtype=dtype)
-                tape = _run(p, t0, t1, starts.x[k], starts.cb[k], starts.st[k], scratch, t0,
+                j, starts = t0 // span, _Starts(*rest)
+                scratch = torch.empty(N_DAY_OUT, n_rows, t1 - t0, dtype=dtype)
+                tape = _run(p, t0, t1, starts.x[j], starts.cb[j], starts.st[j], scratch, t0,
                             keep=True)
             g_raw = torch.empty(t1 - t0, n_cells, 7, dtype=dtype)
             raw_np, st_np, g_raw_np = tape.raw.numpy(), tape.st.numpy(), g_raw.numpy()
@@ -361,12 +412,20 @@ class FeedbackScan(torch.autograd.Function):
             for t in range(t1 - 1, t0 - 1, -1):
                 u = t - t0
                 # End-of-day storages and fAPAR also entered the next day's LSTM input.
-                torch.div(g_x[:, hidden + 3:hidden + 6], tape.st[u + 1] + p.scale,
-                          out=g_feed[:, :3])
-                g_feed[:, 3] = g_x[:, hidden + 6]
-                backward_day(raw_np[u], fo_np[t], st_np[u], sm_max_np, betas_np, CONSTANTS,
-                             g_out_np, t, lam_np, g_feed_np, g_raw_np[u], g_sm_max_np,
-                             g_betas_np)
+                feed_st.copy_(storage_feed(tape.st[u + 1]))
+                feed_fapar.copy_(g_x[:, hidden + 6])
+                if k == 1:
+                    backward_day(raw_np[u], fo_np[t], st_np[u], sm_max_np, betas_np,
+                                 CONSTANTS, g_out_np, t, lam_np, g_feed_np, g_raw_np[u],
+                                 g_sm_max_np, g_betas_np, g_forc_np[t if want_forc else 0],
+                                 want_forc)
+                else:
+                    raw_rows.copy_(tape.raw[u][:, None])
+                    backward_day(raw_rows_np, fo_np[t], st_np[u], sm_max_np, betas_np,
+                                 CONSTANTS, g_out_np, t, lam_np, g_feed_np, g_raw_rows_np,
+                                 g_sm_max_np, g_betas_np, g_forc_np[t if want_forc else 0],
+                                 want_forc)
+                    torch.sum(g_raw_rows, 1, out=g_raw[u])
                 start = u - u % BLOCK_DAYS
                 lstm_backward(g_x_np, g_raw_np[u], w_head_np, gates_np[u], cb_np[u],
                               tanh_c_np[u], g_c_np, block_np[u - start], g_h_np, g_code_np)
@@ -379,11 +438,18 @@ class FeedbackScan(torch.autograd.Function):
                     g_w_head.addmm_(g_raw[start:start + n].reshape(-1, 7).t(),
                                     tape.x[start + 1:start + n + 1].reshape(-1, hidden + 7))
             g_b_head += g_raw.sum((0, 1))
-            _POOL.give((t1 - t0, n_cells, hidden, dtype), tape)
-        g_s0 = lam + g_x[:, hidden + 3:hidden + 6] / (tape.st[0] + p.scale)
+            _POOL.give((t1 - t0, n_cells, n_rows, hidden, dtype), tape)
+        g_s0 = lam.reshape(n_cells, k, 3) + storage_feed(tape.st[0]).reshape(n_cells, -1, 3)
+        g_s0 = g_s0.reshape(*ctx.storage_shape, 3)
+        g_forcing = None
+        if want_forc:
+            g_forcing = zeros(n_rows, n_days, 3)
+            g_forcing[:, :, 1:] = g_forc.transpose(0, 1)
+        g_betas = g_betas.reshape(2, n_cells, k).sum(2)
         return (
-            None, None, None, None, None, g_code_proj, g_w_x, g_w_head[:, :hidden], g_b_head,
-            g_sm_max, *beta_gradients(g_betas, ctx.beta_dims), g_s0[:, 0], g_s0[:, 1], g_s0[:, 2],
+            None, None, None, g_forcing, None, g_code_proj, g_w_x, g_w_head[:, :hidden],
+            g_b_head, g_sm_max.reshape(n_cells, k).sum(1),
+            *beta_gradients(g_betas, ctx.beta_dims), g_s0[..., 0], g_s0[..., 1], g_s0[..., 2],
             g_x[:, hidden + 6].clone(), g_x[:, :hidden].clone(), g_c,
         )
 
@@ -400,7 +466,8 @@ def feedback_scan(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tens
     swe, sm, gw, h, c, fapar = carry
     params = (code_proj, w_x, w_head, b_head, sm_max, beta_snow, beta_gw, swe, sm, gw, fapar, h, c)
     # Whether backward can run: inside a Function, needs_input_grad ignores no_grad mode.
-    keep = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    keep = torch.is_grad_enabled() and (forcing.requires_grad
+                                        or any(p.requires_grad for p in params))
     op = FeedbackScan
     if kernel == "triton":
         from h2mv_hybrid.model.feedback_gpu import FeedbackScanGPU as op

@@ -29,7 +29,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from h2mv_hybrid.model.feedback import BLOCK_DAYS, _Setup, _Starts, prepare, run_spans
+from h2mv_hybrid.model.feedback import (
+    BLOCK_DAYS,
+    N_SETUP,
+    _Setup,
+    _Starts,
+    prepare,
+    run_spans,
+)
 from process_layers.fused import N_DAY_OUT, beta_gradients
 from process_layers.triton_day import (
     NO_FMA,
@@ -336,7 +343,7 @@ class FeedbackScanGPU(torch.autograd.Function):
         out = torch.empty(N_DAY_OUT, n_days, n_cells, dtype=c0.dtype, device=c0.device)
         span, whole, saved, h_end, c_end = run_spans(_run, p, x0, c0, s0, out, keep, chunk)
         if keep:
-            ctx.save_for_backward(*p[:-1], *saved)
+            ctx.save_for_backward(*p[:N_SETUP], *saved)
         ctx.scale, ctx.span, ctx.whole = p.scale, span, whole
         ctx.set_materialize_grads(False)
         return out.transpose(1, 2), h_end, c_end
@@ -344,8 +351,7 @@ class FeedbackScanGPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out, g_h_end, g_c_end):  # noqa: D102
         saved = ctx.saved_tensors
-        n_setup = len(_Setup._fields) - 1
-        p, rest = _Setup(*saved[:n_setup], ctx.scale), saved[n_setup:]
+        p, rest = _Setup(*saved[:N_SETUP], ctx.scale), saved[N_SETUP:]
         n_days, n_cells, _ = p.fo.shape
         hidden = p.w_head.shape[1]
         like = p.code_proj

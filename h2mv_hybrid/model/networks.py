@@ -398,17 +398,28 @@ class HybridH2MV(nn.Module):
             states = States(*(bands.split_bands(v, k) for v in states.values()))
         return fluxes, states, alpha
 
-    def fused_feedback_reason(self, forcing: Tensor) -> str | None:
-        """Why the fused state-feedback scan cannot run here, or None if it can."""
+    def fused_feedback_reason(self, forcing: Tensor, f_norm: Tensor | None = None
+                              ) -> str | None:
+        """Why the fused state-feedback scan cannot run here, or None if it can.
+
+        ``forcing`` is what the bucket reads (corrected, if corrections are on), ``f_norm``
+        what the LSTM reads.
+        """
         missing = h2mv.kernel_missing(forcing.device)
         if missing is not None:
             return missing
-        if self.settings.elevation_bands > 1:
-            return "elevation bands run the day loop; the fused scan has one bucket per cell"
+        on_gpu = h2mv.fused_kernel(forcing.device) == "triton"
+        if self.settings.elevation_bands > 1 and on_gpu:
+            return ("elevation bands run the day loop on a GPU; its fused scan has one bucket "
+                    "per cell")
         if self.head.weight.dtype not in (torch.float32, torch.float64):
             return f"parameters are {self.head.weight.dtype}; the fused scan needs float32/64"
-        if forcing.requires_grad:
-            return "the forcing requires a gradient; the fused scan treats forcing as data"
+        if f_norm is not None and f_norm.requires_grad:
+            return ("the LSTM's forcing requires a gradient; the fused scan differentiates "
+                    "only the bucket's")
+        if forcing.requires_grad and on_gpu:
+            return ("the forcing requires a gradient (per-basin corrections); the GPU scan "
+                    "treats forcing as data")
         if torch.is_autocast_enabled("cpu"):
             return "autocast is on; the fused scan runs the networks in float32/float64"
         return None
@@ -432,7 +443,7 @@ class HybridH2MV(nn.Module):
         carry = carry if carry is not None else self.initial_carry(n_cells, forcing.device)
         d = self.drivers(forcing, static)
         # the corrected forcing: where it carries a gradient the fused feedback op cannot run
-        daily, alpha, carry = choose_scan(self, d.forcing)(self, d, carry)
+        daily, alpha, carry = choose_scan(self, d.forcing, d.f_norm)(self, d, carry)
         coef = None
         if self.routing_head is not None:
             history = (history if history is not None

@@ -95,7 +95,8 @@ class HybridH2MV(Protocol):
                     sm_max: Tensor, beta: dict[str, Tensor], carry: Carry) -> tuple:
         """One bucket day: (fluxes, states, α)."""
 
-    def fused_feedback_reason(self, forcing: Tensor) -> str | None:
+    def fused_feedback_reason(self, forcing: Tensor, f_norm: Tensor | None = None
+                              ) -> str | None:
         """Why the fused state-feedback op cannot run on ``forcing``, or None."""
 
 
@@ -212,8 +213,15 @@ class FusedFeedback(FeedbackChunks):
                                       d.beta["snow"].to(dt), d.beta["baseflow"].to(dt),
                                       tuple(x.to(dt) for x in carry), chunk,
                                       h2mv.fused_kernel(device))
-        return out, Carry(out[SWE_ROW, :, -1], out[SM_ROW, :, -1], out[GW_ROW, :, -1], h, c,
-                          out[-1, :, -1])
+        # With elevation bands the op's rows are bands: the fluxes are their means, the α
+        # (a cell's, on each of its rows) band 0's, and the carry keeps every band's
+        # storages.
+        k = d.bands
+        last = [bands.split_bands(out[r, :, -1], k) for r in (SWE_ROW, SM_ROW, GW_ROW)]
+        if k > 1:
+            rows = out.reshape(len(ROWS), -1, k, out.shape[-1])
+            out = torch.cat([rows[:len(FLUX_NAMES)].mean(2), rows[len(FLUX_NAMES):, :, 0]])
+        return out, Carry(*last, h, c, out[-1, :, -1])
 
     def chunked(self, net: HybridH2MV, d: Drivers, carry: Carry) -> tuple[Tensor, Carry]:  # noqa: D102
         if net.settings.chunk_mode == "checkpoint":
@@ -314,7 +322,7 @@ def run_lstm(lstm: nn.LSTM, x: Tensor, h0: Tensor, c0: Tensor
             (torch.cat([p[1][0] for p in parts], 1), torch.cat([p[1][1] for p in parts], 1)))
 
 
-def choose_scan(net: HybridH2MV, forcing: Tensor) -> Scan:
+def choose_scan(net: HybridH2MV, forcing: Tensor, f_norm: Tensor | None = None) -> Scan:
     """The scan of ``net``'s settings that can run on ``forcing``.
 
     ``feedback_backend: fused`` where the fused op cannot run (autocast on the CPU, no
@@ -323,7 +331,7 @@ def choose_scan(net: HybridH2MV, forcing: Tensor) -> Scan:
     s = net.settings
     if not s.state_feedback:
         return Decoupled()
-    reason = net.fused_feedback_reason(forcing)
+    reason = net.fused_feedback_reason(forcing, f_norm)
     if s.feedback_backend == "fused" and reason is not None:
         raise ValueError(f"feedback_backend='fused' cannot run: {reason}; use 'loop' or "
                          f"'auto'")
