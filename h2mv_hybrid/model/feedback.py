@@ -412,7 +412,11 @@ class FeedbackScan(torch.autograd.Function):
             for t in range(t1 - 1, t0 - 1, -1):
                 u = t - t0
                 # End-of-day storages and fAPAR also entered the next day's LSTM input.
-                feed_st.copy_(storage_feed(tape.st[u + 1]))
+                if k == 1:  # as storage_feed, without its temporary
+                    torch.div(g_x[:, hidden + 3:hidden + 6], tape.st[u + 1] + p.scale,
+                              out=feed_st)
+                else:
+                    feed_st.copy_(storage_feed(tape.st[u + 1]))
                 feed_fapar.copy_(g_x[:, hidden + 6])
                 if k == 1:
                     backward_day(raw_np[u], fo_np[t], st_np[u], sm_max_np, betas_np,
