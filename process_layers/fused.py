@@ -573,7 +573,7 @@ def day_forward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, be
 
 def day_backward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, betas: Tensor,
                  g_out: Tensor, t: int, lam: Tensor, g_feed: Tensor, g_raw: Tensor,
-                 g_sm_max: Tensor, g_betas: Tensor, g_forcing: Tensor | None = None) -> None:
+                 g_sm_max: Tensor, g_betas: Tensor) -> None:
     """Reverse mode of :func:`day_forward` for day ``t``, in place (CPU).
 
     Args:
@@ -591,15 +591,14 @@ def day_backward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, b
         g_raw: [cells, 7] receives the cotangents of ``raw``.
         g_sm_max: [cells], added to.
         g_betas: [2, cells], added to.
-        g_forcing: if given, [cells, 2] receives the cotangents of the day's prec and tair
-            (rn, which no correction touches, gets none).
+
+    The forcing's cotangents are left out here; the compiled kernel
+    (:func:`day_kernels`) writes them when asked, as the state-feedback op does.
     """
     kernel = _DAY_KERNELS[raw.shape[0] >= PARALLEL_CELLS][1]
-    want = g_forcing is not None
-    g_forc = g_forcing.numpy() if want else np.zeros((1, 2), dtype=raw.numpy().dtype)
     kernel(raw.numpy(), forcing.numpy(), s_prev.numpy(), sm_max.numpy(), betas.numpy(),
            CONSTANTS, g_out.numpy(), t, lam.numpy(), g_feed.numpy(), g_raw.numpy(),
-           g_sm_max.numpy(), g_betas.numpy(), g_forc, want)
+           g_sm_max.numpy(), g_betas.numpy(), np.zeros((1, 2), dtype=raw.numpy().dtype), False)
 
 
 def per_cell_betas(beta_snow: Tensor, beta_gw: Tensor, n_cells: int, dtype: torch.dtype

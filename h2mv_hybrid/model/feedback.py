@@ -226,19 +226,18 @@ def _run(p: _Setup, t0: int, t1: int, x0: Tensor, c0: Tensor, s0: Tensor, out: T
         tcs[s].sigmoid_().mul_(2).sub_(1)
         torch.mul(o_g[s], tcs[s], out=x_h[i1])
         torch.addmm(p.b_head, x_h[i1], w_head_t, out=raws[s])
-        if k == 1:
-            forward_day(raw_np[s], fo_np[t], st_np[i0], sm_max_np, betas_np, CONSTANTS,
-                        out_np, t - col0, st_np[i1])
-            if t + 1 < len(p.fn):
+        if k > 1:
+            raw_rows.copy_(raws[s][:, None])
+        forward_day(raw_np[s] if k == 1 else raw_rows_np, fo_np[t], st_np[i0], sm_max_np,
+                    betas_np, CONSTANTS, out_np, t - col0, st_np[i1])
+        if t + 1 < len(p.fn):
+            if k == 1:
                 encode(x_np[i1], fn_np[t + 1], st_np[i1], out_np, t - col0, p.scale,
                        not keep)
-            continue
-        raw_rows.copy_(raws[s][:, None])
-        forward_day(raw_rows_np, fo_np[t], st_np[i0], sm_max_np, betas_np, CONSTANTS, out_np,
-                    t - col0, st_np[i1])
-        if t + 1 < len(p.fn):
-            torch.mean(tape.st[i1].reshape(n_cells, k, 3), 1, out=st_mean)
-            encode(x_np[i1], fn_np[t + 1], st_mean_np, fapar_np, t - col0, p.scale, not keep)
+            else:
+                torch.mean(tape.st[i1].reshape(n_cells, k, 3), 1, out=st_mean)
+                encode(x_np[i1], fn_np[t + 1], st_mean_np, fapar_np, t - col0, p.scale,
+                       not keep)
     return tape
 
 
@@ -415,20 +414,16 @@ class FeedbackScan(torch.autograd.Function):
                 if k == 1:  # as storage_feed, without its temporary
                     torch.div(g_x[:, hidden + 3:hidden + 6], tape.st[u + 1] + p.scale,
                               out=feed_st)
+                    raw_u, g_raw_u = raw_np[u], g_raw_np[u]
                 else:
                     feed_st.copy_(storage_feed(tape.st[u + 1]))
-                feed_fapar.copy_(g_x[:, hidden + 6])
-                if k == 1:
-                    backward_day(raw_np[u], fo_np[t], st_np[u], sm_max_np, betas_np,
-                                 CONSTANTS, g_out_np, t, lam_np, g_feed_np, g_raw_np[u],
-                                 g_sm_max_np, g_betas_np, g_forc_np[t if want_forc else 0],
-                                 want_forc)
-                else:
                     raw_rows.copy_(tape.raw[u][:, None])
-                    backward_day(raw_rows_np, fo_np[t], st_np[u], sm_max_np, betas_np,
-                                 CONSTANTS, g_out_np, t, lam_np, g_feed_np, g_raw_rows_np,
-                                 g_sm_max_np, g_betas_np, g_forc_np[t if want_forc else 0],
-                                 want_forc)
+                    raw_u, g_raw_u = raw_rows_np, g_raw_rows_np
+                feed_fapar.copy_(g_x[:, hidden + 6])
+                backward_day(raw_u, fo_np[t], st_np[u], sm_max_np, betas_np, CONSTANTS,
+                             g_out_np, t, lam_np, g_feed_np, g_raw_u, g_sm_max_np,
+                             g_betas_np, g_forc_np[t if want_forc else 0], want_forc)
+                if k > 1:
                     torch.sum(g_raw_rows, 1, out=g_raw[u])
                 start = u - u % BLOCK_DAYS
                 lstm_backward(g_x_np, g_raw_np[u], w_head_np, gates_np[u], cb_np[u],

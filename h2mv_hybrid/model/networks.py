@@ -442,7 +442,7 @@ class HybridH2MV(nn.Module):
         n_cells = forcing.shape[0]
         carry = carry if carry is not None else self.initial_carry(n_cells, forcing.device)
         d = self.drivers(forcing, static)
-        # the corrected forcing: where it carries a gradient the fused feedback op cannot run
+        # the bucket's (corrected) forcing and the LSTM's decide whether the fused op can run
         daily, alpha, carry = choose_scan(self, d.forcing, d.f_norm)(self, d, carry)
         coef = None
         if self.routing_head is not None:
