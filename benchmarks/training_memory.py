@@ -45,9 +45,11 @@ def child(cells: int, days: int, chunk: int | str | None, mode: str, backend: st
     f = site_forcing(cells, days, seed=0)
     forcing = torch.stack([f["rn"], f["prec"], f["tair"]], -1)
     static = torch.randn(cells, 12)
-    warm = HybridH2MV(12, [100, 2, 280], [50, 5, 10], [0] * 12, [1] * 12,
-                      HybridSettings(lstm_hidden=4, feedback_backend=backend))
-    warm(forcing[:2, :10], static[:2]).daily["ET"].sum().backward()  # numba: compile/load
+    for sf in (True, False):  # numba: compile or load both configurations' kernels
+        warm = HybridH2MV(12, [100, 2, 280], [50, 5, 10], [0] * 12, [1] * 12,
+                          HybridSettings(lstm_hidden=4, state_feedback=sf,
+                                         feedback_backend=backend))
+        warm(forcing[:2, :10], static[:2]).daily["ET"].sum().backward()
     model = HybridH2MV(12, [100, 2, 280], [50, 5, 10], [0] * 12, [1] * 12,
                        HybridSettings(lstm_hidden=100, state_feedback=feedback,
                                       time_chunk=chunk, chunk_mode=mode,

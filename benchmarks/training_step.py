@@ -20,8 +20,9 @@ step (forward, loss, backward, Adam) of upstream's per-day hybrid, driven by ups
 ``LSTM_Dynamic`` and ``FC_Static`` (``models/neural_networks``) and
 ``run_water_cycle_forward`` (``models/physics/water_cycle``), imported from that path at
 run time, against ours in both configurations (state feedback and decoupled, default
-settings), same shapes, alternately in one process, at each thread count; and the peak RSS
-of one step of each in its own process::
+settings; and the decoupled one with ``lstm_backend: torch``, i.e. ``nn.LSTM``'s oneDNN
+kernels instead of the project's own scan), same shapes, alternately in one process, at
+each thread count; and the peak RSS of one step of each in its own process::
 
     H2MV_REF=/path/to/h2mv python benchmarks/training_step.py --cells 64 512 2048 --threads 1 2
 
@@ -44,7 +45,7 @@ from tables import markdown_table
 
 
 def build(n_cells: int, n_days: int, backend: str = "auto", seed: int = 0,
-          state_feedback: bool = True):
+          state_feedback: bool = True, lstm_backend: str = "auto"):
     """A model with the paper's sizes and a batch of synthetic sites."""
     import torch
 
@@ -57,7 +58,8 @@ def build(n_cells: int, n_days: int, backend: str = "auto", seed: int = 0,
     torch.manual_seed(seed)
     model = HybridH2MV(12, [100.0, 2.0, 280.0], [50.0, 5.0, 10.0], [0.0] * 12, [1.0] * 12,
                        HybridSettings(static_hidden=150, code_size=12, lstm_hidden=100,
-                                      state_feedback=state_feedback, feedback_backend=backend))
+                                      state_feedback=state_feedback, feedback_backend=backend,
+                                      lstm_backend=lstm_backend))
     return model, forcing, static
 
 
@@ -166,7 +168,8 @@ def build_impl(impl: str, n_cells: int, n_days: int, ref: str | None, seed: int 
     import torch
 
     model, forcing, static = build(n_cells, n_days, seed=seed,
-                                   state_feedback=impl == "state feedback")
+                                   state_feedback=impl == "state feedback",
+                                   lstm_backend="torch" if impl == ONEDNN else "auto")
     if impl == "upstream":
         torch.manual_seed(seed)
         model = upstream_model(ref)
@@ -186,7 +189,9 @@ def build_impl(impl: str, n_cells: int, n_days: int, ref: str | None, seed: int 
     return one
 
 
-IMPLS = ("upstream", "state feedback", "decoupled")
+#: The decoupled configuration with ``nn.LSTM`` (oneDNN) instead of the project's scan.
+ONEDNN = "decoupled, nn.LSTM"
+IMPLS = ("upstream", "state feedback", "decoupled", ONEDNN)
 
 
 def set_threads(n: int) -> None:
@@ -244,20 +249,23 @@ def against_upstream(cells: list[int], n_days: int, repeats: int, threads: list[
                    **{f"{i}_s": med[i] for i in IMPLS},
                    "feedback_ratio": med["upstream"] / med["state feedback"],
                    "decoupled_ratio": med["upstream"] / med["decoupled"],
+                   "onednn_ratio": med["upstream"] / med[ONEDNN],
                    "load": os.getloadavg()[0]}
             rows.append(row)
             print(f"  {n_threads} thread(s), {n} cells × {n_days} days: upstream "
                   f"{med['upstream']:.3f} s, state feedback {med['state feedback']:.3f} s "
                   f"({row['feedback_ratio']:.2f}×), decoupled {med['decoupled']:.3f} s "
-                  f"({row['decoupled_ratio']:.2f}×), load {row['load']:.1f}", flush=True)
+                  f"({row['decoupled_ratio']:.2f}×), with nn.LSTM {med[ONEDNN]:.3f} s "
+                  f"({row['onednn_ratio']:.2f}×), load {row['load']:.1f}", flush=True)
     print(f"\none training step (forward, loss, backward, Adam), LSTM hidden 100, float32, "
           f"{n_days} days, median of {repeats}, alternated; ratio = upstream / ours")
     print(markdown_table(
         ["threads", "cells", "upstream s", "state feedback s", "ratio", "decoupled s", "ratio",
-         "load"],
+         "decoupled, nn.LSTM s", "ratio", "load"],
         [[r["threads"], r["cells"], f"{r['upstream_s']:.3f}", f"{r['state feedback_s']:.3f}",
           f"{r['feedback_ratio']:.2f}×", f"{r['decoupled_s']:.3f}",
-          f"{r['decoupled_ratio']:.2f}×", f"{r['load']:.1f}"] for r in rows]))
+          f"{r['decoupled_ratio']:.2f}×", f"{r[ONEDNN + '_s']:.3f}",
+          f"{r['onednn_ratio']:.2f}×", f"{r['load']:.1f}"] for r in rows]))
     if memory:
         print(f"\npeak RSS of one step (MiB over the process before it, 1 thread), "
               f"{n_days} days")

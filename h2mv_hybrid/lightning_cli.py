@@ -87,7 +87,8 @@ def find_checkpoint(which: str, root: str | Path) -> Path:
 #: time and the recurrence's backend, which change memory and speed, not the model: a
 #: checkpoint from before ``time_chunk: auto`` became the default runs with it).
 RUNTIME_OPTIONS = ("spinup_cycles", "spinup_tolerance", "spinup_max_cycles",
-                   "network.time_chunk", "network.chunk_mode", "network.feedback_backend")
+                   "network.time_chunk", "network.chunk_mode", "network.feedback_backend",
+                   "network.lstm_backend")
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

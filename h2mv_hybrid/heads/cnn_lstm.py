@@ -40,6 +40,7 @@ from h2mv_hybrid.heads.base import (
     scaled_rmse,
 )
 from h2mv_hybrid.heads.daily_inputs import DailyInputs, column_stats, require_inputs
+from h2mv_hybrid.model.lstm_scan import sequence_lstm
 from h2mv_hybrid.model.metrics import Share
 from h2mv_hybrid.options import check_choice
 from process_layers import richards
@@ -191,7 +192,7 @@ class PatchCNNLSTM(SequenceTask):
         conv = self.cnn(img.reshape(n * days, -1, k, k)).reshape(n, days, -1)
         own = self.inputs(batch)[:, first:last]
         surf = (batch["sm_layers"][:, first:last, surface] - self.c_mean[0]) / self.c_std[0]
-        h, _ = self.lstm(torch.cat([conv, own, surf[..., None]], -1))
+        h = sequence_lstm(self.lstm, torch.cat([conv, own, surf[..., None]], -1))
         z = self.head(self.drop(h))
         if not self.hparams.bounded:
             return self.y_mean + self.y_std * z

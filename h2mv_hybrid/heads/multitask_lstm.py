@@ -48,6 +48,7 @@ from h2mv_hybrid.heads.daily_inputs import (
     require_inputs,
 )
 from h2mv_hybrid.model.losses import nse_star
+from h2mv_hybrid.model.lstm_scan import sequence_lstm
 from h2mv_hybrid.options import check_choice
 from process_layers.layered_balance import balance_residual
 
@@ -205,12 +206,12 @@ class MultiTaskLSTM(SequenceTask):
         Keys: the tasks, and ``wb_residual`` (ε, mm day⁻¹) with ``physics: learned``.
         """
         x = self.inputs(batch)[:, first:last]
-        h, _ = self.lstm(x)
+        h = sequence_lstm(self.lstm, x)
         h = self.drop(h)
         out = {t: self.y_mean[i] + self.y_std[i] * self.heads[t](h).squeeze(-1)
                for i, t in enumerate(self.tasks)}
         if self.hparams.physics == "learned":
-            r, _ = self.residual_lstm(x)
+            r = sequence_lstm(self.residual_lstm, x)
             out["wb_residual"] = self.p_std * self.residual_head(r).squeeze(-1)
         return out
 

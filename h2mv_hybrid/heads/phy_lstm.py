@@ -35,6 +35,7 @@ from h2mv_hybrid.heads.daily_inputs import (
     column_stats,
     require_inputs,
 )
+from h2mv_hybrid.model.lstm_scan import sequence_lstm
 from h2mv_hybrid.model.metrics import Share
 from h2mv_hybrid.options import check_choice
 from process_layers import monotonic
@@ -138,7 +139,7 @@ class SoilMoistureLSTM(Task):
         n = self.hparams.seq_len
         windows = x.unfold(1, n, 1)  # [cells, days − n + 1, F, n]: window i ends on day i + n − 1
         xw = windows[cells, days - (n - 1)].transpose(1, 2)  # [samples, n, F]
-        out, _ = self.lstm(xw)
+        out = sequence_lstm(self.lstm, xw)
         return self.head(self.drop(out[:, -1])).squeeze(-1)
 
     def forecast_period(self, batch: dict[str, Tensor]) -> Tensor:

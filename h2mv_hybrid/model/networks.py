@@ -70,6 +70,7 @@ ChunkMode = Literal["checkpoint", "truncate"]
 AUTO_CHUNK_AFTER = 730
 AUTO_CHUNK_DAYS = 365
 FeedbackBackend = Literal["auto", "fused", "loop"]
+LSTMBackend = Literal["auto", "scan", "torch"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,11 @@ class HybridSettings:
             where the recurrence runs in float32 under autocast too), day by day with
             autograd (``loop``; any device and precision), or ``auto`` (fused where it can
             run, else loop).
+        lstm_backend: the decoupled configuration's whole-sequence LSTM as the project's
+            own op (``scan``: :mod:`h2mv_hybrid.model.lstm_scan`, the CPU in float32 or
+            float64 without autocast), as ``nn.LSTM`` (``torch``: oneDNN on the CPU, cuDNN
+            on a GPU), or ``auto`` (scan where it can run, else torch). Same parameters
+            either way: checkpoints move between them.
         routing_days: K, the length of the unit hydrograph that routes the bucket's runoff
             to the outlet (``q_routed``), days; None: no routing (gridded stores, where
             runoff is compared monthly).
@@ -120,8 +126,6 @@ class HybridSettings:
             model reports is the mean over the bands (the water balance closes on it).
             This is how HBV and CemaNeige melt a mountain basin out from its low to its
             high parts, without the hypsometry: the spread is learned.
-        With either correction or elevation bands the state-feedback configuration runs
-        its day loop, not the fused op, which treats the forcing as data.
     """
 
     static_hidden: int = 150
@@ -138,6 +142,7 @@ class HybridSettings:
     time_chunk: int | str | None = "auto"
     chunk_mode: ChunkMode = "checkpoint"
     feedback_backend: FeedbackBackend = "auto"
+    lstm_backend: LSTMBackend = "auto"
     routing_days: int | None = None
     basin_baseflow: bool = False
     basin_precip_factor: bool = False
@@ -146,6 +151,7 @@ class HybridSettings:
 
     def __post_init__(self):
         check_choice("feedback_backend", self.feedback_backend, FeedbackBackend)
+        check_choice("lstm_backend", self.lstm_backend, LSTMBackend)
         check_choice("chunk_mode", self.chunk_mode, ChunkMode)
         if self.routing_days is not None and not 1 <= self.routing_days <= 365:
             raise ValueError(f"routing_days: expected 1 … 365 days or None, found "

@@ -10,8 +10,9 @@ flags tested inside one loop):
 - :class:`FusedFeedback`: the same recurrence as one autograd function with a
   hand-written backward (:class:`~h2mv_hybrid.model.feedback.FeedbackScan` on the CPU,
   :class:`~h2mv_hybrid.model.feedback_gpu.FeedbackScanGPU` on a CUDA GPU);
-- :class:`Decoupled`: one whole-sequence LSTM, then the fused bucket
-  (:func:`process_layers.h2mv.simulate`).
+- :class:`Decoupled`: one whole-sequence LSTM (on the CPU
+  :class:`~h2mv_hybrid.model.lstm_scan.LSTMScan`, else ``nn.LSTM``), then the fused
+  bucket (:func:`process_layers.h2mv.simulate`).
 
 The state-feedback scans share :class:`FeedbackChunks`: with ``time_chunk`` the days run
 in chunks, checkpointed (exact gradients) or truncated (carry detached between chunks);
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from h2mv_hybrid.model.feedback import feedback_scan
+from h2mv_hybrid.model.lstm_scan import lstm_scan, scan_reason
 from process_layers import FLUX_NAMES, bands, h2mv
 from process_layers.parameters import ALPHA_NAMES, activate
 from process_layers.units import kelvin_to_celsius, net_radiation_mm_per_day
@@ -230,7 +232,7 @@ class FusedFeedback(FeedbackChunks):
 
 
 class Decoupled(Scan):
-    """One whole-sequence ``nn.LSTM`` over forcing and code, then the fused bucket.
+    """One whole-sequence LSTM over forcing and code, then the fused bucket.
 
     With K elevation bands the bucket runs on a row per band (the basin's α, SM_max and
     per-cell β repeated), and the daily outputs are the band means.
@@ -278,7 +280,16 @@ class Decoupled(Scan):
         """
         s = net.settings
 
+        reason = scan_reason(net.lstm, x)
+        if s.lstm_backend == "scan" and reason is not None:
+            raise ValueError(f"lstm_backend='scan' cannot run: {reason}; use 'torch' or "
+                             f"'auto'")
+        own = reason is None and s.lstm_backend != "torch"
+
         def run(xs: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            if own:
+                hs, h1, c1 = lstm_scan(net.lstm, xs, h0, c0)
+                return net.head(hs), h1, c1
             hs, (h1, c1) = run_lstm(net.lstm, xs, h0, c0)
             return net.head(hs), h1[0], c1[0]
 

@@ -1,0 +1,264 @@
+"""A whole-sequence LSTM on the CPU as one op: the decoupled configuration's recurrence.
+
+oneDNN's LSTM (what ``nn.LSTM`` runs on the CPU) spends about five times its forward in
+backward, and in the decoupled configuration it was 77 % of a 2048-cell training step
+(docs/benchmarks.md). :class:`LSTMScan` runs the same recurrence with the layout of the
+state-feedback op (:mod:`h2mv_hybrid.model.feedback`):
+
+- Forward: the input projection of every day as one matrix product, into a day-major
+  buffer [T, C, 4H]; per day one ``addmm_`` adds h W_hhᵀ in place and one compiled kernel
+  activates the gates and steps the cell. The activated gates stay in the buffer: they
+  are the tape.
+- Backward, per day: one compiled kernel for the cell adjoint and one ``mm`` for the
+  cotangent of the previous h. The weight gradients and the input's cotangent are one
+  matrix product each per block of 32 days.
+
+The gate kernels vectorize only if no transcendental function is called per element
+(numba's ``exp`` and ``tanh`` stay scalar without Intel's SVML) and no division can raise
+(``error_model="numpy"``): in float32 tanh is a rational approximation (the 13/6 minimax
+fit that Eigen uses for ``tanh``, clamped at ±7.905, largest error 2.4 · 10⁻⁷ against
+``torch.tanh``) and σ(z) = (1 + tanh(z / 2)) / 2. In float64 (tests, gradcheck) they call
+``np.tanh``: values and gradients then agree with ``nn.LSTM`` to rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+from torch import Tensor, nn
+
+#: Cells from which the gate kernels run in parallel over cells (numba threads).
+PARALLEL_CELLS = 256
+
+#: The rational tanh: x · P(x²) / Q(x²), P of degree 6 and Q of degree 3 in x², on
+#: |x| ≤ CLAMP (beyond it the fit is 1 to float32 precision). Coefficients of P from x¹³
+#: down to x¹, then Q from x⁶ down to x⁰.
+CLAMP = 7.90531110763549805
+P_COEF = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+          5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+          4.89352455891786e-03)
+Q_COEF = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+          4.89352518554385e-03)
+
+
+def constants(dtype: torch.dtype) -> np.ndarray:
+    """The kernels' constants in the tensors' dtype: 0.5, 1, the clamp, P, Q.
+
+    A literal in a kernel would promote float32 arithmetic to float64 and keep the loops
+    from vectorizing.
+    """
+    return np.array((0.5, 1.0, CLAMP, *P_COEF, *Q_COEF),
+                    dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+
+
+def _tanh(x, t, fast):  # noqa: D103
+    # tanh(x); fast: the rational fit with the constants t (a tuple, see _unpack).
+    if not fast:
+        return np.tanh(x)
+    x = min(max(x, -t[2]), t[2])
+    x2 = x * x
+    p = (((((t[3] * x2 + t[4]) * x2 + t[5]) * x2 + t[6]) * x2 + t[7]) * x2 + t[8]) * x2 + t[9]
+    q = ((t[10] * x2 + t[11]) * x2 + t[12]) * x2 + t[13]
+    return x * p / q
+
+
+def _unpack(k):  # noqa: D103
+    # The constants as a tuple of scalars: loads from the array inside the loops could not
+    # be hoisted (LLVM cannot rule out that the array aliases the one written), and the
+    # loops would not vectorize (8 ns per value instead of < 1).
+    return (k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9], k[10], k[11], k[12],
+            k[13])
+
+
+def _cell_forward(gates, c_prev, c_next, h_next, k, fast):  # noqa: D103
+    # One day for every cell. gates [C, 4H]: in, the pre-activations of i, f, g, o; out,
+    # their activations (the tape). c_prev [C, H] in; c_next, h_next [C, H] out. Each loop
+    # runs over a slice from 0: loops over j in [2H, 3H) of the row did not vectorize.
+    n_cells, hidden = c_prev.shape
+    t = _unpack(k)
+    half = t[0]
+    for c in prange(n_cells):
+        g = gates[c]
+        gi, gf, gg, go = (g[:hidden], g[hidden:2 * hidden], g[2 * hidden:3 * hidden],
+                          g[3 * hidden:])
+        cp, cn, hn = c_prev[c], c_next[c], h_next[c]
+        for j in range(2 * hidden):
+            g[j] = half + half * _tanh(half * g[j], t, fast)
+        for j in range(hidden):
+            gg[j] = _tanh(gg[j], t, fast)
+        for j in range(hidden):
+            go[j] = half + half * _tanh(half * go[j], t, fast)
+        for j in range(hidden):
+            cn[j] = gf[j] * cp[j] + gi[j] * gg[j]
+        for j in range(hidden):
+            hn[j] = go[j] * _tanh(cn[j], t, fast)
+
+
+def _cell_backward(gates, c_prev, c_next, g_out, g_rec, g_c, g_gates, k, fast):  # noqa: D103
+    # Adjoint of one day. gates [C, 4H]: the activated i, f, g, o. g_out [C, H]: the
+    # cotangent of this day's h from outside (the head), g_rec [C, H]: from the next day's
+    # gates. g_c [C, H]: in, the cotangent of c_next; out, that of c_prev. Writes g_gates
+    # [C, 4H], the cotangents of the gate pre-activations. tanh(c_next) is recomputed
+    # rather than stored.
+    n_cells, hidden = c_prev.shape
+    t = _unpack(k)
+    one = t[1]
+    for c in prange(n_cells):
+        g, d = gates[c], g_gates[c]
+        gi, gf, gg, go = (g[:hidden], g[hidden:2 * hidden], g[2 * hidden:3 * hidden],
+                          g[3 * hidden:])
+        di, df, dg, do = (d[:hidden], d[hidden:2 * hidden], d[2 * hidden:3 * hidden],
+                          d[3 * hidden:])
+        cp, cn, gout, grec, gcc = c_prev[c], c_next[c], g_out[c], g_rec[c], g_c[c]
+        for j in range(hidden):
+            i = gi[j]
+            f = gf[j]
+            u = gg[j]
+            o = go[j]
+            tc = _tanh(cn[j], t, fast)
+            gh = gout[j] + grec[j]
+            gc = gcc[j] + gh * o * (one - tc * tc)
+            di[j] = gc * u * i * (one - i)
+            df[j] = gc * cp[j] * f * (one - f)
+            dg[j] = gc * i * (one - u * u)
+            do[j] = gh * tc * o * (one - o)
+            gcc[j] = gc * f
+
+
+_OPTIONS = {"cache": True, "error_model": "numpy"}
+_tanh = njit(inline="always", **_OPTIONS)(_tanh)
+_unpack = njit(inline="always", **_OPTIONS)(_unpack)
+_FORWARD = {p: njit(parallel=p, **_OPTIONS)(_cell_forward) for p in (False, True)}
+_BACKWARD = {p: njit(parallel=p, **_OPTIONS)(_cell_backward) for p in (False, True)}
+
+
+#: Days whose gate cotangents are gathered before the weight gradients' products (as in
+#: the state-feedback op).
+BLOCK_DAYS = 32
+
+#: Days whose input projection is computed at once when no backward will run (the gates
+#: of a block are the only buffer over days, besides h).
+NO_GRAD_BLOCK = 64
+
+
+class LSTMScan(torch.autograd.Function):
+    """Autograd function: a one-layer LSTM over whole sequences, batch first (CPU).
+
+    Inputs: ``keep`` (whether backward will run: without it the gates of only
+    :data:`NO_GRAD_BLOCK` days and two days of the cell state are held); ``x`` [C, T, In];
+    ``h0``, ``c0`` [C, H]; ``w_ih`` [4H, In], ``w_hh`` [4H, H], ``b_ih``, ``b_hh`` [4H]
+    (``nn.LSTM``'s layout and gate order i, f, g, o), all of one floating dtype. Returns
+    ``hs`` [C, T, H] (a view of a day-major buffer), and ``h`` and ``c`` at the end [C, H].
+    """
+
+    @staticmethod
+    def forward(ctx, keep, x, h0, c0, w_ih, w_hh, b_ih, b_hh):  # noqa: D102
+        n_cells, n_days, n_in = x.shape
+        hidden = w_hh.shape[1]
+        dtype = x.dtype
+        x_dm = x.detach().transpose(0, 1).contiguous()  # [T, C, In]: days contiguous
+        w_ih_t, w_hh_t, bias = w_ih.detach().t(), w_hh.detach().t(), (b_ih + b_hh).detach()
+        block = n_days if keep else min(n_days, NO_GRAD_BLOCK)
+        gates = torch.empty(block, n_cells, 4 * hidden, dtype=dtype)
+        h = torch.empty(n_days + 1, n_cells, hidden, dtype=dtype)
+        c = torch.empty(n_days + 1 if keep else 2, n_cells, hidden, dtype=dtype)
+        h[0], c[0] = h0, c0
+        k, fast = constants(dtype), dtype == torch.float32
+        step = _FORWARD[n_cells >= PARALLEL_CELLS]
+        g_np, c_np, h_np = gates.numpy(), c.numpy(), h.numpy()
+        for t0 in range(0, n_days, block):
+            n = min(block, n_days - t0)
+            # every day's input projection in one product; h W_hhᵀ is added day by day
+            torch.addmm(bias, x_dm[t0:t0 + n].reshape(-1, n_in), w_ih_t,
+                        out=gates[:n].view(-1, 4 * hidden))
+            for t in range(t0, t0 + n):
+                u, c0_, c1_ = t - t0, (t if keep else t % 2), (t + 1 if keep else (t + 1) % 2)
+                gates[u].addmm_(h[t], w_hh_t)
+                step(g_np[u], c_np[c0_], c_np[c1_], h_np[t + 1], k, fast)
+        c_end = c[-1 if keep else n_days % 2].clone()
+        if keep:
+            ctx.save_for_backward(x_dm, gates, h, c, w_ih, w_hh)
+        ctx.set_materialize_grads(False)
+        return h[1:].transpose(0, 1), h[-1].clone(), c_end
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_hs, g_h_end, g_c_end):  # noqa: D102
+        x_dm, gates, h, c, w_ih, w_hh = ctx.saved_tensors
+        n_days, n_cells, hidden4 = gates.shape
+        hidden, n_in = hidden4 // 4, x_dm.shape[2]
+        dtype = gates.dtype
+        zeros = lambda *shape: torch.zeros(shape, dtype=dtype)  # noqa: E731
+        g_out = zeros(n_days, n_cells, hidden)  # a copy: it is added to in place
+        if g_hs is not None:
+            g_out.copy_(g_hs.transpose(0, 1))
+        if g_h_end is not None:  # h_T is the last day's h: their cotangents add up
+            g_out[-1] += g_h_end
+        g_rec = zeros(n_cells, hidden)  # cotangent of h from the next day's gates
+        g_c = zeros(n_cells, hidden) if g_c_end is None else g_c_end.to(dtype).clone()
+        g_x_dm, g_w_ih, g_w_hh, g_b = (zeros(n_days, n_cells, n_in), zeros(hidden4, n_in),
+                                       zeros(hidden4, hidden), zeros(hidden4))
+        # the gates' cotangents of a block of days, then one product per weight gradient
+        block = torch.empty(min(BLOCK_DAYS, n_days), n_cells, hidden4, dtype=dtype)
+        k, fast = constants(dtype), dtype == torch.float32
+        step = _BACKWARD[n_cells >= PARALLEL_CELLS]
+        g_np, c_np, g_out_np, g_rec_np, g_c_np, block_np = (
+            a.numpy() for a in (gates, c, g_out, g_rec, g_c, block))
+        w_ih, w_hh = w_ih.detach(), w_hh.detach()
+        for t in range(n_days - 1, -1, -1):
+            start = t - t % BLOCK_DAYS
+            u = t - start
+            step(g_np[t], c_np[t], c_np[t + 1], g_out_np[t], g_rec_np, g_c_np, block_np[u],
+                 k, fast)
+            torch.mm(block[u], w_hh, out=g_rec)
+            if u == 0:
+                n = min(BLOCK_DAYS, n_days - start)
+                g_blk = block[:n].view(-1, hidden4)
+                g_w_hh.addmm_(g_blk.t(), h[start:start + n].view(-1, hidden))
+                g_w_ih.addmm_(g_blk.t(), x_dm[start:start + n].view(-1, n_in))
+                g_b += g_blk.sum(0)
+                torch.mm(g_blk, w_ih, out=g_x_dm[start:start + n].view(-1, n_in))
+        needs = ctx.needs_input_grad
+        return (None, g_x_dm.transpose(0, 1) if needs[1] else None,
+                g_rec if needs[2] else None, g_c if needs[3] else None, g_w_ih, g_w_hh,
+                g_b, g_b.clone())
+
+
+def scan_reason(lstm: nn.LSTM, x: Tensor) -> str | None:
+    """Why :class:`LSTMScan` cannot run ``lstm`` on ``x`` (None: it can)."""
+    if x.device.type != "cpu":
+        return f"the input is on {x.device.type}, the scan runs on the CPU"
+    if torch.is_autocast_enabled("cpu"):
+        return "CPU autocast is on (the scan computes in the tensors' own dtype)"
+    if (lstm.num_layers != 1 or lstm.bidirectional or lstm.proj_size or not lstm.batch_first
+            or not lstm.bias):
+        return "the scan runs one unidirectional, batch-first layer with biases"
+    dtypes = {x.dtype, *(p.dtype for p in lstm.parameters())}
+    if len(dtypes) != 1 or x.dtype not in (torch.float32, torch.float64):
+        return f"the scan needs one dtype, float32 or float64, found {sorted(map(str, dtypes))}"
+    return None
+
+
+def lstm_scan(lstm: nn.LSTM, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:class:`LSTMScan` with the weights of a one-layer, batch-first ``lstm``.
+
+    Returns ``(hs [C, T, H], h [C, H], c [C, H])``, as ``lstm(x, (h0, c0))`` gives them.
+    """
+    params = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+    # inside a Function, needs_input_grad ignores no_grad mode: decide here
+    keep = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, h0, c0, *params))
+    return LSTMScan.apply(keep, x, h0.contiguous(), c0.contiguous(), *params)
+
+
+def sequence_lstm(lstm: nn.LSTM, x: Tensor) -> Tensor:
+    """``lstm(x)[0]`` from zero states: the hidden states [C, T, H] of every day.
+
+    Runs :class:`LSTMScan` where it can (:func:`scan_reason`), else ``lstm`` itself; the
+    LSTM heads use it, so the LSTM baselines train on the same kernels as the hybrid.
+    """
+    if scan_reason(lstm, x) is not None:
+        return lstm(x)[0]
+    zero = x.new_zeros(x.shape[0], lstm.hidden_size)
+    return lstm_scan(lstm, x, zero, zero)[0]
