@@ -55,6 +55,10 @@ COMMANDS: dict[str, Job | dict[str, Job]] = {
         "h2mv_hybrid.analysis.report:analyze",
         "metric and equifinality tables, pattern maps and figures of an ensemble store",
     ),
+    "gr4j": (
+        "h2mv_hybrid.conceptual.calibrate:gr4j",
+        "calibrate GR4J (with degree-day snow) per basin: the conceptual benchmark",
+    ),
     "catchments": (
         "h2mv_hybrid.analysis.catchments:catchment_report",
         "per-basin NSE/KGE, water balance and emergent patterns of catchment (CAMELS) fits",

@@ -110,15 +110,21 @@ def test_camels_chain_through_the_cli(tmp_path, capsys):
         cli.main(["cv", "--config", str(root / f"experiments/camels_{name}.yaml"), "--folds",
                   "5", "--members", "0", "1", "--ensemble_of", "these", "--predict", "all", "--root",
                   str(tmp_path / name), *fast])
+    gr4j = str(tmp_path / "gr4j.zarr")
+    cli.main(["gr4j", "--store", store, "--out", gr4j, "--train_start", "1982-01-01",
+              "--train_end", "1983-06-30", "--maxiter", "3", "--popsize", "5"])
     out = tmp_path / "report"
     cli.main(["catchments", "--store", store, "--hybrid", str(tmp_path / "hybrid/ensemble.zarr"),
-              "--lstm", str(tmp_path / "lstm/ensemble.zarr"), "--out", str(out),
-              "--hydrograph_year", "1984"])
+              "--lstm", str(tmp_path / "lstm/ensemble.zarr"), "--conceptual", gr4j,
+              "--out", str(out), "--hydrograph_year", "1984"])
     text = capsys.readouterr().out
     assert "climatology" in text and "temporal" in text and "spatial" in text
     skill = pd.read_csv(out / "skill.csv")
     assert set(skill.model) == {"hybrid", "LSTM", "climatology", "hybrid (ensemble mean)",
-                                "LSTM (ensemble mean)"}
+                                "LSTM (ensemble mean)", "GR4J"}
+    # calibrated per basin over the training years: all six basins, temporal group only
+    assert set(skill[skill.model == "GR4J"].group) == {"temporal"}
+    assert (skill[skill.model == "GR4J"].basins == 6).all()
     # the member-mean series is scored only where every member had the same role: never
     # on a basin one member held out and the other trained on
     mean = skill[skill.model == "hybrid (ensemble mean)"]

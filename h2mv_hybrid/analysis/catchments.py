@@ -246,10 +246,13 @@ def catchment_scores(store: xr.Dataset, runs: dict[str, xr.Dataset], clim: xr.Da
     ``clim`` is the DOY climatology over the runs' days (:func:`doy_climatology`).
     """
     first = next(iter(runs.values()))
-    roles = basin_roles(first)
+    roles = {"climatology": basin_roles(first)}
     for name, ens in runs.items():
-        if not np.array_equal(ens["fold"].values, first["fold"].values):
+        # a per-basin calibration (h2mv gr4j: every basin temporal) sits beside any split
+        calibrated = bool((ens["fold"].values == EVERY_STAGE).all())
+        if not calibrated and not np.array_equal(ens["fold"].values, first["fold"].values):
             raise ValueError(f"{name}: expected the same folds as the other runs, found others")
+        roles[name] = basin_roles(ens)
     obs = store["q"]
     tables, groups = [], {}
     members = {}
@@ -260,12 +263,12 @@ def catchment_scores(store: xr.Dataset, runs: dict[str, xr.Dataset], clim: xr.Da
     for name, pred in {**members, "climatology": None}.items():
         if name == "climatology":
             g = skill_groups(basin_skill(clim.expand_dims(member=first["member"].values),
-                                         obs).load(), roles)
+                                         obs).load(), roles[name])
         elif pred is None:  # the member-mean series of the run before it
-            g = ensemble_mean_groups(members[name.removesuffix(" (ensemble mean)")], obs,
-                                     roles)
+            run = name.removesuffix(" (ensemble mean)")
+            g = ensemble_mean_groups(members[run], obs, roles[run])
         else:
-            g = skill_groups(basin_skill(pred, obs).load(), roles)
+            g = skill_groups(basin_skill(pred, obs).load(), roles[name])
         groups[name] = g
         t = summarize(g)
         t.insert(0, "model", name)
@@ -289,7 +292,7 @@ def plot_hydrographs(store: xr.Dataset, runs: dict[str, xr.Dataset], clim: xr.Da
         ax.plot(obs["time"], obs, color="k", lw=1.2, label="observed")
         ax.plot(obs["time"], clim.isel(cell=cell).sel(time=period), color="0.6", lw=0.8,
                 label="DOY climatology")
-        for (name, ens), color in zip(runs.items(), ("C0", "C3", "C2"), strict=False):
+        for (name, ens), color in zip(runs.items(), ("C0", "C3", "C2", "C1"), strict=False):
             q = _runoff(ens).isel(cell=cell).sel(time=period).mean("member")
             ax.plot(q["time"], q, color=color, lw=0.9, label=f"{name} (member mean)")
         ax.set_ylabel("Q, mm day⁻¹")
@@ -346,9 +349,9 @@ def plot_patterns_vs_camels(table: pd.DataFrame):
 
 
 def catchment_report(store: str, hybrid: str, out: str, lstm: str | None = None,
-                     hybrid_monthly: str | None = None, train_start: str | None = None,
-                     train_end: str | None = None, hydrograph_year: str = "2005",
-                     figures: bool = True) -> str:
+                     hybrid_monthly: str | None = None, conceptual: str | None = None,
+                     train_start: str | None = None, train_end: str | None = None,
+                     hydrograph_year: str = "2005", figures: bool = True) -> str:
     """Scores, water balance and emergent patterns of CAMELS fits (``h2mv catchments``).
 
     Args:
@@ -357,6 +360,8 @@ def catchment_report(store: str, hybrid: str, out: str, lstm: str | None = None,
         out: folder for the tables (CSV, and report.txt) and figures (PNG).
         lstm: ensemble store of the LSTM head (same folds), if any.
         hybrid_monthly: ensemble store of the hybrid trained on monthly runoff, if any.
+        conceptual: GR4J calibrated per basin (``h2mv gr4j``), if any: scored over the
+            hybrid's days, every basin in the temporal group.
         train_start: first day of the climatology's period (default: the config's).
         train_end: last day of that period (default: the config's).
         hydrograph_year: water year (October–September) of the hydrograph figure.
@@ -374,6 +379,16 @@ def catchment_report(store: str, hybrid: str, out: str, lstm: str | None = None,
     if "cell" not in first.dims or first.sizes["cell"] != ds.sizes["cell"]:
         raise ValueError(f"hybrid: expected every basin of {store} (h2mv cv --predict all), "
                          f"found dims {dict(first.sizes)}")
+    if conceptual:
+        gr4j = open_zarr(conceptual)
+        days = pd.DatetimeIndex(first["time"].values)
+        lacking = days.difference(pd.DatetimeIndex(gr4j["time"].values))
+        if gr4j.sizes.get("cell") != ds.sizes["cell"] or len(lacking):
+            raise ValueError(f"conceptual: expected every basin of {store} over the hybrid's "
+                             f"days {days[0]:%Y-%m-%d} … {days[-1]:%Y-%m-%d}, found "
+                             f"{gr4j.sizes.get('cell')} basins and {len(lacking)} of those "
+                             f"days missing")
+        runs["GR4J"] = gr4j.sel(time=first["time"])
     default = _train_period(first)
     train = (train_start or default[0], train_end or default[1])
     clim = doy_climatology(ds["q"], *train, pd.DatetimeIndex(first["time"].values))
