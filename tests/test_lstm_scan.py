@@ -74,9 +74,8 @@ def test_gradcheck_of_the_scan():
     assert torch.autograd.gradcheck(f, (x, h0, c0, *params), eps=1e-6, atol=1e-7)
 
 
-def test_without_gradients_blocks_of_days_give_the_same_values():
-    days = 2 * ls.NO_GRAD_BLOCK + 7
-    lstm, x, h0, c0 = lstm_and_inputs(D, days=days)
+def test_without_gradients_two_days_of_buffers_give_the_same_values():
+    lstm, x, h0, c0 = lstm_and_inputs(D)
     hs, h, c = ls.lstm_scan(lstm, x, h0, c0)
     with torch.no_grad():
         hs2, h2, c2 = ls.lstm_scan(lstm, x, h0, c0)
@@ -93,6 +92,24 @@ def test_a_retained_graph_gives_the_same_gradients_twice():
     second = torch.autograd.grad(loss, [x, *lstm.parameters()])
     for a, b in zip(first, second, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_next_step_reuses_the_tape_and_a_stale_graph_raises():
+    lstm, x, h0, c0 = lstm_and_inputs(D)
+    ref = values_and_grads(lstm, x, h0, c0, own=False)
+    got = [values_and_grads(lstm, x, h0, c0, own=True) for _ in range(2)]
+    (tape,) = ls._POOL.free.values()
+    for a, b, c in zip(got[0], got[1], ref, strict=True):  # a reused tape: the same step
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    hs, _, _ = ls.lstm_scan(lstm, x, h0, c0)
+    assert not ls._POOL.free  # this forward took the tape
+    loss = hs.square().sum()
+    loss.backward(retain_graph=True)
+    assert ls._POOL.free[next(iter(ls._POOL.free))].xs is tape.xs
+    ls.lstm_scan(lstm, x, h0, c0)  # overwrites the tape the retained graph still holds
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
 
 
 def test_scan_refuses_what_it_cannot_run():

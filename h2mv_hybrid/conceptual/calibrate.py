@@ -150,7 +150,7 @@ def gr4j(store: str, out: str, train_start: str, train_end: str,
         overwrite: replace an existing ``out``.
     """
     from h2mv_hybrid.atomic import atomic_directory
-    from h2mv_hybrid.data.store import open_store, to_zarr
+    from h2mv_hybrid.data.store import consolidate, open_store, to_zarr
 
     path = Path(out)
     if path.exists() and not overwrite:
@@ -161,6 +161,7 @@ def gr4j(store: str, out: str, train_start: str, train_end: str,
                          maxiter, popsize)
     with atomic_directory(path) as tmp:
         to_zarr(ds, tmp, mode="w")
+        consolidate(tmp)
     print(f"wrote {path}: {ds.sizes['cell']} basins calibrated on {train_start} … "
           f"{train_end}, median training NSE {float(np.nanmedian(ds['nse_train'])):.3f} "
           f"({time.perf_counter() - t0:.0f} s)")

@@ -5,13 +5,18 @@ backward, and in the decoupled configuration it was 77 % of a 2048-cell training
 (docs/benchmarks.md). :class:`LSTMScan` runs the same recurrence with the layout of the
 state-feedback op (:mod:`h2mv_hybrid.model.feedback`):
 
-- Forward: the input projection of every day as one matrix product, into a day-major
-  buffer [T, C, 4H]; per day one ``addmm_`` adds h W_hhᵀ in place and one compiled kernel
-  activates the gates and steps the cell. The activated gates stay in the buffer: they
-  are the tape.
+- Forward, per day: one ``addmm`` of ``[h, x]`` (the day's input row, its inputs
+  copied in for all days at once) by ``[W_hh | W_ih]ᵀ`` into the day's gates, and one
+  compiled kernel that activates them in place, steps the cell and writes h into the
+  next day's input row. The input rows, activated gates and cell states are the tape.
 - Backward, per day: one compiled kernel for the cell adjoint and one ``mm`` for the
-  cotangent of the previous h. The weight gradients and the input's cotangent are one
-  matrix product each per block of 32 days.
+  cotangent of the day's input row (h's and x's at once); the weight gradients are one
+  matrix product per block of 32 days.
+- The tape of the last backward is reused by the next forward of the same shape.
+
+(Projecting all days' inputs at once, then adding h W_hhᵀ day by day, was measured and
+dropped: at 2048 cells its 1.2 GB buffer, written at once, was read back from memory
+every day.)
 
 The gate kernels vectorize only if no transcendental function is called per element
 (numba's ``exp`` and ``tanh`` stay scalar without Intel's SVML) and no division can raise
@@ -22,6 +27,8 @@ fit that Eigen uses for ``tanh``, clamped at ±7.905, largest error 2.4 · 10⁻
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -73,8 +80,10 @@ def _unpack(k):  # noqa: D103
 
 def _cell_forward(gates, c_prev, c_next, h_next, k, fast):  # noqa: D103
     # One day for every cell. gates [C, 4H]: in, the pre-activations of i, f, g, o; out,
-    # their activations (the tape). c_prev [C, H] in; c_next, h_next [C, H] out. Each loop
-    # runs over a slice from 0: loops over j in [2H, 3H) of the row did not vectorize.
+    # their activations (the tape). c_prev [C, H] in; c_next [C, H] out; h_next [C, ≥ H]:
+    # h is written to its first H columns (the next day's input row). Each loop runs over
+    # a slice from 0 of a C-contiguous row: loops over j in [2H, 3H) of the row, or over a
+    # row of a strided 2-D view, did not vectorize.
     n_cells, hidden = c_prev.shape
     t = _unpack(k)
     half = t[0]
@@ -82,7 +91,7 @@ def _cell_forward(gates, c_prev, c_next, h_next, k, fast):  # noqa: D103
         g = gates[c]
         gi, gf, gg, go = (g[:hidden], g[hidden:2 * hidden], g[2 * hidden:3 * hidden],
                           g[3 * hidden:])
-        cp, cn, hn = c_prev[c], c_next[c], h_next[c]
+        cp, cn, hn = c_prev[c], c_next[c], h_next[c, :hidden]
         for j in range(2 * hidden):
             g[j] = half + half * _tanh(half * g[j], t, fast)
         for j in range(hidden):
@@ -97,8 +106,8 @@ def _cell_forward(gates, c_prev, c_next, h_next, k, fast):  # noqa: D103
 
 def _cell_backward(gates, c_prev, c_next, g_out, g_rec, g_c, g_gates, k, fast):  # noqa: D103
     # Adjoint of one day. gates [C, 4H]: the activated i, f, g, o. g_out [C, H]: the
-    # cotangent of this day's h from outside (the head), g_rec [C, H]: from the next day's
-    # gates. g_c [C, H]: in, the cotangent of c_next; out, that of c_prev. Writes g_gates
+    # cotangent of this day's h from outside (the head), g_rec [C, ≥ H]: in its first H
+    # columns, that from the next day's gates. g_c [C, H]: in, the cotangent of c_next; out, that of c_prev. Writes g_gates
     # [C, 4H], the cotangents of the gate pre-activations. tanh(c_next) is recomputed
     # rather than stored.
     n_cells, hidden = c_prev.shape
@@ -110,7 +119,7 @@ def _cell_backward(gates, c_prev, c_next, g_out, g_rec, g_c, g_gates, k, fast): 
                           g[3 * hidden:])
         di, df, dg, do = (d[:hidden], d[hidden:2 * hidden], d[2 * hidden:3 * hidden],
                           d[3 * hidden:])
-        cp, cn, gout, grec, gcc = c_prev[c], c_next[c], g_out[c], g_rec[c], g_c[c]
+        cp, cn, gout, grec, gcc = c_prev[c], c_next[c], g_out[c], g_rec[c, :hidden], g_c[c]
         for j in range(hidden):
             i = gi[j]
             f = gf[j]
@@ -133,23 +142,52 @@ _FORWARD = {p: njit(parallel=p, **_OPTIONS)(_cell_forward) for p in (False, True
 _BACKWARD = {p: njit(parallel=p, **_OPTIONS)(_cell_backward) for p in (False, True)}
 
 
-#: Days whose gate cotangents are gathered before the weight gradients' products (as in
+#: Days whose gate cotangents are gathered before the weight gradients' product (as in
 #: the state-feedback op).
 BLOCK_DAYS = 32
 
-#: Days whose input projection is computed at once when no backward will run (the gates
-#: of a block are the only buffer over days, besides h).
-NO_GRAD_BLOCK = 64
+
+class _Tape(NamedTuple):
+    """What backward reads: every day's LSTM input and activated gates, and the cell state."""
+
+    xs: Tensor  # [T + 1, C, H + In]: day t's [h_{t-1}, x_t] (slot T: h_T, inputs unused)
+    gates: Tensor  # [T, C, 4H]: activated i, f, g, o
+    c: Tensor  # [T + 1, C, H]
+
+
+class _TapePool:
+    """Hands the tape of the last finished backward pass to the next forward pass.
+
+    At 2048 cells × 365 days a tape is 1.9 GB: mapping it afresh every step costs its page
+    faults (as for the state-feedback op's tape). The forward pass writes the tape with
+    in-place torch ops, so a retained graph whose tape was reused fails autograd's version
+    check in its second backward instead of reading new data.
+    """
+
+    max_bytes = 4 * 2**30
+
+    def __init__(self):
+        self.free: dict[tuple, _Tape] = {}
+
+    def take(self, key: tuple) -> _Tape | None:
+        return self.free.pop(key, None)
+
+    def give(self, key: tuple, tape: _Tape) -> None:
+        if sum(t.numel() * t.element_size() for t in tape) <= self.max_bytes:
+            self.free = {key: tape}
+
+
+_POOL = _TapePool()
 
 
 class LSTMScan(torch.autograd.Function):
     """Autograd function: a one-layer LSTM over whole sequences, batch first (CPU).
 
-    Inputs: ``keep`` (whether backward will run: without it the gates of only
-    :data:`NO_GRAD_BLOCK` days and two days of the cell state are held); ``x`` [C, T, In];
-    ``h0``, ``c0`` [C, H]; ``w_ih`` [4H, In], ``w_hh`` [4H, H], ``b_ih``, ``b_hh`` [4H]
-    (``nn.LSTM``'s layout and gate order i, f, g, o), all of one floating dtype. Returns
-    ``hs`` [C, T, H] (a view of a day-major buffer), and ``h`` and ``c`` at the end [C, H].
+    Inputs: ``keep`` (whether backward will run: without it two days of buffers are held);
+    ``x`` [C, T, In]; ``h0``, ``c0`` [C, H]; ``w_ih`` [4H, In], ``w_hh`` [4H, H], ``b_ih``,
+    ``b_hh`` [4H] (``nn.LSTM``'s layout and gate order i, f, g, o), all of one floating
+    dtype. Returns ``hs`` [C, T, H] (a view of the tape), and ``h`` and ``c`` at the end
+    [C, H].
     """
 
     @staticmethod
@@ -157,37 +195,50 @@ class LSTMScan(torch.autograd.Function):
         n_cells, n_days, n_in = x.shape
         hidden = w_hh.shape[1]
         dtype = x.dtype
-        x_dm = x.detach().transpose(0, 1).contiguous()  # [T, C, In]: days contiguous
-        w_ih_t, w_hh_t, bias = w_ih.detach().t(), w_hh.detach().t(), (b_ih + b_hh).detach()
-        block = n_days if keep else min(n_days, NO_GRAD_BLOCK)
-        gates = torch.empty(block, n_cells, 4 * hidden, dtype=dtype)
-        h = torch.empty(n_days + 1, n_cells, hidden, dtype=dtype)
-        c = torch.empty(n_days + 1 if keep else 2, n_cells, hidden, dtype=dtype)
-        h[0], c[0] = h0, c0
+        w_t = torch.cat([w_hh.detach(), w_ih.detach()], 1).t()  # [H + In, 4H]
+        bias = (b_ih + b_hh).detach()
+        key = (n_days, n_cells, n_in, hidden, dtype)
+        n_slot = n_days + 1 if keep else 2
+        tape = _POOL.take(key) if keep else None
+        if tape is None:
+            tape = _Tape(torch.empty(n_slot, n_cells, hidden + n_in, dtype=dtype),
+                         torch.empty(n_slot - 1, n_cells, 4 * hidden, dtype=dtype),
+                         torch.empty(n_slot, n_cells, hidden, dtype=dtype))
+        xs, gates, c = tape
+        if keep:  # every day's inputs in one strided copy
+            xs[:n_days, :, hidden:].copy_(x.detach().transpose(0, 1))
+        xs[0, :, :hidden] = h0
+        c[0] = c0
+        # hs is returned as a copy, [C, T, H]: the tape goes back to the pool after backward
+        hs = torch.empty(n_cells, n_days, hidden, dtype=dtype)
+        x = x.detach()
         k, fast = constants(dtype), dtype == torch.float32
         step = _FORWARD[n_cells >= PARALLEL_CELLS]
-        g_np, c_np, h_np = gates.numpy(), c.numpy(), h.numpy()
-        for t0 in range(0, n_days, block):
-            n = min(block, n_days - t0)
-            # every day's input projection in one product; h W_hhᵀ is added day by day
-            torch.addmm(bias, x_dm[t0:t0 + n].reshape(-1, n_in), w_ih_t,
-                        out=gates[:n].view(-1, 4 * hidden))
-            for t in range(t0, t0 + n):
-                u, c0_, c1_ = t - t0, (t if keep else t % 2), (t + 1 if keep else (t + 1) % 2)
-                gates[u].addmm_(h[t], w_hh_t)
-                step(g_np[u], c_np[c0_], c_np[c1_], h_np[t + 1], k, fast)
-        c_end = c[-1 if keep else n_days % 2].clone()
+        g_np, c_np, x_np = gates.numpy(), c.numpy(), xs.numpy()
+        for t in range(n_days):
+            i0, i1, s = (t, t + 1, t) if keep else (t % 2, (t + 1) % 2, 0)
+            if not keep:
+                xs[i0, :, hidden:] = x[:, t]
+            torch.addmm(bias, xs[i0], w_t, out=gates[s])
+            step(g_np[s], c_np[i0], c_np[i1], x_np[i1], k, fast)
+            if not keep:
+                hs[:, t] = xs[i1, :, :hidden]
+        last = n_days if keep else n_days % 2
         if keep:
-            ctx.save_for_backward(x_dm, gates, h, c, w_ih, w_hh)
+            hs.copy_(xs[1:, :, :hidden].transpose(0, 1))
+            ctx.save_for_backward(*tape, w_ih, w_hh)
+            ctx.key = key
         ctx.set_materialize_grads(False)
-        return h[1:].transpose(0, 1), h[-1].clone(), c_end
+        return hs, xs[last, :, :hidden].clone(), c[last].clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_hs, g_h_end, g_c_end):  # noqa: D102
-        x_dm, gates, h, c, w_ih, w_hh = ctx.saved_tensors
+        *saved, w_ih, w_hh = ctx.saved_tensors
+        tape = _Tape(*saved)
+        xs, gates, c = tape
         n_days, n_cells, hidden4 = gates.shape
-        hidden, n_in = hidden4 // 4, x_dm.shape[2]
+        hidden, width = hidden4 // 4, xs.shape[2]
         dtype = gates.dtype
         zeros = lambda *shape: torch.zeros(shape, dtype=dtype)  # noqa: E731
         g_out = zeros(n_days, n_cells, hidden)  # a copy: it is added to in place
@@ -195,34 +246,35 @@ class LSTMScan(torch.autograd.Function):
             g_out.copy_(g_hs.transpose(0, 1))
         if g_h_end is not None:  # h_T is the last day's h: their cotangents add up
             g_out[-1] += g_h_end
-        g_rec = zeros(n_cells, hidden)  # cotangent of h from the next day's gates
         g_c = zeros(n_cells, hidden) if g_c_end is None else g_c_end.to(dtype).clone()
-        g_x_dm, g_w_ih, g_w_hh, g_b = (zeros(n_days, n_cells, n_in), zeros(hidden4, n_in),
-                                       zeros(hidden4, hidden), zeros(hidden4))
-        # the gates' cotangents of a block of days, then one product per weight gradient
+        # g_xs[t]: the cotangent of day t's input [h_{t-1}, x_t]; slot T: none
+        g_xs = torch.empty(n_days + 1, n_cells, width, dtype=dtype)
+        g_xs[n_days] = 0
+        g_w, g_b = zeros(hidden4, width), zeros(hidden4)
+        # the gates' cotangents of a block of days, then one product for the weights
         block = torch.empty(min(BLOCK_DAYS, n_days), n_cells, hidden4, dtype=dtype)
         k, fast = constants(dtype), dtype == torch.float32
         step = _BACKWARD[n_cells >= PARALLEL_CELLS]
-        g_np, c_np, g_out_np, g_rec_np, g_c_np, block_np = (
-            a.numpy() for a in (gates, c, g_out, g_rec, g_c, block))
-        w_ih, w_hh = w_ih.detach(), w_hh.detach()
+        g_np, c_np, g_out_np, g_c_np, block_np, g_xs_np = (
+            a.numpy() for a in (gates, c, g_out, g_c, block, g_xs))
+        w = torch.cat([w_hh.detach(), w_ih.detach()], 1)  # [4H, H + In]
         for t in range(n_days - 1, -1, -1):
             start = t - t % BLOCK_DAYS
             u = t - start
-            step(g_np[t], c_np[t], c_np[t + 1], g_out_np[t], g_rec_np, g_c_np, block_np[u],
-                 k, fast)
-            torch.mm(block[u], w_hh, out=g_rec)
+            step(g_np[t], c_np[t], c_np[t + 1], g_out_np[t], g_xs_np[t + 1], g_c_np,
+                 block_np[u], k, fast)
+            torch.mm(block[u], w, out=g_xs[t])
             if u == 0:
                 n = min(BLOCK_DAYS, n_days - start)
                 g_blk = block[:n].view(-1, hidden4)
-                g_w_hh.addmm_(g_blk.t(), h[start:start + n].view(-1, hidden))
-                g_w_ih.addmm_(g_blk.t(), x_dm[start:start + n].view(-1, n_in))
+                g_w.addmm_(g_blk.t(), xs[start:start + n].view(-1, width))
                 g_b += g_blk.sum(0)
-                torch.mm(g_blk, w_ih, out=g_x_dm[start:start + n].view(-1, n_in))
+        _POOL.give(ctx.key, tape)
         needs = ctx.needs_input_grad
-        return (None, g_x_dm.transpose(0, 1) if needs[1] else None,
-                g_rec if needs[2] else None, g_c if needs[3] else None, g_w_ih, g_w_hh,
-                g_b, g_b.clone())
+        g_x = g_xs[:n_days, :, hidden:].transpose(0, 1) if needs[1] else None
+        return (None, g_x, g_xs[0, :, :hidden].clone() if needs[2] else None,
+                g_c if needs[3] else None, g_w[:, hidden:].clone(),
+                g_w[:, :hidden].clone(), g_b, g_b.clone())
 
 
 def scan_reason(lstm: nn.LSTM, x: Tensor) -> str | None:
