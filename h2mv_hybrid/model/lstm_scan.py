@@ -107,9 +107,9 @@ def _cell_forward(gates, c_prev, c_next, h_next, k, fast):  # noqa: D103
 def _cell_backward(gates, c_prev, c_next, g_out, g_rec, g_c, g_gates, k, fast):  # noqa: D103
     # Adjoint of one day. gates [C, 4H]: the activated i, f, g, o. g_out [C, H]: the
     # cotangent of this day's h from outside (the head), g_rec [C, ≥ H]: in its first H
-    # columns, that from the next day's gates. g_c [C, H]: in, the cotangent of c_next; out, that of c_prev. Writes g_gates
-    # [C, 4H], the cotangents of the gate pre-activations. tanh(c_next) is recomputed
-    # rather than stored.
+    # columns, that from the next day's gates. g_c [C, H]: in, the cotangent of c_next;
+    # out, that of c_prev. Writes g_gates [C, 4H], the cotangents of the gate
+    # pre-activations. tanh(c_next) is recomputed rather than stored.
     n_cells, hidden = c_prev.shape
     t = _unpack(k)
     one = t[1]
