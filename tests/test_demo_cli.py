@@ -39,7 +39,7 @@ def test_every_experiment_config_runs_through_the_cli(tmp_path, capsys):
 def test_cli_rejects_unknown_command_and_bad_options(capsys):
     with pytest.raises(SystemExit) as err:
         cli.main(["nope"])
-    assert "unknown command 'nope'; valid: fit, validate, test, predict, cv, compare, identify, import, demo, synth, analyze, catchments, recovery, sensitivity" in str(err.value)
+    assert "unknown command 'nope'; valid: fit, validate, test, predict, cv, compare, identify, import, demo, synth, analyze, gr4j, catchments, recovery, sensitivity" in str(err.value)
     with pytest.raises(SystemExit):
         cli.main(["demo", "--dtype", "float16"])
     assert "float32" in capsys.readouterr().err
