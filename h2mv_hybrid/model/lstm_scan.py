@@ -186,7 +186,7 @@ class LSTMScan(torch.autograd.Function):
     Inputs: ``keep`` (whether backward will run: without it two days of buffers are held);
     ``x`` [C, T, In]; ``h0``, ``c0`` [C, H]; ``w_ih`` [4H, In], ``w_hh`` [4H, H], ``b_ih``,
     ``b_hh`` [4H] (``nn.LSTM``'s layout and gate order i, f, g, o), all of one floating
-    dtype. Returns ``hs`` [C, T, H] (a view of the tape), and ``h`` and ``c`` at the end
+    dtype. Returns ``hs`` [C, T, H] (a copy: the tape is reused), and ``h`` and ``c`` at the end
     [C, H].
     """
 
