@@ -142,11 +142,15 @@ class _Tape(NamedTuple):
     raw: Tensor  # [n, C, 7]: head outputs
 
 
-class _TapePool:
+class TapePool:
     """Hands the tape of the last finished backward pass to the next forward pass.
 
-    A tape is hundreds of MB (745 numbers per cell-day); mapping it afresh and releasing
-    it every step cost a quarter of a step at 512 cells × 365 days (page faults, munmap).
+    Shared by the fused ops that keep per-day buffers (this one and
+    :class:`~h2mv_hybrid.model.lstm_scan.LSTMScan`), each with its own pool.
+
+    The state-feedback tape is hundreds of MB (745 numbers per cell-day); mapping it
+    afresh and releasing it every step cost a quarter of a step at 512 cells × 365 days
+    (page faults, munmap).
     One tape is kept, of the latest shape, up to ``max_bytes``. Reuse is safe: the forward
     pass writes the tape with in-place torch ops, so a graph whose tape was reused (a
     second backward with ``retain_graph=True`` after another forward) fails autograd's
@@ -156,17 +160,17 @@ class _TapePool:
     max_bytes = 2 * 2**30
 
     def __init__(self):
-        self.free: dict[tuple, _Tape] = {}
+        self.free: dict[tuple, tuple[Tensor, ...]] = {}
 
-    def take(self, key: tuple, make) -> _Tape:
+    def take(self, key: tuple, make):  # noqa: D102
         return self.free.pop(key, None) or make()
 
-    def give(self, key: tuple, tape: _Tape) -> None:
+    def give(self, key: tuple, tape: tuple[Tensor, ...]) -> None:  # noqa: D102
         if sum(t.numel() * t.element_size() for t in tape) <= self.max_bytes:
             self.free = {key: tape}
 
 
-_POOL = _TapePool()
+_POOL = TapePool()
 
 
 def _run(p: _Setup, t0: int, t1: int, x0: Tensor, c0: Tensor, s0: Tensor, out: Tensor,

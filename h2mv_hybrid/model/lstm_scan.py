@@ -35,6 +35,8 @@ import torch
 from numba import njit, prange
 from torch import Tensor, nn
 
+from h2mv_hybrid.model.feedback import TapePool
+
 #: Cells from which the gate kernels run in parallel over cells (numba threads).
 PARALLEL_CELLS = 256
 
@@ -155,29 +157,9 @@ class _Tape(NamedTuple):
     c: Tensor  # [T + 1, C, H]
 
 
-class _TapePool:
-    """Hands the tape of the last finished backward pass to the next forward pass.
-
-    At 2048 cells × 365 days a tape is 1.9 GB: mapping it afresh every step costs its page
-    faults (as for the state-feedback op's tape). The forward pass writes the tape with
-    in-place torch ops, so a retained graph whose tape was reused fails autograd's version
-    check in its second backward instead of reading new data.
-    """
-
-    max_bytes = 4 * 2**30
-
-    def __init__(self):
-        self.free: dict[tuple, _Tape] = {}
-
-    def take(self, key: tuple) -> _Tape | None:
-        return self.free.pop(key, None)
-
-    def give(self, key: tuple, tape: _Tape) -> None:
-        if sum(t.numel() * t.element_size() for t in tape) <= self.max_bytes:
-            self.free = {key: tape}
-
-
-_POOL = _TapePool()
+#: The tape of the last backward, for the next forward (:class:`TapePool`); a 2048-cell ×
+#: 365-day tape is 1.9 GB, whose page faults a fresh one would cost every step.
+_POOL = TapePool()
 
 
 class LSTMScan(torch.autograd.Function):
@@ -199,11 +181,13 @@ class LSTMScan(torch.autograd.Function):
         bias = (b_ih + b_hh).detach()
         key = (n_days, n_cells, n_in, hidden, dtype)
         n_slot = n_days + 1 if keep else 2
-        tape = _POOL.take(key) if keep else None
-        if tape is None:
-            tape = _Tape(torch.empty(n_slot, n_cells, hidden + n_in, dtype=dtype),
+
+        def make() -> _Tape:
+            return _Tape(torch.empty(n_slot, n_cells, hidden + n_in, dtype=dtype),
                          torch.empty(n_slot - 1, n_cells, 4 * hidden, dtype=dtype),
                          torch.empty(n_slot, n_cells, hidden, dtype=dtype))
+
+        tape = _POOL.take(key, make) if keep else make()
         xs, gates, c = tape
         if keep:  # every day's inputs in one strided copy
             xs[:n_days, :, hidden:].copy_(x.detach().transpose(0, 1))
