@@ -135,6 +135,14 @@ def test_store_errors_name_what_is_wrong(tmp_path):
     store = small_store()
     with pytest.raises(ValueError, match="found no pet"):
         cal.calibrate_store(store.drop_vars("pet"), "1991-01-01", "1991-12-31")
+    gap = store.copy(deep=True)
+    gap["prec"][5, 1] = np.nan
+    with pytest.raises(ValueError, match="basin 01: prec: expected no gaps, found 1 missing"):
+        cal.calibrate_store(gap, "1991-01-01", "1991-12-31", log=lambda *_: None)
+    dry = store.copy(deep=True)
+    dry["q"][:, 0] = np.nan
+    with pytest.raises(ValueError, match="basin 00: q: expected at least 30 observed"):
+        cal.calibrate_store(dry, "1991-01-01", "1991-12-31", log=lambda *_: None)
     with pytest.raises(ValueError, match="found none in 2001-01-01"):
         cal.calibrate_store(store, "2001-01-01", "2001-12-31")
     (tmp_path / "gr4j.zarr").mkdir()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from h2mv_hybrid.conceptual.gr4j import BOUNDS, PARAMETERS, UNITS, simulate
+from h2mv_hybrid.conceptual.gr4j import BOUNDS, PARAMETERS, UNITS, runner, simulate
 from h2mv_hybrid.data.folds import EVERY_STAGE
 
 #: What the catchment store must hold.
@@ -58,17 +58,24 @@ def calibrate_basin(prec: np.ndarray, pet: np.ndarray, tair: np.ndarray, q: np.n
         raise ImportError("h2mv gr4j calibrates with scipy: pip install "
                           "'h2mv-hybrid[baselines]'") from err
 
-    obs = np.where(train, q, np.nan)
-    if np.isfinite(obs).sum() < 30:
-        raise ValueError(f"q: expected at least 30 observed training days, found "
-                         f"{int(np.isfinite(obs).sum())}")
+    obs = _training_obs(q, train)
+    run = runner(prec, pet, tair)
 
     def loss(x: np.ndarray) -> float:
-        return -nse_of(simulate(prec, pet, tair, dict(zip(PARAMETERS, x, strict=True))), obs)
+        return -nse_of(run(x)[0], obs)
 
     res = differential_evolution(loss, [BOUNDS[n] for n in PARAMETERS], seed=seed,
                                  maxiter=maxiter, popsize=popsize, tol=1e-6, polish=True)
     return dict(zip(PARAMETERS, map(float, res.x), strict=True)), float(-res.fun)
+
+
+def _training_obs(q: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """``q`` on the training days, NaN elsewhere; at least 30 of them observed."""
+    obs = np.where(train, q, np.nan)
+    if np.isfinite(obs).sum() < 30:
+        raise ValueError(f"q: expected at least 30 observed training days, found "
+                         f"{int(np.isfinite(obs).sum())}")
+    return obs
 
 
 def _celsius(tair: xr.DataArray) -> np.ndarray:
@@ -103,6 +110,12 @@ def calibrate_store(store: xr.Dataset, train_start: str, train_end: str,
     score = np.full(n_cells, np.nan)
     sims = np.full((n_cells, len(time_)), np.nan, dtype=np.float32)
     names = store["gauge_id"].values if "gauge_id" in store.coords else np.arange(n_cells)
+    for c in range(n_cells):  # every basin's forcing checked before any calibration
+        try:
+            runner(prec[:, c], pet[:, c], tair[:, c])
+            _training_obs(q[:, c], train)
+        except ValueError as err:
+            raise ValueError(f"basin {names[c]}: {err}") from err
     for c in range(n_cells):
         t0 = time.perf_counter()
         best, score[c] = calibrate_basin(prec[:, c], pet[:, c], tair[:, c], q[:, c], train,

@@ -119,6 +119,21 @@ def simulate(prec: np.ndarray, pet: np.ndarray, tair: np.ndarray, params: dict[s
         params: every name of :data:`PARAMETERS`.
         with_states: also return the end-of-day stores [T, 3] (snow pack, S, R), mm.
     """
+    missing = set(PARAMETERS) - set(params)
+    if missing:
+        raise ValueError(f"params: expected {PARAMETERS}, found no {sorted(missing)}")
+    run = runner(prec, pet, tair)
+    q, states = run([params[n] for n in PARAMETERS])
+    return (q.copy(), states.copy()) if with_states else q.copy()
+
+
+def runner(prec: np.ndarray, pet: np.ndarray, tair: np.ndarray):
+    """The forcing of one basin checked once, as a function of the parameter values.
+
+    The returned ``run(values)`` takes the values of :data:`PARAMETERS` in order and
+    returns ``(q [T], states [T, 3])`` in buffers that the next call overwrites: what a
+    calibration calls thousands of times. Arguments as :func:`simulate`'s.
+    """
     arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in (prec, pet, tair)]
     for name, a in zip(("prec", "pet", "tair"), arrays, strict=True):
         if a.ndim != 1 or len(a) != len(arrays[0]):
@@ -127,10 +142,11 @@ def simulate(prec: np.ndarray, pet: np.ndarray, tair: np.ndarray, params: dict[s
         if not np.isfinite(a).all():
             raise ValueError(f"{name}: expected no gaps, found {int((~np.isfinite(a)).sum())} "
                              f"missing days")
-    missing = set(PARAMETERS) - set(params)
-    if missing:
-        raise ValueError(f"params: expected {PARAMETERS}, found no {sorted(missing)}")
     q = np.empty(len(arrays[0]))
     states = np.empty((len(q), 3))
-    _run(*arrays, *(float(params[n]) for n in PARAMETERS), q, states)
-    return (q, states) if with_states else q
+
+    def run(values) -> tuple[np.ndarray, np.ndarray]:
+        _run(*arrays, *(float(v) for v in values), q, states)
+        return q, states
+
+    return run
