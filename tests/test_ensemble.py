@@ -11,6 +11,7 @@ import pytest
 import torch
 import xarray as xr
 import yaml
+import zarr
 
 from h2mv_hybrid import cli
 from h2mv_hybrid.data.datamodule import H2MVDataModule
@@ -255,6 +256,35 @@ def test_interrupted_prediction_resumes_where_it_stopped(cv, tmp_path, monkeypat
     assert calls["predict"] == total - 2  # the two written tiles were not predicted again
     assert resumed.sizes["member"] == FOLDS and "progress" not in resumed
     for name in ("ET", "sm", "gw", "sm_max", "alpha_T"):
+        xr.testing.assert_allclose(resumed[name].load(), full[name].load())
+
+
+def test_prediction_interrupted_after_its_last_tile_is_published_on_rerun(cv, tmp_path,
+                                                                          monkeypatch):
+    """Past the last tile the partial store drops its progress map; a failure after that
+    (in the extrapolation index) leaves it without one, and a rerun publishes it without
+    predicting again."""
+    root, result = cv
+    out = tmp_path / "ensemble.zarr"
+    real = ensemble_store.EnsembleWriter._write_extrapolation
+
+    def failing(self):
+        raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(ensemble_store.EnsembleWriter, "_write_extrapolation", failing)
+    with pytest.raises(KeyboardInterrupt):
+        predict_ensemble(root, out, device="cpu")
+    partial = Path(str(out) + ".partial")
+    assert partial.exists() and not out.exists()
+    assert "progress" not in zarr.open_group(partial, mode="r")
+    monkeypatch.setattr(ensemble_store.EnsembleWriter, "_write_extrapolation", real)
+    monkeypatch.setattr(ensemble_store.EnsembleWriter, "_predict_tile",
+                        lambda *a: pytest.fail("a written tile was predicted again"))
+    predict_ensemble(root, out, device="cpu")
+    assert not partial.exists() and out.exists()
+    full = xr.open_zarr(result["ensemble"], consolidated=False)
+    resumed = xr.open_zarr(out, consolidated=False)
+    for name in ("ET", "sm_max", "extrapolation_index"):
         xr.testing.assert_allclose(resumed[name].load(), full[name].load())
 
 

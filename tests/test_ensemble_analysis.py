@@ -227,6 +227,32 @@ def test_skill_of_an_anomaly_constraint_leaves_out_the_bias_ratio():
     assert table["median"].iloc[0] > 0.9
 
 
+def test_ensemble_extrapolation_of_points_and_of_one_basin():
+    """Per member over a point ensemble; a member trained on one basin (a single-basin
+    temporal fit: every stage on the same cell) has no distance scale and gets NaN."""
+    from h2mv_hybrid.analysis.extrapolation import ensemble_extrapolation
+    from h2mv_hybrid.data.folds import EVERY_STAGE
+
+    def stores(n, folds):
+        time = pd.date_range("2000-01-01", periods=10)
+        r = np.random.default_rng(0)
+        coords = {"lat": ("cell", np.arange(n) * 1.0), "lon": ("cell", np.zeros(n))}
+        store = xr.Dataset(
+            {"static": (("cell", "feature"), r.normal(size=(n, 3))),
+             **{v: (("cell", "time"), r.normal(size=(n, 10))) for v in ("prec", "tair", "rn")}},
+            coords={**coords, "time": time, "feature": ["a", "b", "c"]})
+        ens = xr.Dataset({"fold": ("cell", np.asarray(folds))},
+                         coords={**coords, "time": time, "member": [0, 1, 2]})
+        return ens, store
+
+    ens, store = stores(1, [EVERY_STAGE])
+    index = ensemble_extrapolation(ens, store, ens)["extrapolation_index"]
+    assert index.shape == (3, 1) and bool(index.isnull().all())
+    ens, store = stores(6, [EVERY_STAGE] * 6)  # several basins, temporal: every member alike
+    index = ensemble_extrapolation(ens, store, ens, k=2)["extrapolation_index"]
+    assert bool(index.notnull().all()) and float(index.std("member").max()) < 1e-12
+
+
 def test_extrapolation_figure_has_its_titles_labels_and_classes():
     from h2mv_hybrid.analysis.extrapolation import skill_by_extrapolation
 

@@ -97,6 +97,9 @@ def ensemble_extrapolation(ens: xr.Dataset, store: xr.Dataset, cells: xr.Dataset
         store: its input store.
         cells: the predicted cells (``predicted_cells`` of both), which the index is for.
         k: neighbours averaged.
+
+    A member trained on a single cell (one basin, in a temporal split) has no index: its
+    row is NaN.
     """
     from h2mv_hybrid.analysis.ensemble import cell_positions
     from h2mv_hybrid.data.folds import NOT_MODELLED
@@ -114,8 +117,12 @@ def ensemble_extrapolation(ens: xr.Dataset, store: xr.Dataset, cells: xr.Dataset
     if (pick < 0).any():
         raise ValueError("cells: expected predicted cells among the ensemble's modelled "
                          "cells, found others")
-    rows = [extrapolation_index(features, member_split(folds, int(m)).train, k)[pick]
-            for m in ens["member"].values]
+    rows = []
+    for m in ens["member"].values:
+        train = member_split(folds, int(m)).train
+        # One training cell (a single basin's fit) gives no distance scale: no index.
+        rows.append(extrapolation_index(features, train, k)[pick] if train.sum() >= 2
+                    else np.full(len(pick), np.nan))
     out = xr.Dataset({"extrapolation_index": (("member", "cell"), np.stack(rows))},
                      coords={"member": ens["member"].values,
                              **{c: cells[c] for c in ("lat", "lon") if c in cells.coords}})
@@ -123,7 +130,8 @@ def ensemble_extrapolation(ens: xr.Dataset, store: xr.Dataset, cells: xr.Dataset
         units="1", long_name="extrapolation index: distance to the training cells",
         definition=f"mean distance to the {k} nearest training cells (n − 1 if only n ≤ "
                    f"{k}) in standardized features, over the median of the same among "
-                   f"training cells; features: {', '.join(names)}")
+                   f"training cells; features: {', '.join(names)}; NaN for a member "
+                   f"trained on fewer than 2 cells")
     return out
 
 

@@ -325,8 +325,11 @@ class EnsembleWriter:
                     f"{key}); pass overwrite=True to replace it"
                 )
         group = self._open_partial()
-        done = (np.zeros((self.folds, len(self.tiles)), bool) if group is None
-                else np.asarray(group["progress"][:]).astype(bool))
+        done = np.zeros((self.folds, len(self.tiles)), bool)
+        if group is not None:
+            # progress goes only once every tile is written: a partial store without it
+            # was interrupted after that (in the extrapolation index or the publishing)
+            done[:] = np.asarray(group["progress"][:]) if "progress" in group else True
         todo = [(m, t) for m in range(self.folds) for t in range(len(self.tiles))
                 if not done[m, t]]
         if done.any():
@@ -343,7 +346,8 @@ class EnsembleWriter:
             self._write_tile(group, m, t, pred)
         if group is None:  # nothing to predict: no cells
             raise ValueError(f"cells: expected at least one {self.cells} cell, found none")
-        del group["progress"]
+        if "progress" in group:
+            del group["progress"]
         self._write_extrapolation()
         consolidate(self.partial)  # the metadata is final: no progress, every attribute
         if self.out.exists():
