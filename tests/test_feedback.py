@@ -72,6 +72,20 @@ def test_fused_equals_loop_from_a_carried_state_and_in_checkpointed_chunks():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("bands", [1, 2])
+def test_fused_equals_loop_on_the_threaded_kernels(bands):
+    """From PARALLEL_CELLS cells (or bucket rows) the day kernels loop over cells on numba's
+    threads: the same values and gradients as the loop, with and without bands."""
+    from process_layers.fused import PARALLEL_CELLS
+
+    cells = PARALLEL_CELLS if bands == 1 else PARALLEL_CELLS // 2 + 3
+    forcing, static = inputs(cells=cells, days=12, seed=4)
+    out = {b: run(b, forcing, static, state_feedback=True, elevation_bands=bands)
+           for b in ("fused", "loop")}
+    assert out["fused"][0].daily["q_total"].shape[0] == cells
+    assert_same(out["fused"], out["loop"])
+
+
 def test_fused_float32_agrees_with_loop_to_rounding():
     forcing, static = inputs(cells=16, days=200, dtype=torch.float32)
     outs = {}

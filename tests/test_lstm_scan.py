@@ -63,15 +63,41 @@ def test_scan_float32_uses_the_rational_tanh_within_rounding():
     torch.testing.assert_close(gates[:, 0], torch.full_like(z, 0.5), rtol=0, atol=1e-7)
 
 
-def test_gradcheck_of_the_scan():
+@pytest.mark.parametrize("per_cell_bias", [False, True])
+def test_gradcheck_of_the_scan(per_cell_bias):
     lstm, x, h0, c0 = lstm_and_inputs(D, cells=3, days=6, n_in=2, hidden=3, gain=1.0)
-    params = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+    bias = lstm.bias_ih_l0.detach() + lstm.bias_hh_l0.detach()
+    if per_cell_bias:
+        bias = bias + torch.randn(3, 12, dtype=D)
+    params = (lstm.weight_ih_l0, lstm.weight_hh_l0, bias.requires_grad_(True))
 
     def f(*args):
         hs, h, c = ls.LSTMScan.apply(True, *args)
         return hs, h, c
 
     assert torch.autograd.gradcheck(f, (x, h0, c0, *params), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("cells", [7, ls.PARALLEL_CELLS])
+def test_static_inputs_projected_once_equal_nn_lstm_on_every_day(cells):
+    """lstm_scan(x, static): the inputs that do not change over days enter as a bias per
+    cell; values and every gradient (the static inputs' included) are nn.LSTM's on the
+    input [x, static] of every day."""
+    lstm, x, h0, c0 = lstm_and_inputs(D, cells=cells, n_in=7)
+    static = torch.randn(cells, 4, dtype=D, requires_grad=True)
+    dyn = x[:, :, :3].detach().requires_grad_(True)
+    full = torch.cat([dyn, static[:, None].expand(-1, x.shape[1], -1)], -1)
+    hs_ref, (h_ref, c_ref) = lstm(full, (h0[None], c0[None]))
+    hs, h, c = ls.lstm_scan(lstm, dyn, h0, c0, static)
+    w = torch.randn(hs.shape, generator=torch.Generator().manual_seed(1), dtype=D)
+    grads = []
+    for out in ((hs_ref, h_ref[0], c_ref[0]), (hs, h, c)):
+        loss = (out[0] * w).sum() + (out[1] ** 2).sum() + 0.3 * (out[2] * out[2].detach()).sum()
+        grads.append(torch.autograd.grad(loss, [dyn, static, h0, c0, *lstm.parameters()]))
+        torch.testing.assert_close(out[0], hs_ref, rtol=0, atol=1e-12)
+    names = ["x", "static", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"]
+    for n, a, b in zip(names, *grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11, msg=n)
 
 
 def test_without_gradients_two_days_of_buffers_give_the_same_values():

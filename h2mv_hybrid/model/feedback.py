@@ -6,13 +6,13 @@ per bucket equation) and replays as many in backward: on the CPU, dispatch and t
 cost more than the arithmetic. :class:`FeedbackScan` runs the same recurrence as one
 autograd function with a hand-written backward:
 
-- Forward, per day: one ``addmm`` for the LSTM gates, five in-place element-wise ops for
-  the cell, one ``addmm`` for the head, and one compiled kernel
-  (:func:`process_layers.fused.day_forward`) for the activations and the whole bucket day.
-- Backward, per day: the bucket adjoint (:func:`process_layers.fused.day_backward`), one
-  compiled kernel for the head and LSTM-cell adjoint, and one ``mm`` for the cotangent
-  of the next input. Weight gradients are summed over blocks of days in one ``mm``
-  each instead of one per day.
+- Forward, per day: one ``addmm`` for the LSTM gates and one compiled call
+  (:func:`~h2mv_hybrid.model.feedback_kernels.forward_day`) for the cell, the head, the
+  activations, the whole bucket day and the next day's input.
+- Backward, per day: one compiled call
+  (:func:`~h2mv_hybrid.model.feedback_kernels.backward_day`: the bucket adjoint, the
+  head and cell adjoint) and one ``mm`` for the cotangent of the day's input. Weight
+  gradients are summed over blocks of days in one ``mm`` each instead of one per day.
 
 Same parameters, same arithmetic (up to the order of floating-point sums): tests compare
 both backends value by value and gradient by gradient in float64.
@@ -21,25 +21,26 @@ The LSTM's input is ``[f_norm (3), code, log1p(states / scale) (3), fAPAR]``, as
 ``HybridH2MV``. The code part does not change over days, so its projection (with both
 biases) is computed once per sequence; each day multiplies only ``x = [h, f_norm,
 log1p(states / scale), fAPAR]`` by ``w_x = [W_hh | W_ih columns of f_norm, states,
-fAPAR]``.
+fAPAR]``, its rows padded with zeros to a multiple of 16 numbers
+(:func:`~h2mv_hybrid.model.cell_kernels.padded_width`: 107 → 112 at H = 100, for the
+speed of the backward product).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
-from numba import njit, prange
 from torch import Tensor
 
+from h2mv_hybrid.model.cell_kernels import constants, padded_width
+from h2mv_hybrid.model.feedback_kernels import backward_day, forward_day
 from process_layers import bands
 from process_layers.fused import (
     CONSTANTS,
     N_DAY_OUT,
     PARALLEL_CELLS,
     beta_gradients,
-    day_kernels,
     per_cell_betas,
 )
 
@@ -49,68 +50,14 @@ from process_layers.fused import (
 BLOCK_DAYS = 32
 
 
-def _lstm_backward(g_x, g_raw, w_head, gates, c_prev, tanh_c, g_c, g_gates, g_h, g_code):  # noqa: D103
-    # Adjoint of one day's head and LSTM cell for every cell. g_x [C, H + 7]: cotangent
-    # of the next day's input (its first H columns are h); g_raw [C, 7], w_head [7, H]:
-    # the head's; gates [C, 4H]: activated i, f, g, o; c_prev, tanh_c [C, H]. g_c [C, H]:
-    # in, the cotangent of c from the next day; out, that of c_prev. Writes g_gates [C, 4H]
-    # (cotangents of the gate pre-activations), adds them to g_code [C, 4H]; g_h [C, H] is
-    # scratch. No literal constants: they would promote float32 arithmetic to float64 and
-    # keep the inner loops from vectorizing.
-    n_cells, hidden = c_prev.shape
-    for c in prange(n_cells):
-        for j in range(hidden):
-            g_h[c, j] = g_x[c, j]
-        for k in range(g_raw.shape[1]):
-            gr = g_raw[c, k]
-            for j in range(hidden):
-                g_h[c, j] += gr * w_head[k, j]
-        for j in range(hidden):
-            gh = g_h[c, j]
-            i = gates[c, j]
-            f = gates[c, hidden + j]
-            g = gates[c, 2 * hidden + j]
-            o = gates[c, 3 * hidden + j]
-            tc = tanh_c[c, j]
-            gc = g_c[c, j] + gh * (o - o * tc * tc)
-            g_gates[c, j] = gc * g * (i - i * i)
-            g_gates[c, hidden + j] = gc * c_prev[c, j] * (f - f * f)
-            g_gates[c, 2 * hidden + j] = gc * (i - i * g * g)
-            g_gates[c, 3 * hidden + j] = gh * tc * (o - o * o)
-            g_c[c, j] = gc * f
-        for j in range(4 * hidden):
-            g_code[c, j] += g_gates[c, j]
-
-
-def _encode(x, fn, st, out, t, scale, with_forcing):  # noqa: D103
-    # The non-h part of one day's LSTM input x [C, H + 7]: normalized forcing fn [C, 3]
-    # (if with_forcing), log1p(storages / scale) from st [C, 3], and fAPAR of day t from
-    # out [28, C, T] (the previous day's; t = -1: leave the initial value).
-    n_cells, width = x.shape
-    hidden = width - 7
-    for c in prange(n_cells):
-        if with_forcing:
-            for k in range(3):
-                x[c, hidden + k] = fn[c, k]
-        for k in range(3):
-            x[c, hidden + 3 + k] = np.log1p(st[c, k] / scale)
-        if t >= 0:
-            x[c, hidden + 6] = out[out.shape[0] - 1, c, t]
-
-
-_LSTM_BACKWARD = {p: njit(parallel=p, cache=True)(_lstm_backward) for p in (False, True)}
-_ENCODE = {p: njit(parallel=p, cache=True)(_encode) for p in (False, True)}
-
-
 class _Setup(NamedTuple):
     """What every span of one call shares: inputs as contiguous tensors and numpy views."""
 
     fn: Tensor  # [T, C, 3] normalized forcing
     fo: Tensor  # [T, C, 3] forcing in W m⁻², mm day⁻¹, K
     code_proj: Tensor
-    code_proj2: Tensor  # with the cell-gate columns doubled (see _run)
-    w_x: Tensor
-    w_x2_t: Tensor
+    w_x: Tensor  # [4H, H + 7]
+    w_xp: Tensor  # [4H, W]: w_x with zero columns up to padded_width(H + 7)
     w_head: Tensor
     b_head: Tensor
     sm_max: Tensor  # [R]: per bucket row (a cell's value repeated for its bands)
@@ -126,7 +73,7 @@ N_SETUP = len(_Setup._fields) - 2
 class _Starts(NamedTuple):
     """The state at the start of every span, for recomputing spans in backward."""
 
-    x: Tensor  # [spans, C, H + 7]: LSTM input of the span's first day
+    x: Tensor  # [spans, C, W]: LSTM input of the span's first day
     cb: Tensor  # [spans, C, H]: LSTM cell state
     st: Tensor  # [spans, R, 3]: storages swe, sm, gw of every bucket row
 
@@ -134,11 +81,10 @@ class _Starts(NamedTuple):
 class _Tape(NamedTuple):
     """Per-day buffers of a span of n days (slots 0..n for x, cb, st; 0..n-1 for the rest)."""
 
-    x: Tensor  # [n + 1, C, H + 7]: [h, f_norm, log1p(band-mean storages / scale), fAPAR]
+    x: Tensor  # [n + 1, C, W]: [h, f_norm, log1p(band-mean storages / scale), fAPAR, 0 …]
     cb: Tensor  # [n + 1, C, H]: LSTM cell state
     st: Tensor  # [n + 1, R, 3]: storages swe, sm, gw of every bucket row
     gates: Tensor  # [n, C, 4H]: activated i, f, g, o
-    tanh_c: Tensor  # [n, C, H]
     raw: Tensor  # [n, C, 7]: head outputs
 
 
@@ -185,15 +131,16 @@ def _run(p: _Setup, t0: int, t1: int, x0: Tensor, c0: Tensor, s0: Tensor, out: T
     have the cell's).
     """
     n_days, (n_cells, hidden) = t1 - t0, c0.shape
-    k, n_rows = p.bands, s0.shape[0]
+    n_rows, width = s0.shape[0], p.w_xp.shape[1]
     dtype = c0.dtype
     new = lambda *shape: torch.empty(shape, dtype=dtype)  # noqa: E731
     n_slot, n_step = (n_days + 1, n_days) if keep else (2, 1)
 
     def make() -> _Tape:
-        return _Tape(new(n_slot, n_cells, hidden + 7), new(n_slot, n_cells, hidden),
-                     new(n_slot, n_rows, 3), new(n_step, n_cells, 4 * hidden),
-                     new(n_step, n_cells, hidden), new(n_step, n_cells, 7))
+        # zeros: the padding columns of x must hold numbers (0 · NaN is NaN)
+        return _Tape(torch.zeros(n_slot, n_cells, width, dtype=dtype),
+                     new(n_slot, n_cells, hidden), new(n_slot, n_rows, 3),
+                     new(n_step, n_cells, 4 * hidden), new(n_step, n_cells, 7))
 
     tape = _POOL.take((n_days, n_cells, n_rows, hidden, dtype), make) if keep else make()
     tape.x[0] = x0
@@ -201,47 +148,20 @@ def _run(p: _Setup, t0: int, t1: int, x0: Tensor, c0: Tensor, s0: Tensor, out: T
     tape.st[0] = s0
     if keep:
         tape.x[1:n_days, :, hidden:hidden + 3] = p.fn[t0 + 1:t1]
-    # Per-day views, made in bulk.
-    xs, x_h = tape.x.unbind(0), tape.x[:, :, :hidden].unbind(0)
-    cbs, gts, tcs, raws = (a.unbind(0) for a in (tape.cb, tape.gates, tape.tanh_c, tape.raw))
-    i_g, f_g, c_g, o_g = (tape.gates[:, :, k * hidden:(k + 1) * hidden].unbind(0)
-                          for k in range(4))
-    x_np, st_np, raw_np = tape.x.numpy(), tape.st.numpy(), tape.raw.numpy()
-    out_np, fn_np, fo_np = out.numpy(), p.fn.numpy(), p.fo.numpy()
-    sm_max_np, betas_np = p.sm_max.numpy(), p.betas.numpy()
-    forward_day = day_kernels(n_rows)[0]
-    encode = _ENCODE[n_cells >= PARALLEL_CELLS]
-    w_head_t = p.w_head.t()
-    if k > 1:
-        raw_rows, st_mean = new(n_cells, k, 7), new(n_cells, 3)
-        raw_rows_np, st_mean_np = raw_rows.reshape(n_rows, 7).numpy(), st_mean.numpy()
-        fapar_np = out_np.reshape(N_DAY_OUT, n_cells, k, -1)[:, :, 0]  # band 0's, a view
+    xs, gts = tape.x.unbind(0), tape.gates.unbind(0)  # per-day views, made in bulk
+    x_np, cb_np, st_np, gates_np, raw_np = (a.numpy() for a in tape)
+    w_head, b_head, fo, sm_max, betas, out_np, fn = (
+        a.numpy() for a in (p.w_head, p.b_head, p.fo, p.sm_max, p.betas, out, p.fn))
+    raw_rows = new(n_rows if p.bands > 1 else 1, 7).numpy()
+    w_t, kc, fast = p.w_xp.t(), constants(dtype), dtype == torch.float32
+    par_cells, par_rows = n_cells >= PARALLEL_CELLS, n_rows >= PARALLEL_CELLS
     for t in range(t0, t1):
         u = t - t0
         i0, i1, s = (u, u + 1, u) if keep else (u % 2, (u + 1) % 2, 0)
-        # tanh(z) = 2σ(2z) − 1 (torch's CPU tanh costs several sigmoids): with the
-        # cell-gate rows doubled, one sigmoid serves all four gates; the same for tanh(c).
-        torch.addmm(p.code_proj2, xs[i0], p.w_x2_t, out=gts[s])
-        gts[s].sigmoid_()
-        c_g[s].mul_(2).sub_(1)
-        torch.mul(f_g[s], cbs[i0], out=cbs[i1])
-        cbs[i1].addcmul_(i_g[s], c_g[s])
-        torch.mul(cbs[i1], 2, out=tcs[s])
-        tcs[s].sigmoid_().mul_(2).sub_(1)
-        torch.mul(o_g[s], tcs[s], out=x_h[i1])
-        torch.addmm(p.b_head, x_h[i1], w_head_t, out=raws[s])
-        if k > 1:
-            raw_rows.copy_(raws[s][:, None])
-        forward_day(raw_np[s] if k == 1 else raw_rows_np, fo_np[t], st_np[i0], sm_max_np,
-                    betas_np, CONSTANTS, out_np, t - col0, st_np[i1])
-        if t + 1 < len(p.fn):
-            if k == 1:
-                encode(x_np[i1], fn_np[t + 1], st_np[i1], out_np, t - col0, p.scale,
-                       not keep)
-            else:
-                torch.mean(tape.st[i1].reshape(n_cells, k, 3), 1, out=st_mean)
-                encode(x_np[i1], fn_np[t + 1], st_mean_np, fapar_np, t - col0, p.scale,
-                       not keep)
+        torch.addmm(p.code_proj, xs[i0], w_t, out=gts[s])
+        forward_day(x_np, cb_np, gates_np, raw_np, st_np, i0, i1, s, w_head, b_head, kc, fast,
+                    fo, t, sm_max, betas, CONSTANTS, out_np, t - col0, fn, p.scale, not keep,
+                    raw_rows, par_cells, par_rows)
     return tape
 
 
@@ -261,14 +181,11 @@ def prepare(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tensor, w_
     dtype = code_proj.dtype
     code_proj, w_x, w_head, b_head, sm_max = (
         x.detach().to(dtype).contiguous() for x in (code_proj, w_x, w_head, b_head, sm_max))
-    # tanh(z) = 2σ(2z) − 1: the cell-gate rows doubled (see _run)
-    g_rows = slice(2 * hidden, 3 * hidden)
-    w_x2, code_proj2 = w_x.clone(), code_proj.clone()
-    w_x2[g_rows] *= 2
-    code_proj2[:, g_rows] *= 2
+    w_xp = torch.zeros(w_x.shape[0], padded_width(hidden + 7), dtype=dtype, device=w_x.device)
+    w_xp[:, :hidden + 7] = w_x
     p = _Setup(f_norm.detach().transpose(0, 1).to(dtype).contiguous(),
                forcing.detach().transpose(0, 1).to(dtype).contiguous(), code_proj,
-               code_proj2, w_x, w_x2.t(), w_head, b_head, bands.to_bands(sm_max, k),
+               w_x, w_xp, w_head, b_head, bands.to_bands(sm_max, k),
                per_cell_betas(bands.to_bands(beta_snow, k), bands.to_bands(beta_gw, k),
                               n_rows, dtype), float(scale), k)
     s0 = torch.stack([swe0.reshape(-1), sm0.reshape(-1), gw0.reshape(-1)], 1).detach().to(dtype)
@@ -345,6 +262,7 @@ class FeedbackScan(torch.autograd.Function):
         n_rows, n_days, _ = forcing.shape
         dtype = p.code_proj.dtype
         out = torch.empty(N_DAY_OUT, n_rows, n_days, dtype=dtype)
+        x0 = torch.nn.functional.pad(x0, (0, p.w_xp.shape[1] - x0.shape[1]))
         span, whole, saved, h_end, c_end = run_spans(_run, p, x0, c0, s0, out, keep, chunk)
         if keep:
             ctx.save_for_backward(*p[:N_SETUP], *saved)
@@ -359,44 +277,35 @@ class FeedbackScan(torch.autograd.Function):
         p, rest = _Setup(*saved[:N_SETUP], ctx.scale, ctx.bands), saved[N_SETUP:]
         n_days, n_rows, _ = p.fo.shape
         n_cells, hidden = p.code_proj.shape[0], p.w_head.shape[1]
+        width = p.w_xp.shape[1]
         k = p.bands
         dtype = p.code_proj.dtype
         whole = ctx.whole
         zeros = lambda *shape: torch.zeros(shape, dtype=dtype)  # noqa: E731
         g_out = zeros(N_DAY_OUT, n_rows, n_days) if g_out is None else g_out.to(dtype).contiguous()
-        g_x = zeros(n_cells, hidden + 7)  # cotangent of the next day's LSTM input
+        g_x = zeros(n_cells, width)  # cotangent of the next day's LSTM input
         if g_h_end is not None:
             g_x[:, :hidden] = g_h_end
         g_c = zeros(n_cells, hidden) if g_c_end is None else g_c_end.to(dtype).clone()
         lam, g_feed, g_h = zeros(n_rows, 3), zeros(n_rows, 4), zeros(n_cells, hidden)
         g_sm_max, g_betas, g_b_head = zeros(n_rows), zeros(2, n_rows), zeros(7)
-        g_code_proj, g_w_x = zeros(n_cells, 4 * hidden), zeros(*p.w_x.shape)
-        g_w_head = zeros(7, hidden + 7)
+        g_code_proj, g_w_x = zeros(n_cells, 4 * hidden), zeros(p.w_x.shape[0], width)
+        g_w_head = zeros(7, width)
         # day-major, so that each day's [R, 2] (prec, tair) is one contiguous block
         want_forc = ctx.needs_input_grad[3]
         g_forc = zeros(n_days, n_rows, 2) if want_forc else zeros(1, 1, 2)
-        g_forc_np = g_forc.numpy()
-        if k > 1:  # a cell's head output drives its K rows: their cotangents add up
-            raw_rows, g_raw_rows = zeros(n_cells, k, 7), zeros(n_cells, k, 7)
-            raw_rows_np = raw_rows.reshape(n_rows, 7).numpy()
-            g_raw_rows_np = g_raw_rows.reshape(n_rows, 7).numpy()
-            # the LSTM read the band means of the storages and band 0's fAPAR
-            feed_st, feed_fapar = g_feed.reshape(n_cells, k, 4)[:, :, :3], g_feed[::k, 3]
-        else:
-            feed_st, feed_fapar = g_feed[:, :3], g_feed[:, 3]
+        # scratch of K > 1 bands: a cell's head output drives its K rows
+        raw_rows, g_raw_rows = zeros(n_rows if k > 1 else 1, 7), zeros(n_rows if k > 1 else 1, 7)
         span = n_days if whole else ctx.span
         block = torch.empty(min(BLOCK_DAYS, span, n_days), n_cells, 4 * hidden, dtype=dtype)
-        lstm_backward = _LSTM_BACKWARD[n_cells >= PARALLEL_CELLS]
-        backward_day = day_kernels(n_rows)[1]
-        g_h_np, g_c_np, g_x_np, g_code_np = (a.numpy() for a in (g_h, g_c, g_x, g_code_proj))
-        w_head_np, block_np, fo_np, sm_max_np, betas_np, g_out_np, lam_np, g_feed_np = (
-            a.numpy() for a in (p.w_head, block, p.fo, p.sm_max, p.betas, g_out, lam, g_feed))
-        g_sm_max_np, g_betas_np = g_sm_max.numpy(), g_betas.numpy()
-
-        def storage_feed(st: Tensor) -> Tensor:
-            # cotangent of each row's storages through log1p(band mean / scale)
-            g = g_x[:, hidden + 3:hidden + 6] / (bands.band_mean(st, k) + p.scale)
-            return g[:, None] / k if k > 1 else g
+        kc, fast = constants(dtype), dtype == torch.float32
+        par_cells, par_rows = n_cells >= PARALLEL_CELLS, n_rows >= PARALLEL_CELLS
+        blocks = block.unbind(0)
+        g_x_np, g_c_np, g_h_np, block_np, fo, sm_max, betas, g_out_np, lam_np, g_feed_np = (
+            a.numpy() for a in (g_x, g_c, g_h, block, p.fo, p.sm_max, p.betas, g_out, lam,
+                                g_feed))
+        g_sm_max_np, g_betas_np, g_forc_np, w_head, raw_rows_np, g_raw_rows_np = (
+            a.numpy() for a in (g_sm_max, g_betas, g_forc, p.w_head, raw_rows, g_raw_rows))
 
         tape = None
         for t0 in reversed(range(0, n_days, span)):
@@ -404,45 +313,37 @@ class FeedbackScan(torch.autograd.Function):
             if whole:
                 tape = _Tape(*rest)
             else:  # recompute this span's tape from its start state
-                tape = raw_np = st_np = g_raw_np = gates_np = cb_np = tanh_c_np = None  # free
+                tape = cb_np = gates_np = raw_np = st_np = g_raw_np = None  # free the last one
                 j, starts = t0 // span, _Starts(*rest)
                 scratch = torch.empty(N_DAY_OUT, n_rows, t1 - t0, dtype=dtype)
                 tape = _run(p, t0, t1, starts.x[j], starts.cb[j], starts.st[j], scratch, t0,
                             keep=True)
             g_raw = torch.empty(t1 - t0, n_cells, 7, dtype=dtype)
-            raw_np, st_np, g_raw_np = tape.raw.numpy(), tape.st.numpy(), g_raw.numpy()
-            gates_np, cb_np, tanh_c_np = tape.gates.numpy(), tape.cb.numpy(), tape.tanh_c.numpy()
+            _, cb_np, st_np, gates_np, raw_np = (a.numpy() for a in tape)
+            g_raw_np = g_raw.numpy()
             for t in range(t1 - 1, t0 - 1, -1):
                 u = t - t0
-                # End-of-day storages and fAPAR also entered the next day's LSTM input.
-                if k == 1:  # as storage_feed, without its temporary
-                    torch.div(g_x[:, hidden + 3:hidden + 6], tape.st[u + 1] + p.scale,
-                              out=feed_st)
-                    raw_u, g_raw_u = raw_np[u], g_raw_np[u]
-                else:
-                    feed_st.copy_(storage_feed(tape.st[u + 1]))
-                    raw_rows.copy_(tape.raw[u][:, None])
-                    raw_u, g_raw_u = raw_rows_np, g_raw_rows_np
-                feed_fapar.copy_(g_x[:, hidden + 6])
-                backward_day(raw_u, fo_np[t], st_np[u], sm_max_np, betas_np, CONSTANTS,
-                             g_out_np, t, lam_np, g_feed_np, g_raw_u, g_sm_max_np,
-                             g_betas_np, g_forc_np[t if want_forc else 0], want_forc)
-                if k > 1:
-                    torch.sum(g_raw_rows, 1, out=g_raw[u])
                 start = u - u % BLOCK_DAYS
-                lstm_backward(g_x_np, g_raw_np[u], w_head_np, gates_np[u], cb_np[u],
-                              tanh_c_np[u], g_c_np, block_np[u - start], g_h_np, g_code_np)
-                torch.mm(block[u - start], p.w_x, out=g_x)
+                backward_day(g_x_np, cb_np, gates_np, raw_np, st_np, u, fo, t, sm_max, betas,
+                             CONSTANTS, g_out_np, lam_np, g_feed_np, g_raw_np, g_raw_rows_np,
+                             g_sm_max_np, g_betas_np, g_forc_np, want_forc, w_head, g_h_np,
+                             g_c_np, block_np[u - start], p.scale, raw_rows_np, kc, fast,
+                             par_cells, par_rows)
+                torch.mm(blocks[u - start], p.w_xp, out=g_x)
                 if u == start:  # weight gradients of a block of days in one mm each
                     n = min(start + BLOCK_DAYS, t1 - t0) - start
-                    g_w_x.addmm_(block[:n].reshape(-1, 4 * hidden).t(),
-                                 tape.x[start:start + n].reshape(-1, hidden + 7))
+                    g_blk = block[:n].reshape(-1, 4 * hidden)
+                    g_w_x.addmm_(g_blk.t(), tape.x[start:start + n].reshape(-1, width))
+                    g_code_proj += block[:n].sum(0)
                     # h_u is x[u + 1][:, :H]; multiplying whole rows avoids copying the slice.
                     g_w_head.addmm_(g_raw[start:start + n].reshape(-1, 7).t(),
-                                    tape.x[start + 1:start + n + 1].reshape(-1, hidden + 7))
+                                    tape.x[start + 1:start + n + 1].reshape(-1, width))
             g_b_head += g_raw.sum((0, 1))
             _POOL.give((t1 - t0, n_cells, n_rows, hidden, dtype), tape)
-        g_s0 = lam.reshape(n_cells, k, 3) + storage_feed(tape.st[0]).reshape(n_cells, -1, 3)
+        # the first day's storages also entered its input row (through the band means)
+        g_s0 = lam.reshape(n_cells, k, 3) + (
+            g_x[:, None, hidden + 3:hidden + 6] / (bands.band_mean(tape.st[0], k)[:, None]
+                                                   + p.scale) / k)
         g_s0 = g_s0.reshape(*ctx.storage_shape, 3)
         g_forcing = None
         if want_forc:
@@ -450,8 +351,8 @@ class FeedbackScan(torch.autograd.Function):
             g_forcing[:, :, 1:] = g_forc.transpose(0, 1)
         g_betas = g_betas.reshape(2, n_cells, k).sum(2)
         return (
-            None, None, None, g_forcing, None, g_code_proj, g_w_x, g_w_head[:, :hidden],
-            g_b_head, g_sm_max.reshape(n_cells, k).sum(1),
+            None, None, None, g_forcing, None, g_code_proj, g_w_x[:, :hidden + 7],
+            g_w_head[:, :hidden], g_b_head, g_sm_max.reshape(n_cells, k).sum(1),
             *beta_gradients(g_betas, ctx.beta_dims), g_s0[..., 0], g_s0[..., 1], g_s0[..., 2],
             g_x[:, hidden + 6].clone(), g_x[:, :hidden].clone(), g_c,
         )

@@ -65,7 +65,7 @@ def _gate(z):
 
 @triton.jit
 def _tanh(z):
-    # tanh(z) = 2σ(2z) − 1, as the CPU op computes it
+    # tanh(z) = 2σ(2z) − 1
     return 2.0 / (1.0 + tl.exp(-2.0 * z)) - 1.0
 
 

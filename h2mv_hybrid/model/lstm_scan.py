@@ -18,92 +18,40 @@ state-feedback op (:mod:`h2mv_hybrid.model.feedback`):
 dropped: at 2048 cells its 1.2 GB buffer, written at once, was read back from memory
 every day.)
 
-The gate kernels vectorize only if no transcendental function is called per element
-(numba's ``exp`` and ``tanh`` stay scalar without Intel's SVML) and no division can raise
-(``error_model="numpy"``): in float32 tanh is a rational approximation (the 13/6 minimax
-fit that Eigen uses for ``tanh``, clamped at ±7.905, largest error 2.4 · 10⁻⁷ against
-``torch.tanh``) and σ(z) = (1 + tanh(z / 2)) / 2. In float64 (tests, gradcheck) they call
-``np.tanh``: values and gradients then agree with ``nn.LSTM`` to rounding.
+The gate kernels' arithmetic (a rational tanh in float32, so that they vectorize) is
+:mod:`h2mv_hybrid.model.cell_kernels`', shared with the state-feedback scan.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor, nn
 
+from h2mv_hybrid.model.cell_kernels import (
+    OPTIONS,
+    cell_row,
+    cell_row_adjoint,
+    constants,
+    padded_width,
+    unpack,
+)
 from h2mv_hybrid.model.feedback import TapePool
 
 #: Cells from which the gate kernels run in parallel over cells (numba threads).
 PARALLEL_CELLS = 256
 
-#: The rational tanh: x · P(x²) / Q(x²), P of degree 6 and Q of degree 3 in x², on
-#: |x| ≤ CLAMP (beyond it the fit is 1 to float32 precision). Coefficients of P from x¹³
-#: down to x¹, then Q from x⁶ down to x⁰.
-CLAMP = 7.90531110763549805
-P_COEF = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
-          5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
-          4.89352455891786e-03)
-Q_COEF = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
-          4.89352518554385e-03)
-
-
-def constants(dtype: torch.dtype) -> np.ndarray:
-    """The kernels' constants in the tensors' dtype: 0.5, 1, the clamp, P, Q.
-
-    A literal in a kernel would promote float32 arithmetic to float64 and keep the loops
-    from vectorizing.
-    """
-    return np.array((0.5, 1.0, CLAMP, *P_COEF, *Q_COEF),
-                    dtype=torch.empty(0, dtype=dtype).numpy().dtype)
-
-
-def _tanh(x, t, fast):  # noqa: D103
-    # tanh(x); fast: the rational fit with the constants t (a tuple, see _unpack).
-    if not fast:
-        return np.tanh(x)
-    x = min(max(x, -t[2]), t[2])
-    x2 = x * x
-    p = (((((t[3] * x2 + t[4]) * x2 + t[5]) * x2 + t[6]) * x2 + t[7]) * x2 + t[8]) * x2 + t[9]
-    q = ((t[10] * x2 + t[11]) * x2 + t[12]) * x2 + t[13]
-    return x * p / q
-
-
-def _unpack(k):  # noqa: D103
-    # The constants as a tuple of scalars: loads from the array inside the loops could not
-    # be hoisted (LLVM cannot rule out that the array aliases the one written), and the
-    # loops would not vectorize (8 ns per value instead of < 1).
-    return (k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9], k[10], k[11], k[12],
-            k[13])
-
 
 def _cell_forward(gates, c_prev, c_next, h_next, k, fast):  # noqa: D103
     # One day for every cell. gates [C, 4H]: in, the pre-activations of i, f, g, o; out,
     # their activations (the tape). c_prev [C, H] in; c_next [C, H] out; h_next [C, ≥ H]:
-    # h is written to its first H columns (the next day's input row). Each loop runs over
-    # a slice from 0 of a C-contiguous row: loops over j in [2H, 3H) of the row, or over a
-    # row of a strided 2-D view, did not vectorize.
+    # h is written to its first H columns (the next day's input row).
     n_cells, hidden = c_prev.shape
-    t = _unpack(k)
-    half = t[0]
+    t = unpack(k)
     for c in prange(n_cells):
-        g = gates[c]
-        gi, gf, gg, go = (g[:hidden], g[hidden:2 * hidden], g[2 * hidden:3 * hidden],
-                          g[3 * hidden:])
-        cp, cn, hn = c_prev[c], c_next[c], h_next[c, :hidden]
-        for j in range(2 * hidden):
-            g[j] = half + half * _tanh(half * g[j], t, fast)
-        for j in range(hidden):
-            gg[j] = _tanh(gg[j], t, fast)
-        for j in range(hidden):
-            go[j] = half + half * _tanh(half * go[j], t, fast)
-        for j in range(hidden):
-            cn[j] = gf[j] * cp[j] + gi[j] * gg[j]
-        for j in range(hidden):
-            hn[j] = go[j] * _tanh(cn[j], t, fast)
+        cell_row(gates[c], c_prev[c], c_next[c], h_next[c, :hidden], t, fast)
 
 
 def _cell_backward(gates, c_prev, c_next, g_out, g_rec, g_c, g_gates, k, fast):  # noqa: D103
@@ -111,37 +59,16 @@ def _cell_backward(gates, c_prev, c_next, g_out, g_rec, g_c, g_gates, k, fast): 
     # cotangent of this day's h from outside (the head), g_rec [C, ≥ H]: in its first H
     # columns, that from the next day's gates. g_c [C, H]: in, the cotangent of c_next;
     # out, that of c_prev. Writes g_gates [C, 4H], the cotangents of the gate
-    # pre-activations. tanh(c_next) is recomputed rather than stored.
+    # pre-activations.
     n_cells, hidden = c_prev.shape
-    t = _unpack(k)
-    one = t[1]
+    t = unpack(k)
     for c in prange(n_cells):
-        g, d = gates[c], g_gates[c]
-        gi, gf, gg, go = (g[:hidden], g[hidden:2 * hidden], g[2 * hidden:3 * hidden],
-                          g[3 * hidden:])
-        di, df, dg, do = (d[:hidden], d[hidden:2 * hidden], d[2 * hidden:3 * hidden],
-                          d[3 * hidden:])
-        cp, cn, gout, grec, gcc = c_prev[c], c_next[c], g_out[c], g_rec[c, :hidden], g_c[c]
-        for j in range(hidden):
-            i = gi[j]
-            f = gf[j]
-            u = gg[j]
-            o = go[j]
-            tc = _tanh(cn[j], t, fast)
-            gh = gout[j] + grec[j]
-            gc = gcc[j] + gh * o * (one - tc * tc)
-            di[j] = gc * u * i * (one - i)
-            df[j] = gc * cp[j] * f * (one - f)
-            dg[j] = gc * i * (one - u * u)
-            do[j] = gh * tc * o * (one - o)
-            gcc[j] = gc * f
+        cell_row_adjoint(gates[c], g_gates[c], c_prev[c], c_next[c], g_out[c],
+                         g_rec[c, :hidden], g_c[c], t, fast)
 
 
-_OPTIONS = {"cache": True, "error_model": "numpy"}
-_tanh = njit(inline="always", **_OPTIONS)(_tanh)
-_unpack = njit(inline="always", **_OPTIONS)(_unpack)
-_FORWARD = {p: njit(parallel=p, **_OPTIONS)(_cell_forward) for p in (False, True)}
-_BACKWARD = {p: njit(parallel=p, **_OPTIONS)(_cell_backward) for p in (False, True)}
+_FORWARD = {p: njit(parallel=p, **OPTIONS)(_cell_forward) for p in (False, True)}
+_BACKWARD = {p: njit(parallel=p, **OPTIONS)(_cell_backward) for p in (False, True)}
 
 
 #: Days whose gate cotangents are gathered before the weight gradients' product (as in
@@ -149,10 +76,19 @@ _BACKWARD = {p: njit(parallel=p, **_OPTIONS)(_cell_backward) for p in (False, Tr
 BLOCK_DAYS = 32
 
 
+def _padded_weights(w_ih: Tensor, w_hh: Tensor, width: int) -> Tensor:
+    """[W_hh | W_ih | 0], [4H, width]: the weights of an input row [h, x, zero padding]."""
+    hidden, n_in = w_hh.shape[1], w_ih.shape[1]
+    w = w_hh.new_zeros(w_hh.shape[0], width)
+    w[:, :hidden] = w_hh.detach()
+    w[:, hidden:hidden + n_in] = w_ih.detach()
+    return w
+
+
 class _Tape(NamedTuple):
     """What backward reads: every day's LSTM input and activated gates, and the cell state."""
 
-    xs: Tensor  # [T + 1, C, H + In]: day t's [h_{t-1}, x_t] (slot T: h_T, inputs unused)
+    xs: Tensor  # [T + 1, C, W]: day t's [h_{t-1}, x_t, 0 …] (slot T: h_T, inputs unused)
     gates: Tensor  # [T, C, 4H]: activated i, f, g, o
     c: Tensor  # [T + 1, C, H]
 
@@ -166,31 +102,35 @@ class LSTMScan(torch.autograd.Function):
     """Autograd function: a one-layer LSTM over whole sequences, batch first (CPU).
 
     Inputs: ``keep`` (whether backward will run: without it two days of buffers are held);
-    ``x`` [C, T, In]; ``h0``, ``c0`` [C, H]; ``w_ih`` [4H, In], ``w_hh`` [4H, H], ``b_ih``,
-    ``b_hh`` [4H] (``nn.LSTM``'s layout and gate order i, f, g, o), all of one floating
-    dtype. Returns ``hs`` [C, T, H] (a copy: the tape is reused), and ``h`` and ``c`` at the end
-    [C, H].
+    ``x`` [C, T, In]; ``h0``, ``c0`` [C, H]; ``w_ih`` [4H, In], ``w_hh`` [4H, H]
+    (``nn.LSTM``'s layout and gate order i, f, g, o); ``bias`` [4H] (``b_ih + b_hh``), or
+    [C, 4H] per cell (with the projection of inputs that do not change over days, see
+    :func:`lstm_scan`), all of one floating dtype. Returns ``hs`` [C, T, H] (a copy: the
+    tape is reused), and ``h`` and ``c`` at the end [C, H].
     """
 
     @staticmethod
-    def forward(ctx, keep, x, h0, c0, w_ih, w_hh, b_ih, b_hh):  # noqa: D102
+    def forward(ctx, keep, x, h0, c0, w_ih, w_hh, bias):  # noqa: D102
         n_cells, n_days, n_in = x.shape
         hidden = w_hh.shape[1]
         dtype = x.dtype
-        w_t = torch.cat([w_hh.detach(), w_ih.detach()], 1).t()  # [H + In, 4H]
-        bias = (b_ih + b_hh).detach()
+        width = padded_width(hidden + n_in)
+        w_t = _padded_weights(w_ih, w_hh, width).t()  # [W, 4H]
+        ctx.bias_dim = bias.dim()
+        bias = bias.detach()
         key = (n_days, n_cells, n_in, hidden, dtype)
         n_slot = n_days + 1 if keep else 2
 
         def make() -> _Tape:
-            return _Tape(torch.empty(n_slot, n_cells, hidden + n_in, dtype=dtype),
+            # zeros: the padding columns must hold numbers (0 · NaN is NaN)
+            return _Tape(torch.zeros(n_slot, n_cells, width, dtype=dtype),
                          torch.empty(n_slot - 1, n_cells, 4 * hidden, dtype=dtype),
                          torch.empty(n_slot, n_cells, hidden, dtype=dtype))
 
         tape = _POOL.take(key, make) if keep else make()
         xs, gates, c = tape
         if keep:  # every day's inputs in one strided copy
-            xs[:n_days, :, hidden:].copy_(x.detach().transpose(0, 1))
+            xs[:n_days, :, hidden:hidden + n_in].copy_(x.detach().transpose(0, 1))
         xs[0, :, :hidden] = h0
         c[0] = c0
         # hs is returned as a copy, [C, T, H]: the tape goes back to the pool after backward
@@ -202,7 +142,7 @@ class LSTMScan(torch.autograd.Function):
         for t in range(n_days):
             i0, i1, s = (t, t + 1, t) if keep else (t % 2, (t + 1) % 2, 0)
             if not keep:
-                xs[i0, :, hidden:] = x[:, t]
+                xs[i0, :, hidden:hidden + n_in] = x[:, t]
             torch.addmm(bias, xs[i0], w_t, out=gates[s])
             step(g_np[s], c_np[i0], c_np[i1], x_np[i1], k, fast)
             if not keep:
@@ -222,7 +162,7 @@ class LSTMScan(torch.autograd.Function):
         tape = _Tape(*saved)
         xs, gates, c = tape
         n_days, n_cells, hidden4 = gates.shape
-        hidden, width = hidden4 // 4, xs.shape[2]
+        hidden, width, n_in = hidden4 // 4, xs.shape[2], w_ih.shape[1]
         dtype = gates.dtype
         zeros = lambda *shape: torch.zeros(shape, dtype=dtype)  # noqa: E731
         g_out = zeros(n_days, n_cells, hidden)  # a copy: it is added to in place
@@ -234,14 +174,14 @@ class LSTMScan(torch.autograd.Function):
         # g_xs[t]: the cotangent of day t's input [h_{t-1}, x_t]; slot T: none
         g_xs = torch.empty(n_days + 1, n_cells, width, dtype=dtype)
         g_xs[n_days] = 0
-        g_w, g_b = zeros(hidden4, width), zeros(hidden4)
+        g_w, g_b = zeros(hidden4, width), zeros(n_cells, hidden4)
         # the gates' cotangents of a block of days, then one product for the weights
         block = torch.empty(min(BLOCK_DAYS, n_days), n_cells, hidden4, dtype=dtype)
         k, fast = constants(dtype), dtype == torch.float32
         step = _BACKWARD[n_cells >= PARALLEL_CELLS]
         g_np, c_np, g_out_np, g_c_np, block_np, g_xs_np = (
             a.numpy() for a in (gates, c, g_out, g_c, block, g_xs))
-        w = torch.cat([w_hh.detach(), w_ih.detach()], 1)  # [4H, H + In]
+        w = _padded_weights(w_ih, w_hh, width)
         for t in range(n_days - 1, -1, -1):
             start = t - t % BLOCK_DAYS
             u = t - start
@@ -252,13 +192,13 @@ class LSTMScan(torch.autograd.Function):
                 n = min(BLOCK_DAYS, n_days - start)
                 g_blk = block[:n].view(-1, hidden4)
                 g_w.addmm_(g_blk.t(), xs[start:start + n].view(-1, width))
-                g_b += g_blk.sum(0)
+                g_b += block[:n].sum(0)
         _POOL.give(ctx.key, tape)
         needs = ctx.needs_input_grad
-        g_x = g_xs[:n_days, :, hidden:].transpose(0, 1) if needs[1] else None
+        g_x = g_xs[:n_days, :, hidden:hidden + n_in].transpose(0, 1) if needs[1] else None
         return (None, g_x, g_xs[0, :, :hidden].clone() if needs[2] else None,
-                g_c if needs[3] else None, g_w[:, hidden:].clone(),
-                g_w[:, :hidden].clone(), g_b, g_b.clone())
+                g_c if needs[3] else None, g_w[:, hidden:hidden + n_in].clone(),
+                g_w[:, :hidden].clone(), g_b if ctx.bias_dim == 2 else g_b.sum(0))
 
 
 def scan_reason(lstm: nn.LSTM, x: Tensor) -> str | None:
@@ -276,16 +216,26 @@ def scan_reason(lstm: nn.LSTM, x: Tensor) -> str | None:
     return None
 
 
-def lstm_scan(lstm: nn.LSTM, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def lstm_scan(lstm: nn.LSTM, x: Tensor, h0: Tensor, c0: Tensor, static: Tensor | None = None
+              ) -> tuple[Tensor, Tensor, Tensor]:
     """:class:`LSTMScan` with the weights of a one-layer, batch-first ``lstm``.
 
-    Returns ``(hs [C, T, H], h [C, H], c [C, H])``, as ``lstm(x, (h0, c0))`` gives them.
+    Returns ``(hs [C, T, H], h [C, H], c [C, H])``, as ``lstm(x, (h0, c0))`` gives them;
+    with ``static`` [C, S], as ``lstm`` gives them for the input ``[x, static]`` of every
+    day (S = the LSTM's inputs − In). The static part is projected once, into a bias per
+    cell, instead of every day: the per-day product shrinks from H + In + S to H + In
+    columns (the hybrid's decoupled LSTM: 100 + 3 + 12 → 100 + 3).
     """
-    params = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+    w_ih, w_hh = lstm.weight_ih_l0, lstm.weight_hh_l0
+    bias = lstm.bias_ih_l0 + lstm.bias_hh_l0
+    if static is not None:
+        n_in = x.shape[2]
+        bias = torch.addmm(bias, static, w_ih[:, n_in:].t())
+        w_ih = w_ih[:, :n_in]
     # inside a Function, needs_input_grad ignores no_grad mode: decide here
     keep = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, h0, c0, *params))
-    return LSTMScan.apply(keep, x, h0.contiguous(), c0.contiguous(), *params)
+        t.requires_grad for t in (x, h0, c0, w_ih, w_hh, bias))
+    return LSTMScan.apply(keep, x, h0.contiguous(), c0.contiguous(), w_ih, w_hh, bias)
 
 
 def sequence_lstm(lstm: nn.LSTM, x: Tensor) -> Tensor:

@@ -242,8 +242,7 @@ class Decoupled(Scan):
                  ) -> tuple[Daily, Daily, Carry]:
         """Daily outputs, α and the carry at the end, as :class:`Scan` says."""
         forcing = d.forcing
-        x = torch.cat([d.f_norm, d.code[:, None].expand(-1, d.f_norm.shape[1], -1)], -1)
-        raw, h, c = self.networks(net, x, carry.h, carry.c)
+        raw, h, c = self.networks(net, d.f_norm, carry.h, carry.c, d.code)
         dt = physics_dtype(raw.dtype)  # float32, or float64 for a float64 model
         k = d.bands
         with torch.autocast(device_type=forcing.device.type, enabled=False):
@@ -269,10 +268,11 @@ class Decoupled(Scan):
         return daily, alpha, carry
 
     @staticmethod
-    def networks(net: HybridH2MV, x: Tensor, h: Tensor, c: Tensor
+    def networks(net: HybridH2MV, x: Tensor, h: Tensor, c: Tensor, code: Tensor
                  ) -> tuple[Tensor, Tensor, Tensor]:
-        """LSTM and head over ``x`` [cells, days, in]: (raw head output, h, c at the end).
+        """LSTM and head over ``[x, code]``: (raw head output, h, c at the end).
 
+        ``x`` [cells, days, in]; the static ``code`` [cells, size] is the same every day.
         With chunks (``time_chunk``) they run a chunk at a time, the LSTM state carried
         across: checkpointed (each chunk's LSTM tape is recomputed in backward, so only one
         lives at a time; exact gradients) or truncated (the carry detached between chunks).
@@ -287,9 +287,10 @@ class Decoupled(Scan):
         own = reason is None and s.lstm_backend != "torch"
 
         def run(xs: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            if own:
-                hs, h1, c1 = lstm_scan(net.lstm, xs, h0, c0)
+            if own:  # the code projected once per cell (lstm_scan's static input)
+                hs, h1, c1 = lstm_scan(net.lstm, xs, h0, c0, code)
                 return net.head(hs), h1, c1
+            xs = torch.cat([xs, code[:, None].expand(-1, xs.shape[1], -1)], -1)
             hs, (h1, c1) = run_lstm(net.lstm, xs, h0, c0)
             return net.head(hs), h1[0], c1[0]
 
