@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from h2mv_hybrid.model.cell_kernels import constants, padded_width
-from h2mv_hybrid.model.feedback_kernels import backward_day, forward_day
+from h2mv_hybrid.model.feedback_kernels import backward_day, feed, forward_day
 from process_layers import bands
 from process_layers.fused import (
     CONSTANTS,
@@ -341,10 +341,8 @@ class FeedbackScan(torch.autograd.Function):
             g_b_head += g_raw.sum((0, 1))
             _POOL.give((t1 - t0, n_cells, n_rows, hidden, dtype), tape)
         # the first day's storages also entered its input row (through the band means)
-        g_s0 = lam.reshape(n_cells, k, 3) + (
-            g_x[:, None, hidden + 3:hidden + 6] / (bands.band_mean(tape.st[0], k)[:, None]
-                                                   + p.scale) / k)
-        g_s0 = g_s0.reshape(*ctx.storage_shape, 3)
+        feed(g_x_np, hidden, tape.st[0].numpy(), g_feed_np, p.scale)
+        g_s0 = (lam + g_feed[:, :3]).reshape(*ctx.storage_shape, 3)
         g_forcing = None
         if want_forc:
             g_forcing = zeros(n_rows, n_days, 3)

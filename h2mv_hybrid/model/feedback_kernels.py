@@ -43,6 +43,26 @@ def _dot(a, b):  # noqa: D103
     return s
 
 
+@njit(inline="always", **OPTIONS)
+def _band_mean(st, c, k, i):  # noqa: D103
+    # the mean of storage i over cell c's k rows of st [R, 3]
+    s = st[c * k, i]
+    for b in range(1, k):
+        s += st[c * k + b, i]
+    return s / k
+
+
+@njit(inline="always", **OPTIONS)
+def _to_rows(raw, rows):  # noqa: D103
+    # each cell's head output raw [C, 7] onto its k bucket rows of rows [C · k, 7]
+    n_cells = raw.shape[0]
+    k = rows.shape[0] // n_cells
+    for c in range(n_cells):
+        for b in range(k):
+            for m in range(7):
+                rows[c * k + b, m] = raw[c, m]
+
+
 def _cell_head(gates, c_prev, c_next, x_next, w_head, b_head, raw, k, fast):  # noqa: D103
     # The LSTM cell and the head of one day for every cell. gates [C, 4H]: in, the gate
     # pre-activations; out, their activations. c_prev [C, H]; c_next [C, H] receives c;
@@ -90,10 +110,7 @@ def _encode(x, hidden, fn, st, out, col, scale, with_forcing):  # noqa: D103
             for i in range(3):
                 x[c, hidden + i] = fn[c, i]
         for i in range(3):
-            s = st[c * k, i]
-            for b in range(1, k):
-                s += st[c * k + b, i]
-            x[c, hidden + 3 + i] = np.log1p(s / k / scale)
+            x[c, hidden + 3 + i] = np.log1p(_band_mean(st, c, k, i) / scale)
         x[c, hidden + 6] = out[N_DAY_OUT - 1, c * k, col]
 
 
@@ -105,10 +122,7 @@ def _feed(g_x, hidden, st, g_feed, scale):  # noqa: D103
     k = st.shape[0] // n_cells
     for c in prange(n_cells):
         for i in range(3):
-            s = st[c * k, i]
-            for b in range(1, k):
-                s += st[c * k + b, i]
-            g = g_x[c, hidden + 3 + i] / (s / k + scale) / k
+            g = g_x[c, hidden + 3 + i] / (_band_mean(st, c, k, i) + scale) / k
             for b in range(k):
                 g_feed[c * k + b, i] = g
         g_feed[c * k, 3] = g_x[c, hidden + 6]
@@ -143,10 +157,7 @@ def forward_day(x, cb, gates, raw, st, i0, i1, s, w_head, b_head, kc, fast, fo, 
         _CELL_HEAD_SERIAL(gates[s], cb[i0], cb[i1], x[i1], w_head, b_head, raw[s], kc, fast)
     r = raw[s]
     if k > 1:  # a cell's head output drives its K rows
-        for c in range(n_cells):
-            for b in range(k):
-                for m in range(7):
-                    raw_rows[c * k + b, m] = r[c, m]
+        _to_rows(r, raw_rows)
         r = raw_rows
     if par_rows:
         _DAY_FORWARD_PARALLEL(r, fo[t], st[i0], sm_max, betas, consts, out, col, st[i1])
@@ -183,10 +194,7 @@ def backward_day(g_x, cb, gates, raw, st, u, fo, t, sm_max, betas, consts, g_out
         _FEED_SERIAL(g_x, hidden, st[u + 1], g_feed, scale)
     r, gr = raw[u], g_raw[u]
     if k > 1:
-        for c in range(n_cells):
-            for b in range(k):
-                for m in range(7):
-                    raw_rows[c * k + b, m] = r[c, m]
+        _to_rows(r, raw_rows)
         r, gr = raw_rows, g_raw_rows
     g_forc_t = g_forc[t if want_forc else 0]
     if par_rows:
@@ -217,3 +225,9 @@ _CELL_ADJOINT_SERIAL, _CELL_ADJOINT_PARALLEL = (njit(parallel=p, **OPTIONS)(_cel
                                                 for p in (False, True))
 _ENCODE_SERIAL, _ENCODE_PARALLEL = (njit(parallel=p, **OPTIONS)(_encode) for p in (False, True))
 _FEED_SERIAL, _FEED_PARALLEL = (njit(parallel=p, **OPTIONS)(_feed) for p in (False, True))
+
+
+def feed(g_x, hidden, st, g_feed, scale):
+    """The storages' and fAPAR's cotangents through an input row (see ``_feed``), numpy."""
+    (_FEED_PARALLEL if g_x.shape[0] >= PARALLEL_CELLS else _FEED_SERIAL)(
+        g_x, hidden, st, g_feed, scale)
