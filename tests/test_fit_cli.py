@@ -127,11 +127,13 @@ def test_fit_predict_test_chain(store, tmp_path, capsys, monkeypatch):
 
 
 def test_resume_reproduces_an_uninterrupted_run(store, tmp_path):
+    # with a learning-rate schedule: the resumed epoch 1 must train at epoch 1's rate
     whole, part = tmp_path / "whole", tmp_path / "part"
-    cli.main(short(store, whole, "--trainer.max_epochs", "2"))
-    cli.main(short(store, part, "--trainer.max_epochs", "1"))
+    lr = ["--model.init_args.lr", "{0: 0.003, 1: 0.0003}"]
+    cli.main(short(store, whole, "--trainer.max_epochs", "2", *lr))
+    cli.main(short(store, part, "--trainer.max_epochs", "1", *lr))
     ckpt = next(part.rglob("last.ckpt"))
-    cli.main(short(store, part, "--trainer.max_epochs", "2", "--ckpt_path", str(ckpt)))
+    cli.main(short(store, part, "--trainer.max_epochs", "2", "--ckpt_path", str(ckpt), *lr))
     a, b = metrics(whole), {}
     for f in part.rglob("metrics.csv"):
         rows = list(csv.DictReader(open(f)))
@@ -379,6 +381,10 @@ def test_all_non_finite_validation_logs_inf_instead_of_crashing(store, tmp_path,
 
 @pytest.mark.parametrize("option, value, message", [
     ("--model.init_args.lr", "-0.1", "model.init_args.lr: expected a finite value > 0, found -0.1"),
+    ("--model.init_args.lr", "{5: 0.001}",
+     "model.init_args.lr: expected a schedule that starts at epoch 0, found epochs \\[5\\]"),
+    ("--model.init_args.lr", "{0: 0.001, 3: -1}",
+     "model.init_args.lr: expected a finite value > 0, found -1.0 at epoch 3"),
     ("--model.init_args.network.state_scale", "0", "state_scale: expected > 0 mm"),
     ("--model.init_args.network.time_chunk", "0", "time_chunk: expected ≥ 1 days"),
 ])
@@ -389,6 +395,34 @@ def test_bad_numeric_options_are_named_before_any_data_is_read(option, value, me
                   str(tmp_path / "absent.zarr"), "--data.create_twin", "false",
                   "--trainer.default_root_dir", str(tmp_path), option, value])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_head_refuses_a_bad_schedule_before_any_data_is_read(tmp_path):
+    with pytest.raises(SystemExit, match="model.init_args.lr: expected a schedule that starts"):
+        cli.main(["fit", "--config", str(ROOT / "experiments/camels_lstm_temporal.yaml"),
+                  "--data.store", str(tmp_path / "absent.zarr"), "--trainer.default_root_dir",
+                  str(tmp_path), "--model.init_args.lr", "{2: 0.001}"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_learning_rate_schedule_sets_each_epochs_rate(camels, tmp_path, monkeypatch):
+    """The LSTM head's config with a schedule: Lightning's LearningRateMonitor logs each
+    epoch's rate; the schedule's rates, not the first one throughout."""
+    monkeypatch.chdir(tmp_path)  # the config's logger writes to a relative path
+    cli.main(fit_args(ROOT / "experiments/camels_lstm_temporal.yaml", camels, tmp_path,
+                      "--data.train_start", "1982-01-01", "--data.train_end", "1982-12-31",
+                      "--data.val_start", "1983-01-01", "--data.val_end", "1983-06-30",
+                      "--data.test_start", "1983-07-01", "--data.test_end", "1984-12-31",
+                      "--data.windows.batches", "2", "--data.windows.days", "60",
+                      "--data.windows.warmup_days", "30", "--model.init_args.warmup_days", "30",
+                      "--model.init_args.train_days", "60", "--model.init_args.hidden", "8",
+                      "--model.init_args.lr", "{0: 0.01, 1: 0.002, 2: 0.0004}",
+                      "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", "1"))
+    (log,) = tmp_path.rglob("metrics.csv")
+    # logged at the start of each epoch, at its first step (2 steps per epoch)
+    rates = [(int(row["step"]), float(row["lr-Adam"])) for row in csv.DictReader(open(log))
+             if row.get("lr-Adam")]
+    assert rates == [(0, 0.01), (2, 0.002), (4, 0.0004)]
 
 
 def test_runtime_options_are_set_in_nested_groups_of_namespaces_and_dicts():

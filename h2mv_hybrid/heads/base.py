@@ -14,7 +14,8 @@ and of every alternate head in this package, in the spirit of torchgeo's ``BaseT
 - :meth:`Task.configure_skill` and :meth:`Task.update_skill` keep the per-basin NSE,
   KGE and KGE′ of daily-observed targets (gauged runoff), logged as medians and kept in
   ``basin_scores`` for the end-of-fit table, the same for every model;
-- every task trains with Adam on its ``lr`` and ``weight_decay`` hyperparameters.
+- every task trains with Adam on its ``lr`` and ``weight_decay`` hyperparameters; ``lr``
+  is a rate or a schedule ``{first epoch: rate}`` (:func:`learning_rates`).
 
 The sequence-to-sequence heads read every scored day after at least ``warmup_days`` of
 forcing: :func:`sequence_window` picks the days a step reads.
@@ -22,6 +23,7 @@ forcing: :func:`sequence_window` picks the days a step reads.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 
@@ -37,9 +39,59 @@ from h2mv_hybrid.model.metrics import SKILL_SCORES, BasinSkill, NanPearson
 #: Stages whose outputs are scored.
 SCORED = ("val", "test")
 
+#: A learning rate, or a schedule ``{first epoch: rate}`` that starts at epoch 0
+#: (neuralhydrology's ``learning_rate`` dict: the rate holds from its epoch to the next key).
+LearningRate = float | dict[int, float]
+
+
+def learning_rates(lr: LearningRate) -> dict[int, float]:
+    """The schedule ``{first epoch: rate}`` of ``lr`` (a rate is ``{0: rate}``), checked.
+
+    Raises ValueError naming ``model.init_args.lr`` for a rate that is not finite and
+    positive, an epoch below 0 or not whole, or a schedule without epoch 0.
+    """
+    where = "model.init_args.lr"
+    if isinstance(lr, bool):
+        raise ValueError(f"{where}: expected a rate or {{epoch: rate}}, found {lr!r}")
+    if isinstance(lr, int | float):
+        schedule = {0: lr}
+    elif isinstance(lr, dict) and lr:
+        schedule = {}
+        for epoch, rate in lr.items():
+            whole = isinstance(epoch, int) or (isinstance(epoch, str) and epoch.isdigit())
+            if not whole or int(epoch) < 0:
+                raise ValueError(f"{where}: expected epochs as whole numbers ≥ 0, found "
+                                 f"{epoch!r}")
+            schedule[int(epoch)] = rate
+        if 0 not in schedule:
+            raise ValueError(f"{where}: expected a schedule that starts at epoch 0, found "
+                             f"epochs {sorted(schedule)}")
+    else:
+        raise ValueError(f"{where}: expected a rate or {{epoch: rate}}, found {lr!r}")
+    for epoch, rate in schedule.items():
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not (
+                math.isfinite(rate) and rate > 0):
+            at = f" at epoch {epoch}" if isinstance(lr, dict) else ""
+            raise ValueError(f"{where}: expected a finite value > 0, found {rate!r}{at}")
+    return {e: float(schedule[e]) for e in sorted(schedule)}
+
 
 class Task(L.LightningModule):
     """Base of every model: one shared step, the same logging, Adam."""
+
+    @staticmethod
+    def check_options(options: dict) -> None:
+        """Check the optimizer's options by name (``lr``, ``weight_decay``) before any data.
+
+        The CLI calls a model class's ``check_options`` right after parsing
+        (:mod:`h2mv_hybrid.lightning_cli`), so a bad value is refused in seconds.
+        """
+        if options.get("lr") is not None:
+            learning_rates(options["lr"])
+        decay = options.get("weight_decay")
+        if decay is not None and not (math.isfinite(decay) and decay >= 0):
+            raise ValueError(f"model.init_args.weight_decay: expected a finite value ≥ 0, "
+                             f"found {decay}")
 
     def configure(self, stats: Normalization) -> None:
         """Build the model's parts from the DataModule's statistics, in a fixed order.
@@ -47,6 +99,7 @@ class Task(L.LightningModule):
         The order fixes the order of the random initialization: the same seed gives the
         same weights.
         """
+        Task.check_options({k: self.hparams.get(k) for k in ("lr", "weight_decay")})
         self.configure_models(stats)
         self.configure_losses()
         self.configure_metrics()
@@ -131,9 +184,32 @@ class Task(L.LightningModule):
                          if np.isfinite(result[name]).any() else float("nan"))
         self.basin_scores[stage] = scores
 
-    def configure_optimizers(self):  # noqa: D102
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)
+    def configure_optimizers(self):
+        """Adam at the schedule's first rate; with more rates, a per-epoch scheduler.
+
+        Lightning keeps the scheduler in checkpoints, so a resumed fit goes on at the
+        rate of its epoch.
+        """
+        schedule = learning_rates(self.hparams.lr)
+        optimizer = torch.optim.Adam(self.parameters(), lr=schedule[0],
+                                     weight_decay=self.hparams.weight_decay)
+        if len(schedule) == 1:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, ScheduleFactor(schedule))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class ScheduleFactor:
+    """``LambdaLR``'s factor of an epoch: the schedule's rate then, over its first rate."""
+
+    def __init__(self, schedule: dict[int, float]):
+        self.epochs = sorted(schedule)
+        self.rates = [schedule[e] for e in self.epochs]
+
+    def __call__(self, epoch: int) -> float:  # noqa: D102
+        i = int(np.searchsorted(self.epochs, epoch, side="right")) - 1
+        return self.rates[i] / self.rates[0]
 
 
 class SequenceTask(Task):

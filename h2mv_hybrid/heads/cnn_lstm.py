@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from h2mv_hybrid.data.datamodule import Normalization
 from h2mv_hybrid.heads.base import (
     SCORED,
+    LearningRate,
     OutputScores,
     SequenceTask,
     check_window,
@@ -77,7 +78,8 @@ class PatchCNNLSTM(SequenceTask):
         dropout: dropout on the LSTM output.
         warmup_days: forcing days read by the CNN and LSTM before the first scored day.
         train_days: days scored per training window of each batch.
-        lr: Adam learning rate.
+        lr: Adam learning rate, or a schedule {first epoch: rate}
+            (:func:`~h2mv_hybrid.heads.base.learning_rates`).
         weight_decay: Adam weight decay.
     """
 
@@ -99,7 +101,7 @@ class PatchCNNLSTM(SequenceTask):
         dropout: float = 0.1,
         warmup_days: int = 90,
         train_days: int = 180,
-        lr: float = 3e-3,
+        lr: LearningRate = 3e-3,
         weight_decay: float = 0.0,
     ):
         super().__init__()

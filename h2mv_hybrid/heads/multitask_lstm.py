@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from h2mv_hybrid.data.datamodule import Normalization
 from h2mv_hybrid.heads.base import (
+    LearningRate,
     OutputScores,
     SequenceTask,
     check_window,
@@ -114,7 +115,8 @@ class MultiTaskLSTM(SequenceTask):
             daily constraints such as gauged runoff; :func:`~h2mv_hybrid.model.losses.nse_star`).
         forget_bias: initial bias of the LSTM's forget gate (neuralhydrology's
             ``initial_forget_bias``, 3 in its CAMELS recipes: remember by default).
-        lr: Adam learning rate.
+        lr: Adam learning rate, or a schedule {first epoch: rate}
+            (:func:`~h2mv_hybrid.heads.base.learning_rates`).
         weight_decay: Adam weight decay.
     """
 
@@ -135,7 +137,7 @@ class MultiTaskLSTM(SequenceTask):
         train_days: int = 365,
         loss: TaskLoss = "rmse",
         forget_bias: float = 0.0,
-        lr: float = 1e-3,
+        lr: LearningRate = 1e-3,
         weight_decay: float = 0.0,
     ):
         super().__init__()

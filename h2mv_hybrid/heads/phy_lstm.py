@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from h2mv_hybrid.data.datamodule import Normalization
 from h2mv_hybrid.data.schema import FORCING_NAMES
-from h2mv_hybrid.heads.base import SCORED, OutputScores, Task, scaled_rmse
+from h2mv_hybrid.heads.base import SCORED, LearningRate, OutputScores, Task, scaled_rmse
 from h2mv_hybrid.heads.daily_inputs import (
     PAPER_FORCINGS,
     DailyInputs,
@@ -67,7 +67,8 @@ class SoilMoistureLSTM(Task):
         dropout: dropout on the LSTM output (paper: 0.15).
         seq_len: days per input window, the target day included (paper: 7).
         samples_per_cell: target days drawn per cell and training batch.
-        lr: Adam learning rate (paper: 1e-3).
+        lr: Adam learning rate (paper: 1e-3), or a schedule {first epoch: rate}
+            (:func:`~h2mv_hybrid.heads.base.learning_rates`).
         weight_decay: Adam weight decay.
     """
 
@@ -84,7 +85,7 @@ class SoilMoistureLSTM(Task):
         dropout: float = 0.15,
         seq_len: int = 7,
         samples_per_cell: int = 64,
-        lr: float = 1e-3,
+        lr: LearningRate = 1e-3,
         weight_decay: float = 0.0,
     ):
         super().__init__()

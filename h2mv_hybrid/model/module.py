@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from h2mv_hybrid.constraints import PAPER_CONSTRAINTS, Constraint, as_constraints
 from h2mv_hybrid.data.datamodule import Normalization
-from h2mv_hybrid.heads.base import OutputScores, Task, require_stats
+from h2mv_hybrid.heads.base import LearningRate, OutputScores, Task, require_stats
 from h2mv_hybrid.model.forensics import locate
 from h2mv_hybrid.model.losses import MultiConstraintLoss, Weighting
 from h2mv_hybrid.model.networks import (
@@ -42,7 +42,8 @@ class H2MVHybrid(Task):
         weighting: ``fixed`` weights or ``uncertainty`` (Kendall et al. 2018).
         network: the networks' sizes and how the recurrence runs
             (:class:`~h2mv_hybrid.model.networks.HybridSettings`).
-        lr: Adam learning rate.
+        lr: Adam learning rate, or a schedule {first epoch: rate}
+            (:func:`~h2mv_hybrid.heads.base.learning_rates`).
         weight_decay: Adam weight decay.
         spinup_refresh_epochs: training spin-up states are cached per cell and recomputed
             every this many epochs (1: every epoch); each recomputation starts from the
@@ -65,7 +66,7 @@ class H2MVHybrid(Task):
         constraints: list[Constraint] | None = None,
         weighting: Weighting = "fixed",
         network: HybridSettings = PAPER_NETWORK,
-        lr: float = 1e-3,
+        lr: LearningRate = 1e-3,
         weight_decay: float = 0.0,
         spinup_refresh_epochs: int = 1,
         spinup_cycles: int = 1,
@@ -113,15 +114,7 @@ class H2MVHybrid(Task):
         The CLI calls this right after parsing (:mod:`h2mv_hybrid.lightning_cli`), so a bad
         value is refused in seconds rather than after the store's statistics.
         """
-        for name in ("lr", "weight_decay"):
-            value = options.get(name)
-            if value is None:
-                continue
-            lowest_ok = value > 0 if name == "lr" else value >= 0
-            if not (math.isfinite(value) and lowest_ok):
-                expected = "> 0" if name == "lr" else "≥ 0"
-                raise ValueError(f"model.init_args.{name}: expected a finite value {expected}, "
-                                 f"found {value}")
+        Task.check_options(options)
         for name in ("spinup_refresh_epochs", "spinup_cycles", "spinup_max_cycles"):
             if options.get(name) is not None and options[name] < 1:
                 raise ValueError(f"{name}: expected ≥ 1, found {options[name]}")
