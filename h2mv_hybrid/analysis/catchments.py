@@ -239,6 +239,18 @@ def _runoff(ens: xr.Dataset) -> xr.DataArray:
                      f"{', '.join(map(str, ens.data_vars))}")
 
 
+#: What the report reads of an ensemble store: runoff, the water balance's terms and the
+#: emergent patterns' (those the store has).
+REPORT_VARIABLES = ("fold", "q_routed", "q_total", "q", "q_base", "rainfall", "snow_acc", "ET",
+                    "tws", "routing_store", "sm_max", "precip_factor", "temperature_offset",
+                    "temperature_spread")
+
+
+def _report_variables(ens: xr.Dataset) -> xr.Dataset:
+    """The report's variables of an ensemble store, in memory."""
+    return ens[[k for k in REPORT_VARIABLES if k in ens]].load()
+
+
 def catchment_scores(store: xr.Dataset, runs: dict[str, xr.Dataset], clim: xr.DataArray
                      ) -> tuple[xr.Dataset, pd.DataFrame]:
     """Per-basin groups of every run and of the climatology, and their summary table.
@@ -371,10 +383,13 @@ def catchment_report(store: str, hybrid: str, out: str, lstm: str | None = None,
 
     from h2mv_hybrid.data.store import open_store, open_zarr
 
-    ds = open_store(store)
-    attrs = open_store(store, group="attributes")
+    # Everything is read into memory first: a catchment store and the report's variables
+    # of its ensembles are small (basins × days), and dask's graphs for the day-of-year
+    # groups and the label selections cost minutes and GiB even for one basin.
+    ds = open_store(store).load()
+    attrs = open_store(store, group="attributes").load()
     paths = {"hybrid": hybrid, "hybrid (monthly loss)": hybrid_monthly, "LSTM": lstm}
-    runs = {k: open_zarr(v) for k, v in paths.items() if v}
+    runs = {k: _report_variables(open_zarr(v)) for k, v in paths.items() if v}
     first = runs["hybrid"]
     if "cell" not in first.dims or first.sizes["cell"] != ds.sizes["cell"]:
         raise ValueError(f"hybrid: expected every basin of {store} (h2mv cv --predict all), "
@@ -388,7 +403,7 @@ def catchment_report(store: str, hybrid: str, out: str, lstm: str | None = None,
                              f"days {days[0]:%Y-%m-%d} … {days[-1]:%Y-%m-%d}, found "
                              f"{gr4j.sizes.get('cell')} basins and {len(lacking)} of those "
                              f"days missing")
-        runs["GR4J"] = gr4j.sel(time=first["time"])
+        runs["GR4J"] = _report_variables(gr4j.sel(time=first["time"]))
     default = _train_period(first)
     train = (train_start or default[0], train_end or default[1])
     clim = doy_climatology(ds["q"], *train, pd.DatetimeIndex(first["time"].values))
