@@ -35,6 +35,12 @@ ROLES = ("train", "val", "test")
 GROUPS = {"temporal": "train", "spatial": "test", "cross-validated": "val"}
 
 
+#: The runoff a gauge sees, by preference: routed, the bucket's, an LSTM head's.
+RUNOFF_NAMES = ("q_routed", "q_total", "q")
+#: The per-basin forcing corrections an ensemble may hold.
+CORRECTION_NAMES = ("precip_factor", "temperature_offset", "temperature_spread")
+
+
 def basin_roles(ens: xr.Dataset) -> xr.DataArray:
     """``train`` / ``val`` / ``test`` for every (member, cell) of an ensemble store.
 
@@ -164,8 +170,7 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
         "ef_et_over_pet": et / store["pet"].sel(time=ens["time"]).sum("time"),
         "sm_max": ens["sm_max"],
         # the per-basin forcing corrections, where the model learned them
-        **{k: ens[k] for k in ("precip_factor", "temperature_offset", "temperature_spread")
-           if k in ens},
+        **{k: ens[k] for k in CORRECTION_NAMES if k in ens},
     }).mean("member").load()
     q_obs = store["q"].sel(time=ens["time"])
     seen = np.isfinite(q_obs)
@@ -232,7 +237,7 @@ def _train_period(ens: xr.Dataset) -> tuple[str, str]:
 
 def _runoff(ens: xr.Dataset) -> xr.DataArray:
     """The runoff a gauge sees: routed where the model routes, else the bucket's."""
-    for name in ("q_routed", "q_total", "q"):
+    for name in RUNOFF_NAMES:
         if name in ens:
             return ens[name]
     raise ValueError(f"ensemble: expected daily runoff (q_total or q), found "
@@ -241,9 +246,8 @@ def _runoff(ens: xr.Dataset) -> xr.DataArray:
 
 #: What the report reads of an ensemble store: runoff, the water balance's terms and the
 #: emergent patterns' (those the store has).
-REPORT_VARIABLES = ("fold", "q_routed", "q_total", "q", "q_base", "rainfall", "snow_acc", "ET",
-                    "tws", "routing_store", "sm_max", "precip_factor", "temperature_offset",
-                    "temperature_spread")
+REPORT_VARIABLES = ("fold", *RUNOFF_NAMES, "q_base", "rainfall", "snow_acc", "ET", "tws",
+                    "routing_store", "sm_max", *CORRECTION_NAMES)
 
 
 def _report_variables(ens: xr.Dataset) -> xr.Dataset:
