@@ -21,22 +21,32 @@ class _Record(Mapping[str, Tensor]):
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        """The record's keys, in declaration order."""
+        """Every key the record may hold, in declaration order."""
         return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
 
+    @classmethod
+    def optional_names(cls) -> tuple[str, ...]:
+        """The keys that may be left out (their field defaults to None)."""
+        return tuple(f.name for f in fields(cls) if f.default is None)  # type: ignore[arg-type]
+
+    def present_names(self) -> tuple[str, ...]:
+        """The keys this record holds: every field but optional ones left at None."""
+        return tuple(k for k in self.field_names()
+                     if not (k in self.optional_names() and getattr(self, k) is None))
+
     def __getitem__(self, name: str) -> Tensor:
-        if name not in self.field_names():
+        if name not in self.present_names():
             raise KeyError(
                 f"{type(self).__name__} has no entry {name!r}; "
-                f"valid: {', '.join(self.field_names())}"
+                f"valid: {', '.join(self.present_names())}"
             )
         return getattr(self, name)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.field_names())
+        return iter(self.present_names())
 
     def __len__(self) -> int:
-        return len(self.field_names())
+        return len(self.present_names())
 
     def map(self: R, fn: Callable[[Tensor], Tensor]) -> R:
         """A record of the same type with ``fn`` applied to every tensor."""
@@ -83,10 +93,15 @@ class Static(_Record):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Beta(_Record):
-    """Globally constant parameters (0-d tensors): ``snow`` (–) and ``baseflow`` (day⁻¹)."""
+    """Constant parameters, 0-d (global) or [cells]: ``snow`` (–), ``baseflow`` (day⁻¹).
+
+    ``baseflow_half`` (mm), optional: with it the groundwater outflow is nonlinear
+    (:func:`process_layers.runoff.baseflow`); without it, the paper's linear A21.
+    """
 
     snow: Tensor
     baseflow: Tensor
+    baseflow_half: Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False, repr=False)

@@ -81,9 +81,10 @@ DayValues = namedtuple("DayValues", [
 
 
 @njit(inline="always")
-def _day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps):  # noqa: D103
+def _day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, kg, swe, sm, gw, eps):  # noqa: D103
     # Inputs are float64 scalars of one cell-day: rn in mm day⁻¹ (converted, floored),
-    # tc in °C; see the module docstring for the rest.
+    # tc in °C; kg: K_gw (mm) of the nonlinear outflow A21′, or 0 for the linear A21;
+    # see the module docstring for the rest.
     frozen = tc <= 0.0
     s_acc = prec * bs if frozen else 0.0  # A1
     pos_t = tc if tc > 0.0 else 0.0
@@ -116,7 +117,7 @@ def _day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, 
     rg = rgf * w  # A18
     qsf = (1.0 - rsf) * (1.0 - arg)  # A19
     qs = qsf * w  # A20
-    qb = gw * bg  # A21
+    qb = gw * bg if kg <= 0.0 else bg * gw * (gw / (gw + kg))  # A21, A21′
     qt = qs + qb  # A22
     gw1 = gw + rg - qb  # A23
     tws = swe1 + gw1 + sm3  # A24
@@ -130,13 +131,14 @@ def _day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, 
 @njit(parallel=True, cache=True)
 def _forward_kernel(rn, prec, tair, alpha, smax, betas, s0, consts, out):  # noqa: D103
     # rn (W m⁻²), prec (mm day⁻¹), tair (K): [C, T]; alpha: 7 × [C, T]; smax: [C];
-    # betas: [2, C] (β_snow, β_gw of each cell); s0: [3, C]; consts: CONSTANTS;
+    # betas: [3, C] (β_snow, β_gw, K_gw of each cell); s0: [3, C]; consts: CONSTANTS;
     # out: 21 × [C, T], written in place.
     n_cells, n_days = rn.shape
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
         bs = _f64(betas[0, c])
         bg = _f64(betas[1, c])
+        kg = _f64(betas[2, c])
         swe = _f64(s0[0, c])
         sm = _f64(s0[1, c])
         gw = _f64(s0[2, c])
@@ -146,7 +148,7 @@ def _forward_kernel(rn, prec, tair, alpha, smax, betas, s0, consts, out):  # noq
                 _energy(_f64(rn[c, t]), rn_factor), _f64(prec[c, t]), _f64(tair[c, t]) - t0,
                 _f64(alpha[0][c, t]), _f64(alpha[1][c, t]), _f64(alpha[2][c, t]),
                 _f64(alpha[3][c, t]), _f64(alpha[4][c, t]), _f64(alpha[5][c, t]),
-                _f64(alpha[6][c, t]), smx, bs, bg, swe, sm, gw, eps,
+                _f64(alpha[6][c, t]), smx, bs, bg, kg, swe, sm, gw, eps,
             )
             out[SNOW_ACC][c, t] = v.s_acc
             out[SNOW_MELT][c, t] = v.melt
@@ -204,15 +206,15 @@ def _scan_cots(g, present, c, t):  # noqa: D103
 
 @njit(inline="always")
 def _day_adjoint(  # noqa: D103
-    rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps, cot, lam_swe,
+    rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, kg, swe, sm, gw, eps, cot, lam_swe,
     lam_sm, lam_gw,
 ):
     # Reverse mode of one cell-day. cot: the 21 flux cotangents of the day; lam_*: the
     # cotangents of the end-of-day storages from later days. Returns the cotangents of
     # the seven α (ALPHA_NAMES order), of the start-of-day storages, and this day's
-    # contributions to those of SM_max, β_snow and β_gw. Each line is the adjoint of the
+    # contributions to those of SM_max, β_snow, β_gw and K_gw. Each line is the adjoint of the
     # forward line it names (A-numbers), taken in reverse order.
-    v = _day(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps)
+    v = _day(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, kg, swe, sm, gw, eps)
     d_bs = 0.0
     # A24: tws = swe1 + gw1 + sm3
     a_tws = cot[TWS]
@@ -227,9 +229,16 @@ def _day_adjoint(  # noqa: D103
     a_qt = cot[Q_TOTAL]
     a_qs = cot[Q_SURF] + a_qt
     a_qb += a_qt
-    # A21: qb = gw * bg
-    a_gw += a_qb * bg
-    d_bg = a_qb * gw
+    # A21: qb = gw * bg; A21′: qb = bg * gw * r, r = gw / (gw + kg)
+    d_kg = 0.0
+    if kg <= 0.0:
+        a_gw += a_qb * bg
+        d_bg = a_qb * gw
+    else:
+        r = gw / (gw + kg)
+        a_gw += a_qb * bg * r * (2.0 - r)
+        d_bg = a_qb * gw * r
+        d_kg = -a_qb * bg * r * r
     # A20: qs = qsf * w
     a_qsf = cot[Q_SURF_FRAC] + a_qs * v.w
     a_w = cot[W_IN] + a_qs * v.qsf
@@ -323,7 +332,7 @@ def _day_adjoint(  # noqa: D103
     else:
         a_pr = cot[RAINFALL] + a_w + (a_ei0 if v.rain <= v.ic else 0.0)
     return (a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg,
-            a_pr, a_tc)
+            d_kg, a_pr, a_tc)
 
 
 @njit(parallel=True, cache=True)
@@ -332,7 +341,7 @@ def _backward_kernel(  # noqa: D103
     g_alpha, g_smax, g_betas, g_s0, g_forc, want_forc,
 ):
     # Reverse-mode sweep. g: 21 cotangent arrays (dummies where present[k] is False).
-    # Writes g_alpha (7 × [C, T]), g_smax [C], g_betas [2, C] (per cell, summed by the
+    # Writes g_alpha (7 × [C, T]), g_smax [C], g_betas [3, C] (per cell, summed by the
     # caller), g_s0 [3, C] and, if want_forc, g_forc (2 × [C, T]: prec, tair). Each day
     # recomputes its forward values from the stored start-of-day storages and runs
     # _day_adjoint.
@@ -341,6 +350,7 @@ def _backward_kernel(  # noqa: D103
     for c in prange(n_cells):
         bs = _f64(betas[0, c])
         bg = _f64(betas[1, c])
+        kg = _f64(betas[2, c])
         smx = _f64(smax[c])
         lam_swe = 0.0
         lam_sm = 0.0
@@ -348,6 +358,7 @@ def _backward_kernel(  # noqa: D103
         acc_smx = 0.0
         acc_bs = 0.0
         acc_bg = 0.0
+        acc_kg = 0.0
         for t in range(n_days - 1, -1, -1):
             if t == 0:
                 swe = _f64(s0[0, c])
@@ -359,17 +370,18 @@ def _backward_kernel(  # noqa: D103
                 gw = _f64(gw_out[c, t - 1])
             (
                 a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, lam_swe, lam_sm, lam_gw, d_smx,
-                d_bs, d_bg, a_pr, a_tc,
+                d_bs, d_bg, d_kg, a_pr, a_tc,
             ) = _day_adjoint(
                 _energy(_f64(rn[c, t]), rn_factor), _f64(prec[c, t]), _f64(tair[c, t]) - t0,
                 _f64(alpha[0][c, t]), _f64(alpha[1][c, t]), _f64(alpha[2][c, t]),
                 _f64(alpha[3][c, t]), _f64(alpha[4][c, t]), _f64(alpha[5][c, t]),
-                _f64(alpha[6][c, t]), smx, bs, bg, swe, sm, gw, eps,
+                _f64(alpha[6][c, t]), smx, bs, bg, kg, swe, sm, gw, eps,
                 _scan_cots(g, present, c, t), lam_swe, lam_sm, lam_gw,
             )
             acc_smx += d_smx
             acc_bs += d_bs
             acc_bg += d_bg
+            acc_kg += d_kg
             g_alpha[0][c, t] = a_am
             g_alpha[1][c, t] = a_aei
             g_alpha[2][c, t] = a_aes
@@ -386,6 +398,7 @@ def _backward_kernel(  # noqa: D103
         g_smax[c] = acc_smx
         g_betas[0, c] = acc_bs
         g_betas[1, c] = acc_bg
+        g_betas[2, c] = acc_kg
 
 
 @njit(inline="always")
@@ -427,11 +440,12 @@ def _day_forward(raw, forcing, s_prev, smax, betas, consts, out, t, s_next):  # 
     for c in prange(n_cells):
         bs = _f64(betas[0, c])
         bg = _f64(betas[1, c])
+        kg = _f64(betas[2, c])
         am, aei, aes, at, ars, arg, f, _, _, _, _, _, _, _ = _activate(raw, c)
         v = _day(
             _energy(_f64(forcing[c, 0]), rn_factor), _f64(forcing[c, 1]),
             _f64(forcing[c, 2]) - t0, am, aei, aes, at, ars, arg, f,
-            _f64(smax[c]), bs, bg, _f64(s_prev[c, 0]), _f64(s_prev[c, 1]),
+            _f64(smax[c]), bs, bg, kg, _f64(s_prev[c, 0]), _f64(s_prev[c, 1]),
             _f64(s_prev[c, 2]), eps,
         )
         out[SNOW_ACC, c, t] = v.s_acc
@@ -477,12 +491,13 @@ def _day_backward(  # noqa: D103
     # bucket; out, those of the start-of-day storages. g_feed [C, 4]: further cotangents
     # of the end-of-day swe, sm, gw and of fAPAR (their other consumers). Writes g_raw
     # [C, 7] and, if want_forc, g_forc [C, 2] (the day's prec and tair; rn gets none);
-    # adds to g_smax [C] and g_betas [2, C].
+    # adds to g_smax [C] and g_betas [3, C].
     n_cells = raw.shape[0]
     rn_factor, t0, eps = consts[0], consts[1], consts[2]
     for c in prange(n_cells):
         bs = _f64(betas[0, c])
         bg = _f64(betas[1, c])
+        kg = _f64(betas[2, c])
         am, aei, aes, at, ars, arg, f, d_am, d_aei, d_aes, d_at, d_ars, d_arg, d_f = _activate(
             raw, c)
         cot = (
@@ -496,11 +511,11 @@ def _day_backward(  # noqa: D103
         )
         (
             a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg,
-            a_pr, a_tc,
+            d_kg, a_pr, a_tc,
         ) = _day_adjoint(
             _energy(_f64(forcing[c, 0]), rn_factor), _f64(forcing[c, 1]),
             _f64(forcing[c, 2]) - t0, am, aei, aes, at, ars, arg, f,
-            _f64(smax[c]), bs, bg, _f64(s_prev[c, 0]), _f64(s_prev[c, 1]),
+            _f64(smax[c]), bs, bg, kg, _f64(s_prev[c, 0]), _f64(s_prev[c, 1]),
             _f64(s_prev[c, 2]), eps, cot, _f64(lam[c, 0]) + _f64(g_feed[c, 0]),
             _f64(lam[c, 1]) + _f64(g_feed[c, 1]), _f64(lam[c, 2]) + _f64(g_feed[c, 2]),
         )
@@ -518,6 +533,7 @@ def _day_backward(  # noqa: D103
         g_smax[c] += d_smx
         g_betas[0, c] += d_bs
         g_betas[1, c] += d_bg
+        g_betas[2, c] += d_kg
         if want_forc:
             g_forc[c, 0] = a_pr
             g_forc[c, 1] = a_tc
@@ -558,7 +574,8 @@ def day_forward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, be
         forcing: [cells, 3]: rn (W m⁻²), prec (mm day⁻¹), tair (K) of the day.
         s_prev: [cells, 3] start-of-day swe, sm, gw (mm).
         sm_max: [cells] (mm).
-        betas: [2, cells]: β_snow, β_gw of each cell.
+        betas: [3, cells]: β_snow, β_gw, K_gw of each cell (:func:`per_cell_betas`;
+            K_gw 0: the linear outflow), or [2, cells] without K_gw.
         out: [28, cells, days]; row k < 21 receives flux ``FLUX_NAMES[k]`` of day ``t``,
             row 21 + j the activated ``ALPHA_NAMES[j]``.
         t: the day's column in ``out``.
@@ -567,8 +584,8 @@ def day_forward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, be
     All tensors are contiguous, on the CPU, of one floating dtype.
     """
     kernel = _DAY_KERNELS[raw.shape[0] >= PARALLEL_CELLS][0]
-    kernel(raw.numpy(), forcing.numpy(), s_prev.numpy(), sm_max.numpy(), betas.numpy(),
-           CONSTANTS, out.numpy(), t, s_next.numpy())
+    kernel(raw.numpy(), forcing.numpy(), s_prev.numpy(), sm_max.numpy(),
+           _three_rows(betas).numpy(), CONSTANTS, out.numpy(), t, s_next.numpy())
 
 
 def day_backward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, betas: Tensor,
@@ -590,27 +607,58 @@ def day_backward(raw: Tensor, forcing: Tensor, s_prev: Tensor, sm_max: Tensor, b
             day's fAPAR (e.g. through a network that reads them).
         g_raw: [cells, 7] receives the cotangents of ``raw``.
         g_sm_max: [cells], added to.
-        g_betas: [2, cells], added to.
+        g_betas: [3, cells] (or [2, cells], as ``betas``), added to.
 
     The forcing's cotangents are left out here; the compiled kernel
     (:func:`day_kernels`) writes them when asked, as the state-feedback op does.
     """
     kernel = _DAY_KERNELS[raw.shape[0] >= PARALLEL_CELLS][1]
-    kernel(raw.numpy(), forcing.numpy(), s_prev.numpy(), sm_max.numpy(), betas.numpy(),
-           CONSTANTS, g_out.numpy(), t, lam.numpy(), g_feed.numpy(), g_raw.numpy(),
-           g_sm_max.numpy(), g_betas.numpy(), np.zeros((1, 2), dtype=raw.numpy().dtype), False)
+    # the kernel writes three rows; a caller's two (linear outflow) get theirs added back
+    g3 = g_betas if len(g_betas) == 3 else torch.zeros((3, g_betas.shape[1]),
+                                                       dtype=g_betas.dtype)
+    kernel(raw.numpy(), forcing.numpy(), s_prev.numpy(), sm_max.numpy(),
+           _three_rows(betas).numpy(), CONSTANTS, g_out.numpy(), t, lam.numpy(),
+           g_feed.numpy(), g_raw.numpy(), g_sm_max.numpy(), g3.numpy(),
+           np.zeros((1, 2), dtype=raw.numpy().dtype), False)
+    if g3 is not g_betas:
+        g_betas += g3[:2]
 
 
-def per_cell_betas(beta_snow: Tensor, beta_gw: Tensor, n_cells: int, dtype: torch.dtype
-                   ) -> Tensor:
-    """β_snow and β_gw as the kernels read them: [2, cells] (a global β repeated)."""
-    return torch.stack([beta_snow.detach().expand(n_cells),
-                        beta_gw.detach().expand(n_cells)]).to(dtype).contiguous()
+def _three_rows(betas: Tensor) -> Tensor:
+    """[2, cells] (β_snow, β_gw: the linear outflow) or [3, cells] → [3, cells]."""
+    if betas.dim() != 2 or len(betas) not in (2, 3):
+        raise ValueError(f"betas: expected [2 or 3, cells], found {tuple(betas.shape)}")
+    if len(betas) == 3:
+        return betas
+    return torch.cat([betas, betas.new_zeros(1, betas.shape[1])]).contiguous()
 
 
-def beta_gradients(g_betas: Tensor, dims: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Per-cell β cotangents [2, cells] → those of β_snow, β_gw as given (0-d: summed)."""
-    return tuple(g if d else g.sum() for g, d in zip(g_betas, dims, strict=True))
+def per_cell_betas(beta_snow: Tensor, beta_gw: Tensor, n_cells: int, dtype: torch.dtype,
+                   baseflow_half: Tensor | None = None) -> Tensor:
+    """β_snow, β_gw and K_gw as the kernels read them: [3, cells] (a global value repeated).
+
+    Without ``baseflow_half`` the row of K_gw is 0, which the kernels read as the linear
+    outflow A21.
+    """
+    half = beta_gw.new_zeros(()) if baseflow_half is None else baseflow_half.detach()
+    return torch.stack([beta_snow.detach().expand(n_cells), beta_gw.detach().expand(n_cells),
+                        half.expand(n_cells)]).to(dtype).contiguous()
+
+
+def beta_dims(beta_snow: Tensor, beta_gw: Tensor, baseflow_half: Tensor | None
+              ) -> tuple[int, ...]:
+    """The dims of the constants given, for :func:`beta_gradients` (K_gw's only if given)."""
+    return (beta_snow.dim(), beta_gw.dim(),
+            *(() if baseflow_half is None else (baseflow_half.dim(),)))
+
+
+def beta_gradients(g_betas: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, ...]:
+    """Per-cell cotangents [2 or 3, cells] → those of the constants of ``dims`` as given.
+
+    A 0-d (global) constant's are summed over cells; K_gw's row is read only if ``dims``
+    has a third entry.
+    """
+    return tuple(g if d else g.sum() for g, d in zip(g_betas[:len(dims)], dims, strict=True))
 
 
 def _np(x: Tensor) -> np.ndarray:
@@ -625,19 +673,21 @@ class FusedScan(torch.autograd.Function):
     gradients where asked, ``rn`` none); the seven α [C, T]
     in the order of :data:`process_layers.parameters.ALPHA_NAMES`; ``sm_max`` [C];
     ``beta_snow``, ``beta_gw`` (0-d, global, or [C], per cell); initial ``swe``, ``sm``,
-    ``gw`` [C]. Returns the 21 fluxes of :class:`process_layers.containers.Fluxes`, each
-    [C, T].
+    ``gw`` [C]; optionally last ``baseflow_half`` (K_gw, mm, 0-d or [C]: the nonlinear
+    outflow A21′). Returns the 21 fluxes of :class:`process_layers.containers.Fluxes`,
+    each [C, T].
     """
 
     @staticmethod
     def forward(ctx, rn, prec, tair, *params):  # noqa: D102
-        alphas, (sm_max, beta_snow, beta_gw, swe0, sm0, gw0) = params[:7], params[7:]
+        alphas, (sm_max, beta_snow, beta_gw, swe0, sm0, gw0, *half) = params[:7], params[7:]
+        half = half[0] if half else None
         dtype = rn.dtype
         n_cells, n_days = rn.shape
         outs = tuple(torch.empty((n_cells, n_days), dtype=dtype) for _ in range(N_FLUX))
         alphas = tuple(a.detach().contiguous() for a in alphas)
-        betas = per_cell_betas(beta_snow, beta_gw, n_cells, dtype)
-        ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
+        betas = per_cell_betas(beta_snow, beta_gw, n_cells, dtype, half)
+        ctx.beta_dims = beta_dims(beta_snow, beta_gw, half)
         s0 = torch.stack([swe0.detach(), sm0.detach(), gw0.detach()]).contiguous()
         rn_c, prec_c, tc_c = (x.detach().contiguous() for x in (rn, prec, tair))
         sm_max_c = sm_max.detach().contiguous()
@@ -663,7 +713,7 @@ class FusedScan(torch.autograd.Function):
         g_np = tuple(dummy if g is None else _np(g.to(dtype)) for g in grads)
         g_alpha = tuple(torch.empty((n_cells, n_days), dtype=dtype) for _ in range(7))
         g_smax = torch.empty(n_cells, dtype=dtype)
-        g_betas = torch.empty((2, n_cells), dtype=dtype)
+        g_betas = torch.empty((3, n_cells), dtype=dtype)
         g_s0 = torch.empty((3, n_cells), dtype=dtype)
         want_forc = bool(ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
         g_forc = tuple(torch.empty((n_cells, n_days) if want_forc else (1, 1), dtype=dtype)
@@ -675,8 +725,9 @@ class FusedScan(torch.autograd.Function):
             g_smax.numpy(), g_betas.numpy(), g_s0.numpy(), tuple(x.numpy() for x in g_forc),
             want_forc,
         )
-        g_bs, g_bg = beta_gradients(g_betas, ctx.beta_dims)
+        g_bs, g_bg, *g_half = beta_gradients(g_betas, ctx.beta_dims)
         g_prec, g_tair = (g_forc[i] if ctx.needs_input_grad[1 + i] else None for i in range(2))
         return (
             None, g_prec, g_tair, *g_alpha, g_smax, g_bs, g_bg, g_s0[0], g_s0[1], g_s0[2],
+            *g_half,
         )

@@ -10,7 +10,8 @@ Public contract::
 ``forcing``: ``rn`` (W m⁻², daily mean), ``prec`` (mm day⁻¹), ``tair`` (K).
 ``alpha`` (activated, inside their bounds): ``snow_melt``, ``Ei``, ``Es``, ``T``,
 ``r_soil``, ``r_gw``, ``fapar``. ``static``: ``sm_max`` (mm) [cells].
-``beta``: ``snow``, ``baseflow`` (scalars, or one per cell [cells]). Fluxes are
+``beta``: ``snow``, ``baseflow`` (scalars, or one per cell [cells]), and optionally
+``baseflow_half`` (mm, per cell: nonlinear groundwater outflow, A21′). Fluxes are
 :class:`Fluxes` records whose storages are end-of-day values. The order of operations is
 that of Appendix A of Baghirov et al. (2024); see ``docs/process_layers.md``.
 """
@@ -107,7 +108,7 @@ def day(
     # A19–A23: runoff and groundwater
     q_surf_frac = runoff.surface_runoff_fraction(r_soil_frac, alpha.r_gw)
     q_surf = runoff.surface_runoff(q_surf_frac, w_in)
-    q_base = runoff.baseflow(states.gw, beta.baseflow)
+    q_base = runoff.baseflow(states.gw, beta.baseflow, beta.baseflow_half)
     q_total = runoff.total_runoff(q_surf, q_base)
     gw = storage.groundwater_storage(states.gw, r_gw, q_base)
     # A24
@@ -136,7 +137,8 @@ def step(
         forcing_t: ``rn`` (W m⁻²), ``prec`` (mm day⁻¹), ``tair`` (K), each [cells].
         alpha_t: activated coefficients, each [cells].
         static: ``sm_max`` (mm) [cells].
-        beta: ``snow``, ``baseflow`` (0-d, or [cells] for a per-cell constant).
+        beta: ``snow``, ``baseflow`` (0-d, or [cells] for a per-cell constant); optional
+            ``baseflow_half`` (mm, [cells] or 0-d: nonlinear groundwater outflow, A21′).
         states: ``swe``, ``sm``, ``gw`` (mm) at the end of the previous day [cells].
         validate_inputs: check keys, shapes, units and bounds (see
             :func:`process_layers.validation.validate`). Callers that step through a
@@ -198,7 +200,7 @@ def _simulate_fused(f: Forcing, a: Alpha, sm_max: Tensor, b: Beta, st: States) -
 
     outs = Scan.apply(
         f.rn, f.prec, f.tair, *(a[k] for k in ALPHA_NAMES), sm_max, b.snow, b.baseflow,
-        st.swe, st.sm, st.gw,
+        st.swe, st.sm, st.gw, *(() if b.baseflow_half is None else (b.baseflow_half,)),
     )
     return Fluxes(**dict(zip(FLUX_NAMES, outs, strict=True)))
 
@@ -216,11 +218,19 @@ def kernel_missing(device: torch.device) -> str | None:
     return None
 
 
-def fused_available(forcing: Forcing, alpha: Alpha) -> str | None:
+def fused_available(forcing: Forcing, alpha: Alpha, beta: Beta | None = None) -> str | None:
     """Why the fused path cannot run on these inputs, or None if it can."""
     if forcing.rn.requires_grad:
         return "rn requires a gradient; the fused adjoint treats the energy forcing as data"
+    if (beta is not None and beta.baseflow_half is not None
+            and fused_kernel(alpha.fapar.device) == "triton"):
+        return NONLINEAR_ON_GPU
     return kernel_missing(alpha.fapar.device)
+
+
+#: Why the GPU kernels refuse the nonlinear groundwater outflow.
+NONLINEAR_ON_GPU = ("the nonlinear groundwater outflow (baseflow_half) is in the CPU "
+                    "kernels only; the Triton kernels run the paper's linear A21")
 
 
 def simulate(
@@ -239,7 +249,8 @@ def simulate(
         forcing: ``rn`` (W m⁻²), ``prec`` (mm day⁻¹), ``tair`` (K), each [cells, time].
         alpha: activated coefficients, each [cells, time].
         static: ``sm_max`` (mm) [cells].
-        beta: ``snow``, ``baseflow`` (0-d, or [cells] for a per-cell constant).
+        beta: ``snow``, ``baseflow`` (0-d, or [cells] for a per-cell constant); optional
+            ``baseflow_half`` (mm, [cells] or 0-d: nonlinear groundwater outflow, A21′).
         states: initial storages (mm) [cells]; empty buckets if None.
         backend: ``"fused"`` (compiled scan with a hand-written adjoint: numba on the CPU,
             Triton on a CUDA GPU; differentiable w.r.t. ``prec`` and ``tair`` too),
@@ -264,7 +275,7 @@ def simulate(
     if st is None:
         st = initial_states(f.rn.shape[0], dtype=a.fapar.dtype, device=a.fapar.device)
 
-    reason = fused_available(f, a)
+    reason = fused_available(f, a, b)
     if backend == "fused" and reason is not None:
         raise ValueError(f"backend='fused' cannot run: {reason}; use backend='loop' or 'auto'")
     use_fused = backend == "fused" or (backend == "auto" and reason is None)

@@ -93,6 +93,12 @@ COEFFICIENTS: tuple[Coefficient, ...] = (
                 "–", "A1", "global snowfall correction (precipitation over-correction)"),
     Coefficient("baseflow", "beta", "β_gw", 0.0, 1.0, "sigmoid",
                 "day⁻¹", "A21", "global baseflow recession constant"),
+    # Optional (HybridSettings.nonlinear_baseflow): the groundwater storage at which the
+    # outflow rate is half of β_gw, per cell from the static code (runoff.baseflow).
+    Coefficient("baseflow_half", "beta", "K_gw", 0.5, 1000.0, "sigmoid",
+                "mm", "A21′ (runoff.baseflow)", "groundwater storage at which the outflow "
+                "rate is half of β_gw (nonlinear groundwater outflow)",
+                floor=0.5, scale=999.5),
     # Observation operators: not in the bucket, they map its states to what is observed.
     Coefficient("snow_cover_scale", "observation", "k_SCA", 0.0, math.inf, "softplus",
                 "mm", "snow.snow_covered_fraction",

@@ -49,7 +49,7 @@ def to_record(obj: Any, cls: type[R], what: str) -> R:
         )
     expected = set(cls.field_names())
     found = set(obj.keys())
-    missing = [k for k in cls.field_names() if k not in found]
+    missing = [k for k in cls.field_names() if k not in found and k not in cls.optional_names()]
     unknown = sorted(found - expected, key=str)
     if missing or unknown:
         parts = []
@@ -60,8 +60,9 @@ def to_record(obj: Any, cls: type[R], what: str) -> R:
         raise ValueError(
             f"{what}: {'; '.join(parts)}; expected exactly the keys "
             f"{', '.join(cls.field_names())}"
+            + (f" ({', '.join(cls.optional_names())} optional)" if cls.optional_names() else "")
         )
-    return cls(**{k: obj[k] for k in cls.field_names()})
+    return cls(**{k: obj[k] for k in cls.field_names() if k in found})
 
 
 def _tensor(x: Any, what: str, dtype: torch.dtype | None = None) -> Tensor:

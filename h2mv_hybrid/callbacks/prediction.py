@@ -49,6 +49,7 @@ def output_metadata(name: str, prediction: dict) -> tuple[str, str, str]:
 CELL_COEFFICIENTS = {"route_shape": ("routing", "route_shape"),
                      "route_scale": ("routing", "route_scale"),
                      "beta_baseflow": ("beta", "baseflow"),
+                     "beta_baseflow_half": ("beta", "baseflow_half"),
                      "precip_factor": ("forcing", "precip_factor"),
                      "temperature_offset": ("forcing", "temperature_offset"),
                      "temperature_spread": ("forcing", "temperature_spread")}

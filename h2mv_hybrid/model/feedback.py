@@ -40,9 +40,11 @@ from process_layers.fused import (
     CONSTANTS,
     N_DAY_OUT,
     PARALLEL_CELLS,
+    beta_dims,
     beta_gradients,
     per_cell_betas,
 )
+from process_layers.h2mv import NONLINEAR_ON_GPU
 
 #: Days whose gate cotangents are gathered before one weight-gradient ``mm``; at 512
 #: cells a block (26 MB) stays under glibc's largest mmap threshold (32 MB), so its memory
@@ -61,7 +63,7 @@ class _Setup(NamedTuple):
     w_head: Tensor
     b_head: Tensor
     sm_max: Tensor  # [R]: per bucket row (a cell's value repeated for its bands)
-    betas: Tensor  # [2, R]
+    betas: Tensor  # [3, R]: β_snow, β_gw, K_gw (0: linear outflow) per bucket row
     scale: float
     bands: int = 1  # K: the bucket has R = C · K rows, cell c's band k at row c · K + k
 
@@ -167,8 +169,8 @@ def _run(p: _Setup, t0: int, t1: int, x0: Tensor, c0: Tensor, s0: Tensor, out: T
 
 def prepare(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tensor, w_x: Tensor,
             w_head: Tensor, b_head: Tensor, sm_max: Tensor, beta_snow: Tensor, beta_gw: Tensor,
-            swe0: Tensor, sm0: Tensor, gw0: Tensor, fapar0: Tensor, h0: Tensor, c0: Tensor
-            ) -> tuple[_Setup, Tensor, Tensor, Tensor]:
+            swe0: Tensor, sm0: Tensor, gw0: Tensor, fapar0: Tensor, h0: Tensor, c0: Tensor,
+            baseflow_half: Tensor | None = None) -> tuple[_Setup, Tensor, Tensor, Tensor]:
     """:class:`FeedbackScan`'s inputs as a :class:`_Setup` and the first day's x, c, storages.
 
     Shared with the GPU op (:mod:`h2mv_hybrid.model.feedback_gpu`); tensors stay on their
@@ -187,7 +189,9 @@ def prepare(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tensor, w_
                forcing.detach().transpose(0, 1).to(dtype).contiguous(), code_proj,
                w_x, w_xp, w_head, b_head, bands.to_bands(sm_max, k),
                per_cell_betas(bands.to_bands(beta_snow, k), bands.to_bands(beta_gw, k),
-                              n_rows, dtype), float(scale), k)
+                              n_rows, dtype,
+                              None if baseflow_half is None
+                              else bands.to_bands(baseflow_half, k)), float(scale), k)
     s0 = torch.stack([swe0.reshape(-1), sm0.reshape(-1), gw0.reshape(-1)], 1).detach().to(dtype)
     x0 = torch.empty(n_cells, hidden + 7, dtype=dtype, device=code_proj.device)
     x0[:, :hidden] = h0
@@ -244,6 +248,8 @@ class FeedbackScan(torch.autograd.Function):
     - ``sm_max`` [C]; ``beta_snow``, ``beta_gw`` (0-d, or [C] per cell).
     - The carry at the start: ``swe``, ``sm``, ``gw`` [C], or [C, K] with K elevation
       bands; ``fapar`` [C]; ``h``, ``c`` [C, H].
+    - ``baseflow_half``: K_gw (mm; 0-d or [C]) of the nonlinear groundwater outflow
+      (:func:`process_layers.runoff.baseflow`, A21′), or None for the paper's A21.
 
     With K elevation bands (``forcing`` has R = C · K rows, cell c's band k at row
     c · K + k, :mod:`process_layers.bands`) the bucket runs on every row from its cell's
@@ -255,10 +261,12 @@ class FeedbackScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, keep, chunk, f_norm, forcing, scale, code_proj, w_x, w_head,  # noqa: D102
-                b_head, sm_max, beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0):
+                b_head, sm_max, beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0,
+                baseflow_half=None):
         p, x0, c0, s0 = prepare(f_norm, forcing, scale, code_proj, w_x, w_head, b_head, sm_max,
-                                beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0)
-        ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
+                                beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0,
+                                baseflow_half)
+        ctx.beta_dims = beta_dims(beta_snow, beta_gw, baseflow_half)
         n_rows, n_days, _ = forcing.shape
         dtype = p.code_proj.dtype
         out = torch.empty(N_DAY_OUT, n_rows, n_days, dtype=dtype)
@@ -288,7 +296,7 @@ class FeedbackScan(torch.autograd.Function):
             g_x[:, :hidden] = g_h_end
         g_c = zeros(n_cells, hidden) if g_c_end is None else g_c_end.to(dtype).clone()
         lam, g_feed, g_h = zeros(n_rows, 3), zeros(n_rows, 4), zeros(n_cells, hidden)
-        g_sm_max, g_betas, g_b_head = zeros(n_rows), zeros(2, n_rows), zeros(7)
+        g_sm_max, g_betas, g_b_head = zeros(n_rows), zeros(3, n_rows), zeros(7)
         g_code_proj, g_w_x = zeros(n_cells, 4 * hidden), zeros(p.w_x.shape[0], width)
         g_w_head = zeros(7, width)
         # day-major, so that each day's [R, 2] (prec, tair) is one contiguous block
@@ -347,30 +355,36 @@ class FeedbackScan(torch.autograd.Function):
         if want_forc:
             g_forcing = zeros(n_rows, n_days, 3)
             g_forcing[:, :, 1:] = g_forc.transpose(0, 1)
-        g_betas = g_betas.reshape(2, n_cells, k).sum(2)
+        g_bs, g_bg, *g_half = beta_gradients(g_betas.reshape(3, n_cells, k).sum(2),
+                                             ctx.beta_dims)
         return (
             None, None, None, g_forcing, None, g_code_proj, g_w_x[:, :hidden + 7],
             g_w_head[:, :hidden], g_b_head, g_sm_max.reshape(n_cells, k).sum(1),
-            *beta_gradients(g_betas, ctx.beta_dims), g_s0[..., 0], g_s0[..., 1], g_s0[..., 2],
-            g_x[:, hidden + 6].clone(), g_x[:, :hidden].clone(), g_c,
+            g_bs, g_bg, g_s0[..., 0], g_s0[..., 1], g_s0[..., 2],
+            g_x[:, hidden + 6].clone(), g_x[:, :hidden].clone(), g_c, *(g_half or [None]),
         )
 
 
 def feedback_scan(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tensor, w_x: Tensor,
                   w_head: Tensor, b_head: Tensor, sm_max: Tensor, beta_snow: Tensor,
                   beta_gw: Tensor, carry: tuple[Tensor, ...], chunk: int | None = None,
-                  kernel: str = "numba") -> tuple[Tensor, Tensor, Tensor]:
+                  kernel: str = "numba", baseflow_half: Tensor | None = None
+                  ) -> tuple[Tensor, Tensor, Tensor]:
     """The fused recurrence applied; ``carry`` is (swe, sm, gw, h, c, fapar).
 
     ``kernel``: ``"numba"`` (:class:`FeedbackScan`, CPU tensors) or ``"triton"``
-    (:class:`~h2mv_hybrid.model.feedback_gpu.FeedbackScanGPU`, CUDA tensors).
+    (:class:`~h2mv_hybrid.model.feedback_gpu.FeedbackScanGPU`, CUDA tensors; the linear
+    groundwater outflow only: ``baseflow_half`` must be None).
     """
     swe, sm, gw, h, c, fapar = carry
     params = (code_proj, w_x, w_head, b_head, sm_max, beta_snow, beta_gw, swe, sm, gw, fapar, h, c)
     # Whether backward can run: inside a Function, needs_input_grad ignores no_grad mode.
-    keep = torch.is_grad_enabled() and (forcing.requires_grad
-                                        or any(p.requires_grad for p in params))
-    op = FeedbackScan
+    keep = torch.is_grad_enabled() and (
+        forcing.requires_grad or any(p.requires_grad for p in params)
+        or (baseflow_half is not None and baseflow_half.requires_grad))
     if kernel == "triton":
-        from h2mv_hybrid.model.feedback_gpu import FeedbackScanGPU as op
-    return op.apply(keep, chunk, f_norm, forcing, scale, *params)
+        if baseflow_half is not None:
+            raise ValueError(f"feedback_scan: {NONLINEAR_ON_GPU}")
+        from h2mv_hybrid.model.feedback_gpu import FeedbackScanGPU
+        return FeedbackScanGPU.apply(keep, chunk, f_norm, forcing, scale, *params)
+    return FeedbackScan.apply(keep, chunk, f_norm, forcing, scale, *params, baseflow_half)

@@ -142,7 +142,7 @@ def forward_day(x, cb, gates, raw, st, i0, i1, s, w_head, b_head, kc, fast, fo, 
     x, cb and st and writes slots ``i1`` and ``s``. ``w_head`` [7, H], ``b_head`` [7];
     ``kc``, ``fast``: the cell kernels' constants and whether tanh is the rational fit
     (float32). Bucket: ``fo`` [T, R, 3] rn (W m⁻²), prec (mm day⁻¹), tair (K);
-    ``sm_max`` [R] (mm); ``betas`` [2, R]; ``consts`` :data:`~process_layers.fused.CONSTANTS`;
+    ``sm_max`` [R] (mm); ``betas`` [3, R]; ``consts`` :data:`~process_layers.fused.CONSTANTS`;
     ``out`` [28, R, ·] receives the day's fluxes and α in column ``col``. If day t + 1
     exists, its input row is encoded from ``fn`` [T, C, 3] (if ``with_forcing``), the
     new storages and fAPAR. ``raw_rows`` [R, 7]: scratch for K > 1 bands.
@@ -182,7 +182,7 @@ def backward_day(g_x, cb, gates, raw, st, u, fo, t, sm_max, betas, consts, g_out
     start-of-day ones. ``g_out`` [28, R, T]: the outputs' cotangents. Writes ``g_gates``
     [C, 4H] (the gate pre-activations'), ``g_raw[u]`` [C, 7], and, with ``want_forc``,
     ``g_forc[t]`` [R, 2] (prec's and tair's); adds to ``g_sm_max`` [R] and ``g_betas``
-    [2, R]. ``g_feed`` [R, 4], ``g_h`` [C, H], ``g_raw_rows`` and ``raw_rows`` [R, 7]:
+    [3, R]. ``g_feed`` [R, 4], ``g_h`` [C, H], ``g_raw_rows`` and ``raw_rows`` [R, 7]:
     scratch. The other arguments are :func:`forward_day`'s tapes and inputs.
     """
     hidden = cb.shape[2]

@@ -8,7 +8,9 @@
   emits the α and fAPAR, activated into their bounds by the same table.
 - Global constants β (snow, baseflow): learned directly, activated by the table (sigmoid);
   with ``basin_baseflow`` the baseflow recession β_gw is one per cell, from the static
-  code (catchments differ in their recession as much as in their storage capacity).
+  code (catchments differ in their recession as much as in their storage capacity);
+  with ``nonlinear_baseflow`` the groundwater outflow is nonlinear (A21′ of
+  :func:`process_layers.runoff.baseflow`), its half-rate storage K_gw per cell.
 - Optional routing to a catchment's outlet (``routing_days``): a gamma unit hydrograph
   per cell, its shape and scale from the static code (:mod:`process_layers.routing`),
   adds the outputs ``q_routed`` and ``routing_store``.
@@ -57,6 +59,10 @@ ROUTING_OUTPUTS: tuple[str, ...] = ("q_routed", "routing_store")
 ROUTING_INIT = {"route_shape": 2.0, "route_scale": 1.0}
 #: The forcing corrections' neutral values, where they start.
 NO_CORRECTION = {"precip_factor": 1.0, "temperature_offset": 0.0}
+#: Where K_gw of the nonlinear groundwater outflow starts, mm: about the storage that a
+#: baseflow of 0.5 mm day⁻¹ needs at β_gw = 0.05, so the rate starts halfway between the
+#: quadratic and the linear regimes.
+BASEFLOW_HALF_INIT = 20.0
 #: Where the spread of temperature over elevation bands starts, °C. Not at 0: with bands
 #: placed symmetrically around the basin mean, the first-order gradient of any band mean
 #: with respect to σ_T vanishes there, and σ_T could not leave it.
@@ -111,6 +117,12 @@ class HybridSettings:
         basin_baseflow: β_gw per cell from the static code (a catchment's recession
             constant, as every conceptual model calibrates one per basin) instead of the
             paper's global constant.
+        nonlinear_baseflow: the groundwater outflow is q_base = β_gw GW² / (GW + K_gw)
+            (A21′, :func:`process_layers.runoff.baseflow`) with K_gw (mm) per cell from
+            the static code, instead of the paper's linear β_gw GW: a recession that is
+            fast in a full store and slow in a draining one, as real catchments'
+            storage–discharge relations are (Kirchner 2009). CPU kernels only: on a GPU
+            the day loop runs it.
         basin_precip_factor: the bucket's precipitation is c_P · prec, c_P ∈ [0.5, 2] per
             cell from the static code (gauge under-catch, a basin mean that misses its
             wettest part); the water balance is that of the corrected precipitation.
@@ -145,6 +157,7 @@ class HybridSettings:
     lstm_backend: LSTMBackend = "auto"
     routing_days: int | None = None
     basin_baseflow: bool = False
+    nonlinear_baseflow: bool = False
     basin_precip_factor: bool = False
     basin_temperature_offset: bool = False
     elevation_bands: int = 1
@@ -300,16 +313,25 @@ class HybridH2MV(nn.Module):
             self.correction_head = _per_cell_head(
                 s.code_size, [BY_NAME[("forcing", k)].inverse(start[k])
                               for k in self.corrected])
+        self.baseflow_half_head = None
+        if s.nonlinear_baseflow:
+            self.baseflow_half_head = _per_cell_head(
+                s.code_size, [BY_NAME[("beta", "baseflow_half")].inverse(BASEFLOW_HALF_INIT)])
 
     # -- pieces --------------------------------------------------------------------------
     def beta(self, code: Tensor | None = None) -> dict[str, Tensor]:
-        """The constants β in (0, 1): global (0-d), or per cell [cells] from ``code``."""
+        """The constants β in (0, 1): global (0-d), or per cell [cells] from ``code``.
+
+        With ``nonlinear_baseflow`` also ``baseflow_half`` (K_gw, mm) per cell.
+        """
         beta = {k: BY_NAME[("beta", k)].activate(v) for k, v in self.beta_raw.items()}
-        if self.baseflow_head is not None:
-            if code is None:
-                raise ValueError("beta: a per-cell baseflow constant needs the static code")
-            beta["baseflow"] = BY_NAME[("beta", "baseflow")].activate(
-                self.baseflow_head(code)[:, 0])
+        per_cell = [(k, head) for k, head in (("baseflow", self.baseflow_head),
+                                              ("baseflow_half", self.baseflow_half_head))
+                    if head is not None]
+        if per_cell and code is None:
+            raise ValueError("beta: a per-cell baseflow coefficient needs the static code")
+        for k, head in per_cell:
+            beta[k] = BY_NAME[("beta", k)].activate(head(code)[:, 0])
         return beta
 
     def initial_carry(self, n_cells: int, device: torch.device) -> Carry:
@@ -395,8 +417,7 @@ class HybridH2MV(nn.Module):
             fluxes, states = h2mv.day(
                 rn_mm, prec, tair_c, Alpha(**{n: bands.to_bands(a, k) for n, a in alpha.items()}),
                 bands.to_bands(sm_max.to(dtype), k),
-                Beta(snow=bands.to_bands(beta["snow"].to(dtype), k),
-                     baseflow=bands.to_bands(beta["baseflow"].to(dtype), k)),
+                Beta(**{n: bands.to_bands(v.to(dtype), k) for n, v in beta.items()}),
                 States(carry.swe.reshape(-1), carry.sm.reshape(-1), carry.gw.reshape(-1)),
             )
         if k > 1:
@@ -415,6 +436,8 @@ class HybridH2MV(nn.Module):
         if missing is not None:
             return missing
         on_gpu = h2mv.fused_kernel(forcing.device) == "triton"
+        if self.settings.nonlinear_baseflow and on_gpu:
+            return h2mv.NONLINEAR_ON_GPU
         if self.settings.elevation_bands > 1 and on_gpu:
             return ("elevation bands run the day loop on a GPU; its fused scan has one bucket "
                     "per cell")

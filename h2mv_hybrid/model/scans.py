@@ -132,14 +132,13 @@ class FeedbackChunks(Scan):
         for t0 in range(0, n_days, span):
             part = d.days(slice(t0, t0 + span))
             if chunk is not None and s.chunk_mode == "checkpoint" and torch.is_grad_enabled():
-                def run(fo, fn, cd, sx, b_snow, b_gw, *cy):
-                    o, cr = self.days(net, Drivers(fo, fn, cd, sx, {"snow": b_snow,
-                                                                     "baseflow": b_gw},
-                                                   bands=d.bands),
-                                      Carry(*cy))
+                def run(fo, fn, cd, sx, *rest, names=tuple(part.beta)):
+                    beta = dict(zip(names, rest[:len(names)], strict=True))
+                    o, cr = self.days(net, Drivers(fo, fn, cd, sx, beta, bands=d.bands),
+                                      Carry(*rest[len(names):]))
                     return (o, *cr)
-                res = checkpoint(run, *part[:4], part.beta["snow"], part.beta["baseflow"],
-                                 *carry, use_reentrant=False)
+                res = checkpoint(run, *part[:4], *part.beta.values(), *carry,
+                                 use_reentrant=False)
                 o, carry = res[0], Carry(*res[1:])
             else:
                 o, carry = self.days(net, part, carry)
@@ -209,12 +208,14 @@ class FusedFeedback(FeedbackChunks):
             code_proj = torch.addmm((cell.bias_ih + cell.bias_hh).to(dt), d.code.to(dt),
                                     w_ih[:, 3:3 + n_code].t())
             w_x = torch.cat([cell.weight_hh.to(dt), w_ih[:, :3], w_ih[:, 3 + n_code:]], 1)
+            half = d.beta.get("baseflow_half")
             out, h, c = feedback_scan(d.f_norm, d.forcing, net.settings.state_scale,
                                       code_proj, w_x, net.head.weight.to(dt),
                                       net.head.bias.to(dt), d.sm_max.to(dt),
                                       d.beta["snow"].to(dt), d.beta["baseflow"].to(dt),
                                       tuple(x.to(dt) for x in carry), chunk,
-                                      h2mv.fused_kernel(device))
+                                      h2mv.fused_kernel(device),
+                                      None if half is None else half.to(dt))
         # With elevation bands the op's rows are bands: the fluxes are their means, the α
         # (a cell's, on each of its rows) band 0's, and the carry keeps every band's
         # storages.
