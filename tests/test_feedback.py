@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers.small_hybrid import F, site_inputs, small_hybrid
+from helpers.small_hybrid import F, feedback_scan_params, site_inputs, small_hybrid
 
 from h2mv_hybrid.model import feedback, scans
 from h2mv_hybrid.model.networks import HybridH2MV, HybridSettings, activate_alpha
@@ -103,17 +103,7 @@ def test_gradcheck_of_the_fused_recurrence():
     cells, days, hidden = 3, 6, 4
     forcing, _ = inputs(cells, days, seed=2)
     f_norm = torch.randn(cells, days, 3, generator=g, dtype=D)
-
-    def r(*shape, scale=1.0, offset=0.0):
-        return (offset + scale * torch.rand(*shape, generator=g, dtype=D)).requires_grad_(True)
-
-    params = (
-        r(cells, 4 * hidden, scale=2, offset=-1), r(4 * hidden, hidden + 7, scale=2, offset=-1),
-        r(7, hidden, scale=2, offset=-1), r(7, scale=2, offset=-1), r(cells, scale=80, offset=20),
-        r((), scale=0.5, offset=0.3), r((), scale=0.2, offset=0.01),
-        r(cells, scale=20), r(cells, scale=20), r(cells, scale=20), r(cells),
-        r(cells, hidden, scale=2, offset=-1), r(cells, hidden, scale=2, offset=-1),
-    )
+    params = tuple(feedback_scan_params(g, cells, hidden))
 
     for chunk in (None, 4):  # every day kept; checkpointed and recomputed in spans of 4
         def fn(*p, chunk=chunk):

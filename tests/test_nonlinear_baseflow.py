@@ -3,7 +3,7 @@
 import pytest
 import torch
 from conftest import kinky_case, site_case
-from helpers.small_hybrid import site_inputs, small_hybrid
+from helpers.small_hybrid import feedback_scan_params, site_inputs, small_hybrid
 
 from h2mv_hybrid.model import feedback
 from process_layers import FLUX_NAMES, h2mv, runoff, water_balance
@@ -173,18 +173,10 @@ def test_gradcheck_of_the_fused_recurrence_in_the_half_storage():
     cells, days, hidden = 3, 6, 4
     forcing, _ = site_inputs(cells, days, 2, D)
     f_norm = torch.randn(cells, days, 3, generator=g, dtype=D)
-
-    def r(*shape, scale=1.0, offset=0.0):
-        return (offset + scale * torch.rand(*shape, generator=g, dtype=D)).requires_grad_(True)
-
-    params = (
-        r(cells, 4 * hidden, scale=2, offset=-1), r(4 * hidden, hidden + 7, scale=2, offset=-1),
-        r(7, hidden, scale=2, offset=-1), r(7, scale=2, offset=-1), r(cells, scale=80, offset=20),
-        r((), scale=0.5, offset=0.3), r(cells, scale=0.2, offset=0.05),
-        r(cells, scale=20), r(cells, scale=20), r(cells, scale=40, offset=1), r(cells),
-        r(cells, hidden, scale=2, offset=-1), r(cells, hidden, scale=2, offset=-1),
-        r(cells, scale=30, offset=1),
-    )
+    params = feedback_scan_params(g, cells, hidden)
+    # β_gw per cell, and K_gw [cells] last
+    params[6] = (0.05 + 0.2 * torch.rand(cells, generator=g, dtype=D)).requires_grad_(True)
+    params.append((1 + 30 * torch.rand(cells, generator=g, dtype=D)).requires_grad_(True))
     for chunk in (None, 4):
         def fn(*p, chunk=chunk):
             return feedback.FeedbackScan.apply(True, chunk, f_norm, forcing, 10.0, *p)

@@ -27,3 +27,22 @@ def small_hybrid(dtype=torch.float64, scale=3.0, **settings):
         for p in m.parameters():
             p.mul_(scale)
     return m.to(dtype)
+
+
+def feedback_scan_params(g: torch.Generator, cells: int, hidden: int,
+                         dtype=torch.float64) -> list[torch.Tensor]:
+    """Random inputs of ``FeedbackScan`` after its forcing, in its order, for gradcheck.
+
+    code_proj, w_x, w_head, b_head, SM_max, β_snow, β_gw (0-d), swe, sm, gw, fAPAR, h, c;
+    each requires a gradient and sits inside its bounds.
+    """
+    def r(*shape, scale=1.0, offset=0.0):
+        return (offset + scale * torch.rand(*shape, generator=g, dtype=dtype)).requires_grad_(True)
+
+    return [
+        r(cells, 4 * hidden, scale=2, offset=-1), r(4 * hidden, hidden + 7, scale=2, offset=-1),
+        r(7, hidden, scale=2, offset=-1), r(7, scale=2, offset=-1), r(cells, scale=80, offset=20),
+        r((), scale=0.5, offset=0.3), r((), scale=0.2, offset=0.01),
+        r(cells, scale=20), r(cells, scale=20), r(cells, scale=20), r(cells),
+        r(cells, hidden, scale=2, offset=-1), r(cells, hidden, scale=2, offset=-1),
+    ]
