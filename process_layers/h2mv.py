@@ -218,19 +218,11 @@ def kernel_missing(device: torch.device) -> str | None:
     return None
 
 
-def fused_available(forcing: Forcing, alpha: Alpha, beta: Beta | None = None) -> str | None:
+def fused_available(forcing: Forcing, alpha: Alpha) -> str | None:
     """Why the fused path cannot run on these inputs, or None if it can."""
     if forcing.rn.requires_grad:
         return "rn requires a gradient; the fused adjoint treats the energy forcing as data"
-    if (beta is not None and beta.baseflow_half is not None
-            and fused_kernel(alpha.fapar.device) == "triton"):
-        return NONLINEAR_ON_GPU
     return kernel_missing(alpha.fapar.device)
-
-
-#: Why the GPU kernels refuse the nonlinear groundwater outflow.
-NONLINEAR_ON_GPU = ("the nonlinear groundwater outflow (baseflow_half) is in the CPU "
-                    "kernels only; the Triton kernels run the paper's linear A21")
 
 
 def simulate(
@@ -275,7 +267,7 @@ def simulate(
     if st is None:
         st = initial_states(f.rn.shape[0], dtype=a.fapar.dtype, device=a.fapar.device)
 
-    reason = fused_available(f, a, b)
+    reason = fused_available(f, a)
     if backend == "fused" and reason is not None:
         raise ValueError(f"backend='fused' cannot run: {reason}; use backend='loop' or 'auto'")
     use_fused = backend == "fused" or (backend == "auto" and reason is None)

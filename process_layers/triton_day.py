@@ -51,12 +51,20 @@ def energy(rn_w_m2, factor):
 
 
 @triton.jit
-def day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps):
+def _share(gw, kg):
+    """The share r = GW / (GW + K_gw) of A21′; 1 where K_gw ≤ 0 (the linear A21)."""
+    lin = kg <= 0.0
+    return tl.where(lin, 1.0, gw / tl.where(lin, 1.0, gw + kg))
+
+
+@triton.jit
+def day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, kg, swe, sm, gw, eps):
     """Appendix A, eqs. A1–A24, for a block of cells; every intermediate, in fused.DayValues order.
 
     rn: available energy (mm day⁻¹, floored), prec (mm day⁻¹), tc (°C); the seven α
     (snow_melt, Ei, Es, T, r_soil, r_gw, fapar); smx = SM_max, swe, sm, gw (mm); bs, bg:
-    β_snow, β_gw; eps: the recharge ratio's floor of w_in (mm day⁻¹).
+    β_snow, β_gw; kg: K_gw (mm) of the nonlinear outflow A21′, or 0 for the linear A21;
+    eps: the recharge ratio's floor of w_in (mm day⁻¹).
     """
     frozen = tc <= 0.0
     s_acc = tl.where(frozen, prec * bs, 0.0)  # A1
@@ -90,7 +98,7 @@ def day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, e
     rg = rgf * w  # A18
     qsf = (1.0 - rsf) * (1.0 - arg)  # A19
     qs = qsf * w  # A20
-    qb = gw * bg  # A21
+    qb = tl.where(kg <= 0.0, gw * bg, bg * gw * _share(gw, kg))  # A21, A21′
     qt = qs + qb  # A22
     gw1 = gw + rg - qb  # A23
     tws = swe1 + gw1 + sm3  # A24
@@ -100,7 +108,7 @@ def day(rn, prec, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, e
 
 
 @triton.jit
-def day_adjoint(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps,
+def day_adjoint(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, kg, swe, sm, gw, eps,
                 c_sacc, c_melt, c_swe, c_rain, c_ei, c_es, c_tr, c_et, c_ef, c_w, c_rsf, c_rs,
                 c_rgf, c_rg, c_sm, c_qsf, c_qs, c_qb, c_qt, c_gw, c_tws, lam_swe, lam_sm,
                 lam_gw):
@@ -108,12 +116,13 @@ def day_adjoint(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm
 
     c_*: the 21 flux cotangents of the day (FLUX_NAMES order); lam_*: those of the
     end-of-day storages from later days. Returns the cotangents of the seven α, of the
-    start-of-day swe, sm, gw, the day's shares of SM_max's, β_snow's and β_gw's, and the
-    cotangents of the day's prec and tc.
+    start-of-day swe, sm, gw, the day's shares of SM_max's, β_snow's, β_gw's and K_gw's,
+    and the cotangents of the day's prec and tc.
     """
     (frozen, s_acc, pos_t, m_pot, melt, swe_raw, swe1, rain, ic, ei0, ei, rn1, etp1, es, sm1,
      rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg, qsf, qs, qb, qt,
-     gw1, tws) = day(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm, gw, eps)
+     gw1, tws) = day(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, kg, swe, sm, gw,
+                     eps)
     # A24
     a_swe1 = c_swe + lam_swe + c_tws
     a_sm3 = c_sm + lam_sm + c_tws
@@ -125,9 +134,12 @@ def day_adjoint(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm
     # A22
     a_qs = c_qs + c_qt
     a_qb += c_qt
-    # A21
-    a_gw += a_qb * bg
-    d_bg = a_qb * gw
+    # A21 (kg ≤ 0; r = 1 there) or A21′: qb = bg * gw * r, r = gw / (gw + kg)
+    lin = kg <= 0.0
+    r = _share(gw, kg)
+    a_gw += a_qb * tl.where(lin, bg, bg * r * (2.0 - r))
+    d_bg = a_qb * gw * r
+    d_kg = tl.where(lin, 0.0, -a_qb * bg * r * r)
     # A20
     a_qsf = c_qsf + a_qs * w
     a_w = c_w + a_qs * qsf
@@ -210,7 +222,7 @@ def day_adjoint(rnv, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe, sm
     a_pr = tl.where(frozen, a_sacc * bs,
                     c_rain + a_w + tl.where(rain <= ic, a_ei0, 0.0))
     return (a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg,
-            a_pr, a_tc)
+            d_kg, a_pr, a_tc)
 
 
 @triton.jit

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from process_layers.fused import N_FLUX, beta_gradients, per_cell_betas
+from process_layers.fused import N_FLUX, beta_dims, beta_gradients, per_cell_betas
 from process_layers.triton_day import (
     NO_FMA,
     constants,
@@ -46,16 +46,17 @@ def block_cells(n_cells: int) -> int:
 
 @triton.jit
 def _cell_constants(betas, smax, s0, c, n_cells):
-    # β_snow, β_gw, SM_max and the initial swe, sm, gw of cells c, in float64
+    # β_snow, β_gw, K_gw, SM_max and the initial swe, sm, gw of cells c, in float64
     return (tl.load(betas + c).to(tl.float64), tl.load(betas + n_cells + c).to(tl.float64),
-            tl.load(smax + c).to(tl.float64), tl.load(s0 + c).to(tl.float64),
-            tl.load(s0 + n_cells + c).to(tl.float64), tl.load(s0 + 2 * n_cells + c).to(tl.float64))
+            tl.load(betas + 2 * n_cells + c).to(tl.float64), tl.load(smax + c).to(tl.float64),
+            tl.load(s0 + c).to(tl.float64), tl.load(s0 + n_cells + c).to(tl.float64),
+            tl.load(s0 + 2 * n_cells + c).to(tl.float64))
 
 
 @triton.jit
 def _scan_forward(forc, alpha, smax, betas, s0, out, n_cells, n_days, plane, consts,
                   BLOCK: tl.constexpr):
-    # forc [3, T, C]: rn (W m⁻²), prec, tair (K); alpha [7, T, C]; smax [C]; betas [2, C];
+    # forc [3, T, C]: rn (W m⁻²), prec, tair (K); alpha [7, T, C]; smax [C]; betas [3, C];
     # s0 [3, C]; out [21, T, C]; plane = T·C (64-bit offsets: 21 planes can pass 2³¹);
     # consts: kernel_constants().
     rn_factor, t_zero, eps = constants(consts)
@@ -64,7 +65,7 @@ def _scan_forward(forc, alpha, smax, betas, s0, out, n_cells, n_days, plane, con
     c = tl.where(m, c, 0)
     pl = c.to(tl.int64) * 0 + plane
     dt = out.dtype.element_ty
-    bs, bg, smx, swe, sm, gw = _cell_constants(betas, smax, s0, c, n_cells)
+    bs, bg, kg, smx, swe, sm, gw = _cell_constants(betas, smax, s0, c, n_cells)
     o = c.to(tl.int64)
     for _ in range(n_days):
         rn = energy(tl.load(forc + o).to(tl.float64), rn_factor)
@@ -79,8 +80,8 @@ def _scan_forward(forc, alpha, smax, betas, s0, out, n_cells, n_days, plane, con
         f = tl.load(alpha + 6 * pl + o).to(tl.float64)
         (frozen, s_acc, pos_t, m_pot, melt, swe_raw, swe1, rain, ic, ei0, ei, rn1, etp1, es,
          sm1, rn2, etp2, tr, sm2, et, ef, w, wd, ratio, rmin, rsf, rs, sm3, rgf, rg, qsf, qs,
-         qb, qt, gw1, tws) = day(rn, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, swe,
-                                 sm, gw, eps)
+         qb, qt, gw1, tws) = day(rn, pr, tc, am, aei, aes, at, ars, arg, f, smx, bs, bg, kg,
+                                 swe, sm, gw, eps)
         store_fluxes(out, pl, o, m, s_acc, melt, swe1, rain, ei, es, tr, et, ef, w, rsf, rs,
                      rgf, rg, sm3, qsf, qs, qb, qt, gw1, tws)
         swe_s, sm_s, gw_s = swe1.to(dt), sm3.to(dt), gw1.to(dt)
@@ -103,7 +104,7 @@ def _scan_backward(forc, alpha, smax, betas, s0, out, g, slots, g_alpha, g_smax,
                    g_s0, g_forc, n_cells, n_days, plane, consts, BLOCK: tl.constexpr,
                    WANT_FORC: tl.constexpr):
     # Reverse sweep. g [n, T, C]: the cotangents that exist; slots [21]: flux k's plane in
-    # g, or -1. Writes g_alpha [7, T, C], g_smax [C], g_betas [2, C] (per cell), g_s0 [3, C]
+    # g, or -1. Writes g_alpha [7, T, C], g_smax [C], g_betas [3, C] (per cell), g_s0 [3, C]
     # and, if WANT_FORC, g_forc [2, T, C] (prec, tair).
     rn_factor, t_zero, eps = constants(consts)
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -111,13 +112,14 @@ def _scan_backward(forc, alpha, smax, betas, s0, out, g, slots, g_alpha, g_smax,
     c = tl.where(m, c, 0)
     pl = c.to(tl.int64) * 0 + plane
     dt = g_alpha.dtype.element_ty
-    bs, bg, smx, swe0, sm0, gw0 = _cell_constants(betas, smax, s0, c, n_cells)
+    bs, bg, kg, smx, swe0, sm0, gw0 = _cell_constants(betas, smax, s0, c, n_cells)
     lam_swe = tl.zeros([BLOCK], tl.float64)
     lam_sm = tl.zeros([BLOCK], tl.float64)
     lam_gw = tl.zeros([BLOCK], tl.float64)
     acc_smx = tl.zeros([BLOCK], tl.float64)
     acc_bs = tl.zeros([BLOCK], tl.float64)
     acc_bg = tl.zeros([BLOCK], tl.float64)
+    acc_kg = tl.zeros([BLOCK], tl.float64)
     o = pl - n_cells + c  # the last day's offsets
     for i in range(n_days):
         # start-of-day storages: the previous day's as stored, or the initial ones (day 0
@@ -128,7 +130,7 @@ def _scan_backward(forc, alpha, smax, betas, s0, out, g, slots, g_alpha, g_smax,
         sm = tl.where(first, sm0, tl.load(out + 14 * pl + prev).to(tl.float64))
         gw = tl.where(first, gw0, tl.load(out + 19 * pl + prev).to(tl.float64))
         (a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, lam_swe, lam_sm, lam_gw, d_smx, d_bs, d_bg,
-         a_pr, a_tc) = day_adjoint(
+         d_kg, a_pr, a_tc) = day_adjoint(
                 energy(tl.load(forc + o).to(tl.float64), rn_factor),
                 tl.load(forc + pl + o).to(tl.float64),
                 tl.load(forc + 2 * pl + o).to(tl.float64) - t_zero,
@@ -137,7 +139,7 @@ def _scan_backward(forc, alpha, smax, betas, s0, out, g, slots, g_alpha, g_smax,
                 tl.load(alpha + 3 * pl + o).to(tl.float64),
                 tl.load(alpha + 4 * pl + o).to(tl.float64),
                 tl.load(alpha + 5 * pl + o).to(tl.float64),
-                tl.load(alpha + 6 * pl + o).to(tl.float64), smx, bs, bg, swe, sm, gw, eps,
+                tl.load(alpha + 6 * pl + o).to(tl.float64), smx, bs, bg, kg, swe, sm, gw, eps,
                 _cot(g, slots, 0, pl, o, m), _cot(g, slots, 1, pl, o, m),
                 _cot(g, slots, 2, pl, o, m), _cot(g, slots, 3, pl, o, m),
                 _cot(g, slots, 4, pl, o, m), _cot(g, slots, 5, pl, o, m),
@@ -152,6 +154,7 @@ def _scan_backward(forc, alpha, smax, betas, s0, out, g, slots, g_alpha, g_smax,
         acc_smx += d_smx
         acc_bs += d_bs
         acc_bg += d_bg
+        acc_kg += d_kg
         tl.store(g_alpha + o, a_am.to(dt), mask=m)
         tl.store(g_alpha + pl + o, a_aei.to(dt), mask=m)
         tl.store(g_alpha + 2 * pl + o, a_aes.to(dt), mask=m)
@@ -169,6 +172,7 @@ def _scan_backward(forc, alpha, smax, betas, s0, out, g, slots, g_alpha, g_smax,
     tl.store(g_smax + c, acc_smx.to(dt), mask=m)
     tl.store(g_betas + c, acc_bs.to(dt), mask=m)
     tl.store(g_betas + n_cells + c, acc_bg.to(dt), mask=m)
+    tl.store(g_betas + 2 * n_cells + c, acc_kg.to(dt), mask=m)
 
 
 def _day_major(xs, dtype: torch.dtype) -> Tensor:
@@ -184,13 +188,14 @@ class TritonScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rn, prec, tair, *params):  # noqa: D102
-        alphas, (sm_max, beta_snow, beta_gw, swe0, sm0, gw0) = params[:7], params[7:]
+        alphas, (sm_max, beta_snow, beta_gw, swe0, sm0, gw0, *half) = params[:7], params[7:]
+        half = half[0] if half else None
         dtype = rn.dtype
         n_cells, n_days = rn.shape
         forc = _day_major((rn, prec, tair), dtype)
         alpha = _day_major(alphas, dtype)
-        betas = per_cell_betas(beta_snow, beta_gw, n_cells, dtype)
-        ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
+        betas = per_cell_betas(beta_snow, beta_gw, n_cells, dtype, half)
+        ctx.beta_dims = beta_dims(beta_snow, beta_gw, half)
         s0 = torch.stack([swe0.detach(), sm0.detach(), gw0.detach()]).to(dtype).contiguous()
         smax = sm_max.detach().to(dtype).contiguous()
         out = torch.empty((N_FLUX, n_days, n_cells), dtype=dtype, device=rn.device)
@@ -214,7 +219,7 @@ class TritonScan(torch.autograd.Function):
              else torch.zeros((1, 1, 1), dtype=dtype, device=forc.device))
         g_alpha = torch.empty((7, n_days, n_cells), dtype=dtype, device=forc.device)
         g_smax = torch.empty(n_cells, dtype=dtype, device=forc.device)
-        g_betas = torch.empty((2, n_cells), dtype=dtype, device=forc.device)
+        g_betas = torch.empty((3, n_cells), dtype=dtype, device=forc.device)
         g_s0 = torch.empty((3, n_cells), dtype=dtype, device=forc.device)
         want_forc = bool(ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
         g_forc = torch.empty((2, n_days, n_cells) if want_forc else (1, 1, 1), dtype=dtype,
@@ -224,8 +229,8 @@ class TritonScan(torch.autograd.Function):
             forc, alpha, smax, betas, s0, out, g, slots.to(forc.device), g_alpha, g_smax,
             g_betas, g_s0, g_forc, n_cells, n_days, n_days * n_cells,
             kernel_constants(forc.device), BLOCK=block, WANT_FORC=want_forc, **NO_FMA)
-        g_bs, g_bg = beta_gradients(g_betas, ctx.beta_dims)
+        g_bs, g_bg, *g_half = beta_gradients(g_betas, ctx.beta_dims)
         g_prec, g_tair = (g_forc[i].t() if ctx.needs_input_grad[1 + i] else None
                           for i in range(2))
         return (None, g_prec, g_tair, *(a.t() for a in g_alpha), g_smax, g_bs, g_bg, g_s0[0],
-                g_s0[1], g_s0[2])
+                g_s0[1], g_s0[2], *g_half)

@@ -184,14 +184,6 @@ def test_gradcheck_of_the_fused_recurrence_in_the_half_storage():
         assert torch.autograd.gradcheck(fn, params, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-def test_the_gpu_kernels_refuse_it_by_name():
-    forcing, static = site_inputs(2, 5, 0, D)
-    with pytest.raises(ValueError, match="nonlinear groundwater outflow .* CPU kernels only"):
-        feedback.feedback_scan(forcing, forcing, 10.0, *(torch.zeros(1),) * 7,
-                               (torch.zeros(1),) * 6, kernel="triton",
-                               baseflow_half=torch.ones(2))
-
-
 def test_the_learned_half_storage_is_a_store_variable_in_mm():
     """A predict record's per-cell K_gw becomes ``beta_baseflow_half`` (mm) in the store."""
     from h2mv_hybrid.callbacks.prediction import record_variables

@@ -34,18 +34,21 @@ D = torch.float64
 def _scan(op, forcing, alpha, static, beta, states, weights, device, forcing_grad=False):
     """The 21 outputs and the gradients of a weighted sum w.r.t. α, SM_max, β, states.
 
-    With ``forcing_grad`` also w.r.t. prec and tair.
+    With ``forcing_grad`` also w.r.t. prec and tair; with ``beta["baseflow_half"]`` (the
+    nonlinear outflow) also w.r.t. K_gw.
     """
     leaf = lambda x: x.detach().to(device).clone().requires_grad_()  # noqa: E731
     a = [leaf(alpha[k]) for k in ALPHA_NAMES]
     sx, bs, bg = leaf(static["sm_max"]), leaf(beta["snow"]), leaf(beta["baseflow"])
     st = [leaf(states[k]) for k in ("swe", "sm", "gw")]
+    half = [leaf(beta["baseflow_half"])] if "baseflow_half" in beta else []
     f = [forcing[k].to(device) for k in ("rn", "prec", "tair")]
     if forcing_grad:
         f = [f[0], leaf(f[1]), leaf(f[2])]
-    outs = op.apply(*f, *a, sx, bs, bg, *st)
+    outs = op.apply(*f, *a, sx, bs, bg, *st, *half)
     loss = sum((w.to(device) * o).sum() for o, w in zip(outs, weights, strict=True) if w is not None)
-    grads = torch.autograd.grad(loss, [*a, sx, bs, bg, *st, *(f[1:] if forcing_grad else ())])
+    grads = torch.autograd.grad(loss, [*a, sx, bs, bg, *st, *half,
+                                       *(f[1:] if forcing_grad else ())])
     return [o.detach().cpu() for o in outs], [g.cpu() for g in grads]
 
 
@@ -59,7 +62,8 @@ def _states(n, dtype=D, offset=1.0):
     return {k: v + offset for k, v in h2mv.initial_states(n, dtype=dtype).items()}
 
 
-@pytest.mark.parametrize("case", ["kinky", "sites", "ties", "per-cell beta", "forcing"])
+@pytest.mark.parametrize("case", ["kinky", "sites", "ties", "per-cell beta", "forcing",
+                                  "nonlinear outflow"])
 def test_triton_scan_equals_numba_float64(case):
     if case == "kinky":
         forcing, alpha, static, beta, states = kinky_case()
@@ -73,6 +77,9 @@ def test_triton_scan_equals_numba_float64(case):
                       "gw": torch.zeros(37, dtype=D)}
         if case == "per-cell beta":
             beta = {k: v * torch.linspace(0.5, 1.5, 37, dtype=D) for k, v in beta.items()}
+        if case == "nonlinear outflow":  # A21′, K_gw per cell, the empty store included
+            beta = {**beta, "baseflow_half": torch.linspace(0.5, 300.0, 37, dtype=D)}
+            states = {**states, "gw": states["gw"] * torch.linspace(0.0, 50.0, 37, dtype=D)}
     w = _weights(forcing["rn"].shape, D)
     # "forcing": the gradients of prec and tair too (per-basin forcing corrections)
     fg = case == "forcing"
@@ -80,7 +87,7 @@ def test_triton_scan_equals_numba_float64(case):
     want = _scan(FusedScan, forcing, alpha, static, beta, states, w, "cpu", forcing_grad=fg)
     for k, a, b in zip(FLUX_NAMES, got[0], want[0], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-12, msg=k)
-    assert len(got[1]) == len(want[1]) == 13 + 2 * fg
+    assert len(got[1]) == len(want[1]) == 13 + 2 * fg + (case == "nonlinear outflow")
     for a, b in zip(got[1], want[1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
 
@@ -179,10 +186,13 @@ def _feedback(op, f_norm, forcing, params, chunk, device, weights, keep=True):
     return out.detach().cpu(), [g.cpu() for g in torch.autograd.grad(loss, p)]
 
 
-@pytest.mark.parametrize("chunk", [None, 5], ids=["whole", "checkpointed"])
-def test_triton_feedback_equals_numba_float64(chunk):
+@pytest.mark.parametrize("chunk,nonlinear", [(None, False), (5, False), (5, True)],
+                         ids=["whole", "checkpointed", "nonlinear outflow"])
+def test_triton_feedback_equals_numba_float64(chunk, nonlinear):
     cells, days, hidden = 19, 12, 6  # two programs of 16 cells, the second one part-full
     f_norm, forcing, params = _feedback_inputs(cells, days, hidden)
+    if nonlinear:  # K_gw [cells] of A21′, after the carry
+        params = (*params, torch.linspace(0.5, 80.0, cells, dtype=D))
     w = torch.randn(28, cells, days, generator=torch.Generator().manual_seed(1), dtype=D)
     got = _feedback(FeedbackScanGPU, f_norm, forcing, params, chunk, DEV, w)
     want = _feedback(feedback.FeedbackScan, f_norm, forcing, params, chunk, "cpu", w)

@@ -44,7 +44,6 @@ from process_layers.fused import (
     beta_gradients,
     per_cell_betas,
 )
-from process_layers.h2mv import NONLINEAR_ON_GPU
 
 #: Days whose gate cotangents are gathered before one weight-gradient ``mm``; at 512
 #: cells a block (26 MB) stays under glibc's largest mmap threshold (32 MB), so its memory
@@ -373,8 +372,7 @@ def feedback_scan(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tens
     """The fused recurrence applied; ``carry`` is (swe, sm, gw, h, c, fapar).
 
     ``kernel``: ``"numba"`` (:class:`FeedbackScan`, CPU tensors) or ``"triton"``
-    (:class:`~h2mv_hybrid.model.feedback_gpu.FeedbackScanGPU`, CUDA tensors; the linear
-    groundwater outflow only: ``baseflow_half`` must be None).
+    (:class:`~h2mv_hybrid.model.feedback_gpu.FeedbackScanGPU`, CUDA tensors).
     """
     swe, sm, gw, h, c, fapar = carry
     params = (code_proj, w_x, w_head, b_head, sm_max, beta_snow, beta_gw, swe, sm, gw, fapar, h, c)
@@ -382,9 +380,7 @@ def feedback_scan(f_norm: Tensor, forcing: Tensor, scale: float, code_proj: Tens
     keep = torch.is_grad_enabled() and (
         forcing.requires_grad or any(p.requires_grad for p in params)
         or (baseflow_half is not None and baseflow_half.requires_grad))
+    op = FeedbackScan
     if kernel == "triton":
-        if baseflow_half is not None:
-            raise ValueError(f"feedback_scan: {NONLINEAR_ON_GPU}")
-        from h2mv_hybrid.model.feedback_gpu import FeedbackScanGPU
-        return FeedbackScanGPU.apply(keep, chunk, f_norm, forcing, scale, *params)
-    return FeedbackScan.apply(keep, chunk, f_norm, forcing, scale, *params, baseflow_half)
+        from h2mv_hybrid.model.feedback_gpu import FeedbackScanGPU as op
+    return op.apply(keep, chunk, f_norm, forcing, scale, *params, baseflow_half)

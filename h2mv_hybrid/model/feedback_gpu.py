@@ -37,7 +37,7 @@ from h2mv_hybrid.model.feedback import (
     prepare,
     run_spans,
 )
-from process_layers.fused import N_DAY_OUT, beta_gradients
+from process_layers.fused import N_DAY_OUT, beta_dims, beta_gradients
 from process_layers.triton_day import (
     NO_FMA,
     constants,
@@ -142,6 +142,7 @@ def _day_forward(gates, c_prev, c_next, x_next, raw, w_head, b_head, fo, fn_next
         tl.load(fo + c * 3 + 1).to(tl.float64), tl.load(fo + c * 3 + 2).to(tl.float64) - t_zero,
         am, aei, aes, at, ars, arg, f, tl.load(smax + c).to(tl.float64),
         tl.load(betas + c).to(tl.float64), tl.load(betas + n_cells + c).to(tl.float64),
+        tl.load(betas + 2 * n_cells + c).to(tl.float64),
         tl.load(st_prev + c * 3).to(tl.float64), tl.load(st_prev + c * 3 + 1).to(tl.float64),
         tl.load(st_prev + c * 3 + 2).to(tl.float64), eps)
     o = (c * 0 + t_out).to(tl.int64) * n_cells + c
@@ -184,7 +185,7 @@ def _day_backward(raw, fo, st_prev, st_next, smax, betas, g_out, lam, g_x, gates
     # day's bucket, out, those of the start-of-day ones; g_x [C, H + 7]: the cotangent of
     # the next day's LSTM input; g_c [C, H]: in, that of c_next, out, that of c_prev.
     # Writes g_gates [C, 4H] (pre-activation cotangents) and g_raw [C, 7]; adds to
-    # g_smax [C] and g_betas [2, C].
+    # g_smax [C] and g_betas [3, C].
     rn_factor, t_zero, eps = constants(consts)
     scale = tl.load(consts + 3)
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -208,13 +209,14 @@ def _day_backward(raw, fo, st_prev, st_next, smax, betas, g_out, lam, g_x, gates
     o = (c * 0 + t_out).to(tl.int64) * n_cells + c
     pl = o * 0 + plane
     # the forcing is data here: its cotangents (the last two) are dropped
-    a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg, _, _ = \
-        day_adjoint(
+    (a_am, a_aei, a_aes, a_at, a_ars, a_arg, a_f, a_swe, a_sm, a_gw, d_smx, d_bs, d_bg, d_kg, _,
+     _) = day_adjoint(
             energy(tl.load(fo + c * 3).to(tl.float64), rn_factor),
             tl.load(fo + c * 3 + 1).to(tl.float64),
             tl.load(fo + c * 3 + 2).to(tl.float64) - t_zero, am, aei, aes, at, ars, arg, f,
             tl.load(smax + c).to(tl.float64), tl.load(betas + c).to(tl.float64),
             tl.load(betas + n_cells + c).to(tl.float64),
+            tl.load(betas + 2 * n_cells + c).to(tl.float64),
             tl.load(st_prev + c * 3).to(tl.float64), tl.load(st_prev + c * 3 + 1).to(tl.float64),
             tl.load(st_prev + c * 3 + 2).to(tl.float64), eps,
             _g_out(g_out, 0, pl, o), _g_out(g_out, 1, pl, o), _g_out(g_out, 2, pl, o),
@@ -248,6 +250,8 @@ def _day_backward(raw, fo, st_prev, st_next, smax, betas, g_out, lam, g_x, gates
     tl.store(g_smax + c, (tl.load(g_smax + c) + d_smx).to(dt), mask=m)
     tl.store(g_betas + c, (tl.load(g_betas + c) + d_bs).to(dt), mask=m)
     tl.store(g_betas + n_cells + c, (tl.load(g_betas + n_cells + c) + d_bg).to(dt), mask=m)
+    tl.store(g_betas + 2 * n_cells + c, (tl.load(g_betas + 2 * n_cells + c) + d_kg).to(dt),
+             mask=m)
     # the head's adjoint, then the LSTM cell's
     j = tl.arange(0, BLOCK_H)
     mj = j < hidden
@@ -335,10 +339,12 @@ class FeedbackScanGPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, keep, chunk, f_norm, forcing, scale, code_proj, w_x, w_head,  # noqa: D102
-                b_head, sm_max, beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0):
+                b_head, sm_max, beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0,
+                baseflow_half=None):
         p, x0, c0, s0 = prepare(f_norm, forcing, scale, code_proj, w_x, w_head, b_head, sm_max,
-                                beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0)
-        ctx.beta_dims = (beta_snow.dim(), beta_gw.dim())
+                                beta_snow, beta_gw, swe0, sm0, gw0, fapar0, h0, c0,
+                                baseflow_half)
+        ctx.beta_dims = beta_dims(beta_snow, beta_gw, baseflow_half)
         n_days, n_cells, _ = p.fo.shape
         out = torch.empty(N_DAY_OUT, n_days, n_cells, dtype=c0.dtype, device=c0.device)
         span, whole, saved, h_end, c_end = run_spans(_run, p, x0, c0, s0, out, keep, chunk)
@@ -364,7 +370,7 @@ class FeedbackScanGPU(torch.autograd.Function):
             g_x[:, :hidden] = g_h_end
         g_c = zeros(n_cells, hidden) if g_c_end is None else g_c_end.to(like.dtype).clone()
         lam = zeros(n_cells, 3)
-        g_sm_max, g_betas, g_b_head = zeros(n_cells), zeros(2, n_cells), zeros(7)
+        g_sm_max, g_betas, g_b_head = zeros(n_cells), zeros(3, n_cells), zeros(7)
         g_code_proj, g_w_x, g_w_head = zeros(n_cells, 4 * hidden), zeros(*p.w_x.shape), zeros(
             7, hidden + 7)
         span = n_days if ctx.whole else ctx.span
@@ -402,8 +408,9 @@ class FeedbackScanGPU(torch.autograd.Function):
                     g_code_proj += block[:n].sum(0)
             g_b_head += g_raw.sum((0, 1))
         g_s0 = lam + g_x[:, hidden + 3:hidden + 6] / (tape.st[0] + p.scale)
+        g_bs, g_bg, *g_half = beta_gradients(g_betas, ctx.beta_dims)
         return (
             None, None, None, None, None, g_code_proj, g_w_x, g_w_head[:, :hidden], g_b_head,
-            g_sm_max, *beta_gradients(g_betas, ctx.beta_dims), g_s0[:, 0], g_s0[:, 1], g_s0[:, 2],
-            g_x[:, hidden + 6].clone(), g_x[:, :hidden].clone(), g_c,
+            g_sm_max, g_bs, g_bg, g_s0[:, 0], g_s0[:, 1], g_s0[:, 2],
+            g_x[:, hidden + 6].clone(), g_x[:, :hidden].clone(), g_c, *(g_half or [None]),
         )

@@ -121,8 +121,7 @@ class HybridSettings:
             (A21′, :func:`process_layers.runoff.baseflow`) with K_gw (mm) per cell from
             the static code, instead of the paper's linear β_gw GW: a recession that is
             fast in a full store and slow in a draining one, as real catchments'
-            storage–discharge relations are (Kirchner 2009). CPU kernels only: on a GPU
-            the day loop runs it.
+            storage–discharge relations are (Kirchner 2009).
         basin_precip_factor: the bucket's precipitation is c_P · prec, c_P ∈ [0.5, 2] per
             cell from the static code (gauge under-catch, a basin mean that misses its
             wettest part); the water balance is that of the corrected precipitation.
@@ -436,8 +435,6 @@ class HybridH2MV(nn.Module):
         if missing is not None:
             return missing
         on_gpu = h2mv.fused_kernel(forcing.device) == "triton"
-        if self.settings.nonlinear_baseflow and on_gpu:
-            return h2mv.NONLINEAR_ON_GPU
         if self.settings.elevation_bands > 1 and on_gpu:
             return ("elevation bands run the day loop on a GPU; its fused scan has one bucket "
                     "per cell")
