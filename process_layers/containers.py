@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import TypeVar
 
 from torch import Tensor
@@ -20,27 +21,31 @@ class _Record(Mapping[str, Tensor]):
     """Mapping behaviour shared by the dataclass records below."""
 
     @classmethod
+    @cache
     def field_names(cls) -> tuple[str, ...]:
         """Every key the record may hold, in declaration order."""
         return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
 
     @classmethod
+    @cache
     def optional_names(cls) -> tuple[str, ...]:
         """The keys that may be left out (their field defaults to None)."""
         return tuple(f.name for f in fields(cls) if f.default is None)  # type: ignore[arg-type]
 
     def present_names(self) -> tuple[str, ...]:
         """The keys this record holds: every field but optional ones left at None."""
-        return tuple(k for k in self.field_names()
-                     if not (k in self.optional_names() and getattr(self, k) is None))
+        # only an optional field can hold None: the required ones are tensors
+        return tuple(k for k in self.field_names() if getattr(self, k) is not None)
 
     def __getitem__(self, name: str) -> Tensor:
-        if name not in self.present_names():
+        # per-day loops read records by key: a field lookup, not a scan of the fields
+        value = getattr(self, name) if name in self.field_names() else None
+        if value is None:
             raise KeyError(
                 f"{type(self).__name__} has no entry {name!r}; "
                 f"valid: {', '.join(self.present_names())}"
             )
-        return getattr(self, name)
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.present_names())
