@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Group = Literal["alpha", "static", "beta", "observation", "routing", "forcing"]
+Group = Literal["alpha", "static", "beta", "observation", "routing", "forcing", "exchange"]
 Activation = Literal["softplus", "sigmoid"]
 
 
@@ -110,6 +110,11 @@ COEFFICIENTS: tuple[Coefficient, ...] = (
     Coefficient("route_scale", "routing", "θ_UH", 0.2, 10.0, "sigmoid",
                 "day", "routing.gamma_kernel", "scale of the gamma unit hydrograph "
                 "(mean delay ≈ a θ)", floor=0.2, scale=9.8),
+    # Optional (HybridSettings.basin_gw_export): the share of the groundwater outflow that
+    # leaves the basin instead of reaching its river, per cell from the static code.
+    Coefficient("gw_export", "exchange", "f_ex", 0.0, 0.95, "sigmoid",
+                "–", "runoff.groundwater_export", "share of the groundwater outflow that "
+                "leaves the basin (intercatchment groundwater flow)", floor=0.0, scale=0.95),
     # Per-basin corrections of the forcing before the bucket reads it, from the static
     # code. Conceptual models calibrate both (HBV's precipitation correction and threshold
     # temperature TT, Bergström 1995; CemaNeige shifts P and T over elevation bands),

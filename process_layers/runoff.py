@@ -51,6 +51,33 @@ def baseflow(gw_prev: Tensor, beta_baseflow: Tensor, baseflow_half: Tensor | Non
     return beta_baseflow * gw_prev * (gw_prev / (gw_prev + baseflow_half))
 
 
+def groundwater_export(q_base: Tensor, export_fraction: Tensor) -> tuple[Tensor, Tensor]:
+    """Split the groundwater outflow between the river and the basin's outside (optional).
+
+    q_channel = (1 − f_ex) · q_base,  q_export = f_ex · q_base  (mm day⁻¹).
+
+    Not in the paper (A21 sends all of the groundwater outflow to the river). Catchments
+    exchange groundwater with their neighbours and with deep aquifers that no gauge sees
+    (Le Moine et al. 2007, WRR 43, W06428): GR4J's exchange term X2 (Perrin et al. 2003,
+    J. Hydrol. 279) and SAC-SMA's ``SIDE``, the ratio of deep recharge to channel baseflow
+    (Burnash 1995), take part of the slow flow out of the basin. Without it a basin whose
+    gauge sees less water than its forcing brings can only scale down all of its
+    precipitation, storm peaks included. The store drains as A21 says (its recession is
+    unchanged); only where the water goes changes, so P − ET − q_total − q_export − ΔS
+    closes.
+
+    Args:
+        q_base: groundwater outflow of A21 / A21′, mm day⁻¹ [cells, days] (or any shape
+            that ``export_fraction`` broadcasts against).
+        export_fraction: f_ex ∈ [0, 1), – (per cell, broadcast over days).
+
+    Returns:
+        ``(q_channel, q_export)``, mm day⁻¹; their sum is ``q_base``.
+    """
+    q_export = export_fraction * q_base
+    return q_base - q_export, q_export
+
+
 def total_runoff(q_surf: Tensor, q_base: Tensor) -> Tensor:
     """Total runoff, eq. A22: q_total = q_surf + q_base (mm day⁻¹)."""
     return q_surf + q_base

@@ -39,6 +39,8 @@ GROUPS = {"temporal": "train", "spatial": "test", "cross-validated": "val"}
 RUNOFF_NAMES = ("q_routed", "q_total", "q")
 #: The per-basin forcing corrections an ensemble may hold.
 CORRECTION_NAMES = ("precip_factor", "temperature_offset", "temperature_spread")
+#: The per-basin share of the groundwater outflow that leaves the basin, where learned.
+EXCHANGE_NAMES = ("gw_export",)
 
 
 def basin_roles(ens: xr.Dataset) -> xr.DataArray:
@@ -128,14 +130,17 @@ def water_balance(ens: xr.Dataset) -> xr.Dataset:
     """P − ET − Q − ΔS of the fitted model per member and basin over the period, mm.
 
     P = rainfall + snowfall, Q = total runoff (at the outlet, routed, where the model
-    routes), ΔS the change of TWS (snow + soil + groundwater, and the water in transit to
-    the outlet where routed) from the first to the last day; fluxes from the second day
-    on, as the first day's storage already holds the first day's fluxes. ``relative``
-    divides the residual by ΣP.
+    routes) and, where the model exports groundwater out of the basin, that export; ΔS the
+    change of TWS (snow + soil + groundwater, and the water in transit to the outlet where
+    routed) from the first to the last day; fluxes from the second day on, as the first
+    day's storage already holds the first day's fluxes. ``relative`` divides the residual
+    by ΣP.
     """
     routed = "q_routed" in ens
     storage = ens["tws"] + ens["routing_store"] if routed else ens["tws"]
-    flux = (ens["rainfall"] + ens["snow_acc"] - ens["ET"] - _runoff(ens)).isel(
+    # with a groundwater export, the water that leaves the basin underground
+    out = _runoff(ens) + ens["q_export"] if "q_export" in ens else _runoff(ens)
+    flux = (ens["rainfall"] + ens["snow_acc"] - ens["ET"] - out).isel(
         time=slice(1, None)).sum("time")
     change = storage.isel(time=-1) - storage.isel(time=0)
     prec = (ens["rainfall"] + ens["snow_acc"]).isel(time=slice(1, None)).sum("time")
@@ -153,7 +158,8 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
     offset δ_T (member means), set beside the observed runoff ratio (a basin whose gauge
     sees more water than its forcing brings needs c_P > 1) and CAMELS' snow fraction;
     with elevation bands the spread σ_T of their temperatures, beside CAMELS' mean slope
-    and elevation (a basin's relief, which the spread stands for).
+    and elevation (a basin's relief, which the spread stands for); with a groundwater
+    export its learned share f_ex.
 
     Args:
         ens: hybrid ensemble store (every basin).
@@ -169,8 +175,8 @@ def emergent_patterns(ens: xr.Dataset, store: xr.Dataset, attrs: xr.Dataset
         "bfi": baseflow_index(ens["q_base"], ens["q_total"]),
         "ef_et_over_pet": et / store["pet"].sel(time=ens["time"]).sum("time"),
         "sm_max": ens["sm_max"],
-        # the per-basin forcing corrections, where the model learned them
-        **{k: ens[k] for k in CORRECTION_NAMES if k in ens},
+        # the per-basin forcing corrections and groundwater export, where learned
+        **{k: ens[k] for k in (*CORRECTION_NAMES, *EXCHANGE_NAMES) if k in ens},
     }).mean("member").load()
     q_obs = store["q"].sel(time=ens["time"])
     seen = np.isfinite(q_obs)
@@ -200,6 +206,7 @@ PAIRS = (("model_bfi", "camels_baseflow_index"),
          ("model_sm_max", "camels_max_water_content"),
          ("model_sm_max", "camels_root_depth_99"),
          ("model_precip_factor", "observed_runoff_ratio"),
+         ("model_gw_export", "camels_runoff_ratio"),
          ("model_temperature_offset", "camels_frac_snow"),
          ("model_temperature_spread", "camels_slope_mean"),
          ("model_temperature_spread", "camels_elev_mean"))
@@ -246,8 +253,8 @@ def _runoff(ens: xr.Dataset) -> xr.DataArray:
 
 #: What the report reads of an ensemble store: runoff, the water balance's terms and the
 #: emergent patterns' (those the store has).
-REPORT_VARIABLES = ("fold", *RUNOFF_NAMES, "q_base", "rainfall", "snow_acc", "ET", "tws",
-                    "routing_store", "sm_max", *CORRECTION_NAMES)
+REPORT_VARIABLES = ("fold", *RUNOFF_NAMES, "q_base", "q_export", "rainfall", "snow_acc", "ET",
+                    "tws", "routing_store", "sm_max", *CORRECTION_NAMES, *EXCHANGE_NAMES)
 
 
 def _report_variables(ens: xr.Dataset) -> xr.Dataset:
@@ -428,7 +435,8 @@ def catchment_report(store: str, hybrid: str, out: str, lstm: str | None = None,
              f"test period {str(first['time'].values[0])[:10]} … "
              f"{str(first['time'].values[-1])[:10]}; climatology of {train[0]} … {train[1]}",
              "", table.round(3).to_string(index=False), "",
-             "water balance of the hybrid, P − ET − Q − ΔS per basin and member: "
+             "water balance of the hybrid, P − ET − Q "
+             f"{'− groundwater export ' if 'q_export' in first else ''}− ΔS per basin and member: "
              f"max |residual| {float(abs(balance['residual']).max()):.3g} mm, "
              f"max |relative| {float(abs(balance['relative']).max()):.2e} of ΣP", "",
              corr.round(3).to_string(index=False), ""]

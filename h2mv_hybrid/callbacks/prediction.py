@@ -41,6 +41,9 @@ def output_metadata(name: str, prediction: dict) -> tuple[str, str, str]:
         return "mm day-1", "runoff at the outlet (q_total routed)", "routing.route"
     if name == "routing_store":
         return "mm", "water in transit to the outlet", "routing.routing_storage"
+    if name == "q_export":
+        return ("mm day-1", "groundwater outflow that leaves the basin",
+                "runoff.groundwater_export")
     return FLUX_METADATA.get(name, ("1", name, ""))
 
 
@@ -50,6 +53,7 @@ CELL_COEFFICIENTS = {"route_shape": ("routing", "route_shape"),
                      "route_scale": ("routing", "route_scale"),
                      "beta_baseflow": ("beta", "baseflow"),
                      "beta_baseflow_half": ("beta", "baseflow_half"),
+                     "gw_export": ("exchange", "gw_export"),
                      "precip_factor": ("forcing", "precip_factor"),
                      "temperature_offset": ("forcing", "temperature_offset"),
                      "temperature_spread": ("forcing", "temperature_spread")}

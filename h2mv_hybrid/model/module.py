@@ -379,10 +379,11 @@ class H2MVHybrid(Task):
             "daily": {k: v.detach() for k, v in out.daily.items()},
             "alpha": {k: v.detach() for k, v in out.alpha.items()},
             "sm_max": out.sm_max.detach(),
-            # per-cell coefficients: routing, forcing corrections, and β where one per
-            # cell is learned
+            # per-cell coefficients: routing, forcing corrections, the groundwater
+            # export, and β where one per cell is learned
             "cells": {**{k: v.detach() for k, v in (out.routing or {}).items()},
                       **{k: v.detach() for k, v in (out.corrections or {}).items()},
+                      **{k: v.detach() for k, v in (out.exchange or {}).items()},
                       **{f"beta_{k}": v.detach() for k, v in out.beta.items() if v.dim()}},
             "beta": {k: float(v) for k, v in out.beta.items() if not v.dim()},
             "observation": {k: float(v) for o in self.observers.values()

@@ -48,7 +48,7 @@ from h2mv_hybrid.model.scans import (
     physics_dtype,
 )
 from h2mv_hybrid.options import check_choice
-from process_layers import FLUX_NAMES, Alpha, Beta, States, bands, h2mv, routing
+from process_layers import FLUX_NAMES, Alpha, Beta, States, bands, h2mv, routing, runoff
 from process_layers.parameters import ALPHA_NAMES, BY_NAME, names
 
 #: Daily outputs of the hybrid model: every flux and storage of the bucket, and fAPAR.
@@ -63,6 +63,11 @@ NO_CORRECTION = {"precip_factor": 1.0, "temperature_offset": 0.0}
 #: baseflow of 0.5 mm day⁻¹ needs at β_gw = 0.05, so the rate starts halfway between the
 #: quadratic and the linear regimes.
 BASEFLOW_HALF_INIT = 20.0
+#: Where the groundwater export f_ex starts: a twentieth of the outflow leaves the basin,
+#: near the paper's none, and off the sigmoid's flat end so that it can move either way.
+GW_EXPORT_INIT = 0.05
+#: The daily output a groundwater export adds: the water that leaves the basin (mm day⁻¹).
+EXCHANGE_OUTPUTS: tuple[str, ...] = ("q_export",)
 #: Where the spread of temperature over elevation bands starts, °C. Not at 0: with bands
 #: placed symmetrically around the basin mean, the first-order gradient of any band mean
 #: with respect to σ_T vanishes there, and σ_T could not leave it.
@@ -122,6 +127,13 @@ class HybridSettings:
             the static code, instead of the paper's linear β_gw GW: a recession that is
             fast in a full store and slow in a draining one, as real catchments'
             storage–discharge relations are (Kirchner 2009).
+        basin_gw_export: a share f_ex ∈ [0, 0.95] of the groundwater outflow leaves the
+            basin (``q_export``) instead of reaching its river, f_ex per cell from the
+            static code (:func:`process_layers.runoff.groundwater_export`: GR4J's
+            groundwater exchange, SAC-SMA's deep recharge), so that a basin that loses
+            water to its neighbours or a deep aquifer need not scale down its storms'
+            precipitation to match its volume. ``q_base`` and ``q_total`` are what reaches
+            the river; the balance closes with ``q_export``.
         basin_precip_factor: the bucket's precipitation is c_P · prec, c_P ∈ [0.5, 2] per
             cell from the static code (gauge under-catch, a basin mean that misses its
             wettest part); the water balance is that of the corrected precipitation.
@@ -157,6 +169,7 @@ class HybridSettings:
     routing_days: int | None = None
     basin_baseflow: bool = False
     nonlinear_baseflow: bool = False
+    basin_gw_export: bool = False
     basin_precip_factor: bool = False
     basin_temperature_offset: bool = False
     elevation_bands: int = 1
@@ -203,7 +216,8 @@ class HybridOutput(NamedTuple):
 
     With routing also the routing coefficients per cell (``route_shape``, ``route_scale``)
     and the runoff history that the next span of days starts from [cells, K − 1]; with
-    forcing corrections their values per cell (``precip_factor``, ``temperature_offset``).
+    forcing corrections their values per cell (``precip_factor``, ``temperature_offset``);
+    with a groundwater export its share per cell (``exchange``: ``gw_export``).
     """
 
     daily: dict[str, Tensor]
@@ -214,6 +228,7 @@ class HybridOutput(NamedTuple):
     routing: dict[str, Tensor] | None = None
     history: Tensor | None = None
     corrections: dict[str, Tensor] | None = None
+    exchange: dict[str, Tensor] | None = None
 
 
 class StaticModule(nn.Module):
@@ -316,6 +331,10 @@ class HybridH2MV(nn.Module):
         if s.nonlinear_baseflow:
             self.baseflow_half_head = _per_cell_head(
                 s.code_size, [BY_NAME[("beta", "baseflow_half")].inverse(BASEFLOW_HALF_INIT)])
+        self.export_head = None
+        if s.basin_gw_export:
+            self.export_head = _per_cell_head(
+                s.code_size, [BY_NAME[("exchange", "gw_export")].inverse(GW_EXPORT_INIT)])
 
     # -- pieces --------------------------------------------------------------------------
     def beta(self, code: Tensor | None = None) -> dict[str, Tensor]:
@@ -368,6 +387,19 @@ class HybridH2MV(nn.Module):
         daily["q_routed"] = routing.route(q, history, kernel)
         daily["routing_store"] = routing.routing_storage(q, history, kernel)
         return coef, routing.next_history(q, history)
+
+    def export(self, code: Tensor, daily: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Send the share f_ex of the groundwater outflow out of the basin.
+
+        ``q_base`` and ``q_total`` in ``daily`` become the river's part; adds ``q_export``.
+        Returns ``{"gw_export": f_ex}`` [cells].
+        """
+        f_ex = BY_NAME[("exchange", "gw_export")].activate(self.export_head(code)[:, 0])
+        q_base = daily["q_base"]
+        channel, exported = runoff.groundwater_export(q_base, f_ex[:, None].to(q_base.dtype))
+        daily["q_total"] = runoff.total_runoff(daily["q_surf"], channel)
+        daily["q_base"], daily["q_export"] = channel, exported
+        return {"gw_export": f_ex}
 
     def corrections(self, code: Tensor) -> dict[str, Tensor]:
         """The per-cell forcing corrections [cells] by name (none if not configured)."""
@@ -470,13 +502,14 @@ class HybridH2MV(nn.Module):
         d = self.drivers(forcing, static)
         # the bucket's (corrected) forcing and the LSTM's decide whether the fused op can run
         daily, alpha, carry = choose_scan(self, d.forcing, d.f_norm)(self, d, carry)
+        exchange = None if self.export_head is None else self.export(d.code, daily)
         coef = None
         if self.routing_head is not None:
             history = (history if history is not None
                        else self.initial_history(n_cells, forcing.device))
             coef, history = self.route(d.code, daily, history)
         return HybridOutput(daily, alpha, d.sm_max, d.beta, carry, coef, history,
-                            d.corrections)
+                            d.corrections, exchange)
 
     @torch.no_grad()
     def spinup_state(self, forcing: Tensor, static: Tensor, carry: Carry | None = None,
