@@ -61,7 +61,8 @@ def test_every_config_fits_through_the_cli(config, store, camels, tmp_path):
                "--data.test_end", "2006-12-31"] if config.parent.name in HEADS else []
     if config.stem.startswith("camels"):  # catchment configs: a CAMELS store, its periods
         store, periods = camels, CAMELS_PERIODS
-    if config.stem in ("camels_temporal", "camels_lstm_temporal"):  # three disjoint periods
+    if config.stem in ("camels_temporal", "camels_temporal_kge", "camels_lstm_temporal"):
+        # three disjoint periods
         periods = ["--data.train_start", "1982-01-01", "--data.train_end", "1982-12-31",
                    "--data.val_start", "1983-01-01", "--data.val_end", "1983-06-30",
                    "--data.test_start", "1983-07-01", "--data.test_end", "1984-12-31"]

@@ -174,3 +174,20 @@ def test_fits_on_windows_through_the_cli_hybrid_and_lstm(store, tmp_path, capsys
               "--trainer.logger.init_args.save_dir", str(tmp_path / "l")])
     metrics = pd.read_csv(next((tmp_path / "l").rglob("metrics.csv")))
     assert {"val_q_nse", "val_nse_star_q"} <= set(metrics.columns)
+
+
+def test_the_kge_recipe_fits_with_its_export_and_both_signatures(store, tmp_path):
+    """experiments/camels_temporal_kge.yaml: the groundwater export is on, and the
+    runoff ratio is constrained beside the baseflow index."""
+    periods = [f"--data.{k}={v}" for k, v in PERIODS.items()]
+    cli.main(["fit", "--config", str(ROOT / "experiments/camels_temporal_kge.yaml"),
+              "--data.store", store, *periods,
+              "--data.windows", '{"days": 60, "warmup_days": 30, "batches": 2}',
+              "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(tmp_path),
+              "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    metrics = pd.read_csv(next(tmp_path.rglob("metrics.csv")))
+    assert {"val_q_baseflow_index_loss", "val_q_runoff_ratio_loss"} <= set(metrics.columns)
+    ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)
+    assert ckpt["hyper_parameters"]["network"]["basin_gw_export"]
+    assert any(k.startswith("model.export_head") for k in ckpt["state_dict"])
