@@ -124,3 +124,13 @@ def test_the_patterns_list_the_export_beside_the_runoff_ratio():
     np.testing.assert_allclose(table["model_gw_export"], [0.2, 0.3, 0.4, 0.5])  # member mean
     c = pattern_correlations(table).set_index(["model", "reference"])
     assert c.loc[("model_gw_export", "camels_runoff_ratio"), "spearman_rho"] == pytest.approx(-1.0)
+
+
+def test_a_constraint_on_the_export_needs_the_option():
+    from h2mv_hybrid.model.module import H2MVHybrid
+
+    on_export = [{"target": "q", "output": "q_export"}]
+    with pytest.raises(ValueError, match="found q: 'q_export'"):
+        H2MVHybrid.check_options({"constraints": on_export})
+    H2MVHybrid.check_options({"constraints": on_export,
+                              "network": {"basin_gw_export": True}})

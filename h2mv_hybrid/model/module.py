@@ -20,6 +20,7 @@ from h2mv_hybrid.heads.base import LearningRate, OutputScores, Task, require_sta
 from h2mv_hybrid.model.forensics import locate
 from h2mv_hybrid.model.losses import MultiConstraintLoss, Weighting
 from h2mv_hybrid.model.networks import (
+    EXCHANGE_OUTPUTS,
     OUTPUT_NAMES,
     PAPER_NETWORK,
     ROUTING_OUTPUTS,
@@ -134,7 +135,9 @@ class H2MVHybrid(Task):
         constraints = H2MVHybrid.declared_constraints(
             None if given is None else as_constraints(
                 [dict(c.get("init_args", c)) if isinstance(c, dict) else c for c in given]))
-        outputs = {*OUTPUT_NAMES, *OBSERVERS, *(ROUTING_OUTPUTS if routing else ())}
+        export = (network or PAPER_NETWORK).basin_gw_export
+        outputs = {*OUTPUT_NAMES, *OBSERVERS, *(ROUTING_OUTPUTS if routing else ()),
+                   *(EXCHANGE_OUTPUTS if export else ())}
         unknown = [f"{c.target}: {c.output!r}" for c in constraints
                    if c.signature is None and c.output not in outputs]
         if unknown:
