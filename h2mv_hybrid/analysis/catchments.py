@@ -29,6 +29,7 @@ from h2mv_hybrid.analysis.patterns import baseflow_index, runoff_coefficient
 from h2mv_hybrid.atomic import atomic_file
 from h2mv_hybrid.data.folds import EVERY_STAGE, TEST_FOLD
 from h2mv_hybrid.signatures import baseflow_index as observed_baseflow_index
+from process_layers.parameters import names
 
 ROLES = ("train", "val", "test")
 #: score groups of :func:`skill_groups` and the roles they come from
@@ -38,9 +39,9 @@ GROUPS = {"temporal": "train", "spatial": "test", "cross-validated": "val"}
 #: The runoff a gauge sees, by preference: routed, the bucket's, an LSTM head's.
 RUNOFF_NAMES = ("q_routed", "q_total", "q")
 #: The per-basin forcing corrections an ensemble may hold.
-CORRECTION_NAMES = ("precip_factor", "temperature_offset", "temperature_spread")
+CORRECTION_NAMES = names("forcing")
 #: The per-basin share of the groundwater outflow that leaves the basin, where learned.
-EXCHANGE_NAMES = ("gw_export",)
+EXCHANGE_NAMES = names("exchange")
 
 
 def basin_roles(ens: xr.Dataset) -> xr.DataArray:

@@ -27,24 +27,23 @@ from h2mv_hybrid.data.store import TILE, write_store
 from process_layers import FLUX_METADATA
 from process_layers.parameters import BY_NAME
 
+#: (units, long_name, equation) of the daily outputs that are not the bucket's fluxes.
+OUTPUT_METADATA = {
+    "fapar": ("1", "fraction of absorbed PAR", "A5"),
+    "snow_cover": ("1", "snow-covered fraction 1 − exp(−SWE / k)", "snow.snow_covered_fraction"),
+    "q_routed": ("mm day-1", "runoff at the outlet (q_total routed)", "routing.route"),
+    "routing_store": ("mm", "water in transit to the outlet", "routing.routing_storage"),
+    "q_export": ("mm day-1", "groundwater outflow that leaves the basin",
+                 "runoff.groundwater_export"),
+}
+
 
 def output_metadata(name: str, prediction: dict) -> tuple[str, str, str]:
-    """(units, long_name, equation) of a daily output: the head's own, else the bucket's."""
+    """(units, long_name, equation) of a daily output: the head's own, else the model's."""
     own = prediction.get("metadata", {})
     if name in own:
         return tuple(own[name])
-    if name == "fapar":
-        return "1", "fraction of absorbed PAR", "A5"
-    if name == "snow_cover":
-        return "1", "snow-covered fraction 1 − exp(−SWE / k)", "snow.snow_covered_fraction"
-    if name == "q_routed":
-        return "mm day-1", "runoff at the outlet (q_total routed)", "routing.route"
-    if name == "routing_store":
-        return "mm", "water in transit to the outlet", "routing.routing_storage"
-    if name == "q_export":
-        return ("mm day-1", "groundwater outflow that leaves the basin",
-                "runoff.groundwater_export")
-    return FLUX_METADATA.get(name, ("1", name, ""))
+    return OUTPUT_METADATA.get(name) or FLUX_METADATA.get(name, ("1", name, ""))
 
 
 #: Per-cell coefficients a predict record may hold (``record["cells"]``): store name →

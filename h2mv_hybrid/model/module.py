@@ -130,14 +130,13 @@ class H2MVHybrid(Task):
         network = options.get("network")
         if network is not None and not isinstance(network, HybridSettings):
             network = HybridSettings(**dict(network))
-        routing = network.routing_days if network is not None else PAPER_NETWORK.routing_days
+        net = network or PAPER_NETWORK
         given = options.get("constraints")
         constraints = H2MVHybrid.declared_constraints(
             None if given is None else as_constraints(
                 [dict(c.get("init_args", c)) if isinstance(c, dict) else c for c in given]))
-        export = (network or PAPER_NETWORK).basin_gw_export
-        outputs = {*OUTPUT_NAMES, *OBSERVERS, *(ROUTING_OUTPUTS if routing else ()),
-                   *(EXCHANGE_OUTPUTS if export else ())}
+        outputs = {*OUTPUT_NAMES, *OBSERVERS, *(ROUTING_OUTPUTS if net.routing_days else ()),
+                   *(EXCHANGE_OUTPUTS if net.basin_gw_export else ())}
         unknown = [f"{c.target}: {c.output!r}" for c in constraints
                    if c.signature is None and c.output not in outputs]
         if unknown:
