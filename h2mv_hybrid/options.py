@@ -84,7 +84,13 @@ def _value(kind: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for inner in (a for a in args if a is not type(None)):
+        arms = [a for a in args if a is not type(None)]
+        # The form of the value's own shape (a list, a mapping) reports its error: "expected
+        # keys among …" says more than "expected one of the forms …".
+        shaped = [a for a in arms if (get_origin(a) is list) == isinstance(value, list)
+                  and (is_dataclass(a) or get_origin(a) is dict or a is dict)
+                  == isinstance(value, Mapping)]
+        for inner in (shaped if len(shaped) == 1 else arms):
             try:
                 return _value(inner, value, where)
             except ValueError as err:

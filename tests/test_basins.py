@@ -168,15 +168,15 @@ def test_bad_mappings_are_named(folders):
         return basin_store(parse_record(BasinMapping, spec, "mapping.yaml"), root)
 
     with pytest.raises(StoreError, match=r"q: expected units among 'mm day-1'.*'m3 s-1'.*"
-                                         r"found 'l/s'"):
-        store(lambda s: s["series"]["variables"]["q"].update(units="l/s"))
+                                         r"'cfs'.*'l/s'.*found 'mm/h'"):
+        store(lambda s: s["series"]["variables"]["q"].update(units="mm/h"))
     with pytest.raises(StoreError, match="q: expected the basin areas"):
         store(lambda s: s["attributes"].pop("area"))
     with pytest.raises(StoreError, match="pet: expected PET among the series, or basin "
                                          "latitudes"):
         store(lambda s: (s["series"]["variables"].pop("pet"), s["attributes"].pop("lat")))
     with pytest.raises(StoreError, match=r"alp: expected columns Q_mm \(q\) of the mapping, "
-                                         r"found P, T, PET, Q, SCA"):
+                                         r"found date, P, T, PET, Q, SCA"):
         store(lambda s: s["series"]["variables"]["q"].update(column="Q_mm"))
     with pytest.raises(StoreError, match="attributes.features: expected columns of "
                                          "attributes.csv, found unknown soil"):

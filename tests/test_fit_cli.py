@@ -15,11 +15,13 @@ from h2mv_hybrid.data.synth import TwinConfig, synthesize
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every fit config in experiments/ (the comparison specs of h2mv compare have "variants").
+# Every fit config in experiments/ (the comparison specs of h2mv compare have "variants";
+# experiments/import holds the importers' mappings, tested in test_basins_layouts.py).
 #: Directories of the pure-learning heads' configs, whose periods run to 2010.
 HEADS = ("phy_lstm", "multitask", "richards")
 CONFIGS = sorted(p for p in (ROOT / "experiments").rglob("*.yaml")
-                 if not p.stem.startswith("demo") and "variants:" not in p.read_text())
+                 if not p.stem.startswith("demo") and "variants:" not in p.read_text()
+                 and p.parent.name != "import")
 
 
 @pytest.fixture(scope="module")

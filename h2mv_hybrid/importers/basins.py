@@ -9,33 +9,43 @@ units, and where the static attributes are::
       # table: all_basins.csv      # or one long table, with an id column
       # netcdf: basins.nc          # or one NetCDF with dims (basin, time)
       id: basin                    # the id column (table) or dimension (NetCDF)
-      date: date                   # the date column (or the NetCDF's time dimension)
+      date: date                   # the date column (or [year, month, day] columns, or
+                                   # the NetCDF's time dimension)
       variables:                   # schema variable: its column and units
         prec: {column: P, units: mm day-1}
         tair: {column: T, units: degC}
         pet:  {column: PET, units: mm day-1}   # optional: Oudin PET from tair otherwise
-        q:    {column: Q, units: m3 s-1}       # m3 s-1 needs the basin area
+        q:    {column: Q, units: m3 s-1}       # m3 s-1, ft3 s-1, l s-1 need the basin area
         sca:  {column: [SCA_low, SCA_high], units: "%", weights: [0.7, 0.3]}  # bands
     attributes:                    # optional
-      file: attributes.csv         # one row per basin (CSV or Parquet)
+      file: attributes.csv         # one row per basin (CSV or Parquet), or a list of tables
       id: basin
-      area: area_km2               # km²: for runoff in m3 s-1
+      area: area_km2               # km²: for runoff in volume per time
       lat: lat                     # optional: spatial folds and Oudin PET need them
       lon: lon
       features: [elev_mean, slope_mean, frac_forest]   # default: every other numeric column
 
+Data sets as hydrologists get them split forcing and discharge into separate files, in
+text layouts of their own: ``series`` may then be a list of sources, each with its
+``variables``, merged per basin on the date; each source says how its files are laid out
+(``sep``, ``header``, ``names``, ``missing``, ``id_pattern``: :class:`SeriesSource`). The
+period is the one every basin's forcing covers; discharge and snow cover are placed on
+it, NaN on days their source lacks (a gauge that starts later, a gap in its record).
+
 Units are the schema's (``docs/data.md``) or one of :data:`CONVERSIONS` (°C → K;
-m³ s⁻¹ → mm day⁻¹ with the basin area; % → fraction); anything else is refused naming
-the variable, the expected and the found. Supplied PET is the energy forcing as given;
-only without it is Oudin PET computed from temperature, and only then is latitude
-required. Static features are stored raw, in their own units: the DataModule z-scores
-them over the training basins (so no statistics of test basins enter), the CAMELS preset
-(:mod:`h2mv_hybrid.importers.camels`) standardizes over the imported basins as before.
+m³ s⁻¹, ft³ s⁻¹ and l s⁻¹ → mm day⁻¹ with the basin area; % → fraction); anything else is
+refused naming the variable, the expected and the found. Supplied PET is the energy
+forcing as given; only without it is Oudin PET computed from temperature, and only then
+is latitude required. Static features are stored raw, in their own units: the DataModule
+z-scores them over the training basins (so no statistics of test basins enter), the
+CAMELS preset (:mod:`h2mv_hybrid.importers.camels`) standardizes over the imported basins
+as before.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +63,22 @@ from process_layers.constants import ZERO_CELSIUS_IN_KELVIN
 
 #: Schema variables a basin series may hold.
 SERIES_NAMES: tuple[str, ...] = ("prec", "tair", "pet", "q", "sca")
+#: One cubic foot, m³ (0.3048³, exact).
+CUBIC_FOOT_M3: float = 0.3048 ** 3
+#: Forcing variables: every basin has them on every day of the store.
+FORCING_SERIES: tuple[str, ...] = ("prec", "tair", "pet")
 #: Units converted on import: variable → spelling → (function of values and area in km²,
 #: what it does). Spellings the schema accepts need no conversion.
 CONVERSIONS: dict[str, dict[str, tuple[Callable, str]]] = {
     "tair": {u: (lambda x, a: x + ZERO_CELSIUS_IN_KELVIN, "+ 273.15")
              for u in ("degC", "°C", "C", "deg C", "celsius", "degrees_Celsius")},
-    "q": {u: (lambda x, a: x * 86.4 / a, "× 86.4 / area_km2")
-          for u in ("m3 s-1", "m3/s", "m^3 s^-1", "m**3 s**-1", "cms")},
+    "q": {**{u: (lambda x, a: x * 86.4 / a, "× 86.4 / area_km2")
+             for u in ("m3 s-1", "m3/s", "m^3 s^-1", "m**3 s**-1", "cms")},
+          # USGS and CAMELS-US discharge: cubic feet per second (1 ft = 0.3048 m)
+          **{u: (lambda x, a: x * CUBIC_FOOT_M3 * 86.4 / a, "× 0.0283168 × 86.4 / area_km2")
+             for u in ("ft3 s-1", "ft3/s", "ft^3 s^-1", "ft**3 s**-1", "cfs")},
+          **{u: (lambda x, a: x * 1e-3 * 86.4 / a, "× 0.0864 / area_km2")
+             for u in ("l s-1", "l/s", "L s-1", "L/s")}},
     "sca": {u: (lambda x, a: x / 100.0, "/ 100") for u in ("%", "percent")},
 }
 
@@ -87,16 +106,29 @@ class Column:
 
 @dataclass
 class SeriesSource:
-    """Where the daily series are (exactly one of ``files``, ``table``, ``netcdf``).
+    r"""Where daily series are, and how their text is laid out.
+
+    Exactly one of ``files``, ``table``, ``netcdf``.
 
     Args:
         variables: schema variable → its column and units.
-        files: a glob of one file per basin (CSV, optionally gzipped, or Parquet); the
-            basin id is the file name up to its first dot.
+        files: a glob of one file per basin (CSV or other delimited text, optionally
+            gzipped, or Parquet); the basin id is the file name up to its first dot, or
+            what ``id_pattern`` finds in it.
         table: one long table (CSV or Parquet) with an ``id`` column.
         netcdf: one NetCDF file with dims (``id``, ``date``).
         id: the basin-id column or dimension.
-        date: the date column or time dimension.
+        date: the date column or time dimension, or the [year, month, day] columns.
+        id_pattern: a regular expression searched in each file name: its first group (or
+            the whole match) is the basin id (``"^(\d{8})_"`` for
+            ``01013500_lump_cida_forcing_leap.txt``).
+        sep: the column delimiter of text files: ``","`` (default), ``";"``, ``"\t"``, or
+            ``whitespace`` (runs of spaces and tabs).
+        header: the line (from 0) that holds the column names; the lines above it are
+            skipped (CAMELS-US forcing files: 3, after latitude, elevation and area).
+        names: the column names of files without a header line (``header`` lines are
+            then skipped).
+        missing: values that mean "no observation" (``-999``): read as NaN.
     """
 
     variables: dict[str, Column]
@@ -104,7 +136,12 @@ class SeriesSource:
     table: str | None = None
     netcdf: str | None = None
     id: str = "basin"
-    date: str = "date"
+    date: str | list[str] = "date"
+    id_pattern: str | None = None
+    sep: str | None = None
+    header: int = 0
+    names: list[str] | None = None
+    missing: list[float] | None = None
 
 
 @dataclass
@@ -112,20 +149,23 @@ class AttributeSource:
     """The static attribute table, one row per basin.
 
     Args:
-        file: CSV or Parquet.
-        id: the basin-id column.
-        area: the basin-area column, km² (for runoff in m³ s⁻¹).
+        file: CSV or Parquet, or a list of them (CAMELS' tables by theme), joined on
+            ``id``.
+        id: the basin-id column (read as text: leading zeros of gauge ids are kept).
+        area: the basin-area column, km² (for runoff in volume per time).
         lat: the latitude column, degrees north (spatial folds, Oudin PET).
         lon: the longitude column, degrees east.
         features: the static features (default: every other numeric column).
+        sep: the column delimiter of text tables (``";"`` for CAMELS' tables).
     """
 
-    file: str
+    file: str | list[str]
     id: str = "basin"
     area: str | None = None
     lat: str | None = None
     lon: str | None = None
     features: list[str] | None = None
+    sep: str | None = None
 
 
 @dataclass
@@ -133,56 +173,125 @@ class BasinMapping:
     """A basin data set (see the module docstring).
 
     Args:
-        series: the daily series.
+        series: the daily series: one source, or several (forcing and discharge in files
+            of their own) merged per basin on the date.
         attributes: the static attributes.
-        start: first day of the store (default: the first day every basin covers).
-        end: last day of the store (default: the last day every basin covers).
+        start: first day of the store (default: the first day every basin's forcing
+            covers).
+        end: last day of the store (default: the last day every basin's forcing covers).
         title: the store's title.
     """
 
-    series: SeriesSource
+    series: SeriesSource | list[SeriesSource]
     attributes: AttributeSource | None = None
     start: str | None = None
     end: str | None = None
     title: str = "basin time series"
 
+    @property
+    def sources(self) -> list[SeriesSource]:
+        """The series sources, as a list."""
+        return self.series if isinstance(self.series, list) else [self.series]
+
 
 # -- reading -------------------------------------------------------------------------------
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, sep: str | None = None, header: int = 0,
+                names: list[str] | None = None, text: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV (or other delimited text) or Parquet table; ``text`` columns read as strings."""
     if not path.exists():
         raise FileNotFoundError(f"{path.name}: expected a file at {path}, found nothing")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    return pd.read_csv(path)
+    kw: dict = {"sep": r"\s+" if sep == "whitespace" else (sep or ","),
+                "dtype": {c: str for c in text} or None}
+    if names:
+        kw.update(header=None, names=names, skiprows=header)
+    else:
+        kw["header"] = header
+    try:
+        return pd.read_csv(path, **kw)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise StoreError(f"{path.name}: expected a table delimited by {sep or ','!r} with "
+                         f"its column names on line {header}, found: {str(err).strip()}"
+                         ) from None
 
 
-def _frames_from(src: SeriesSource, root: Path) -> dict[str, pd.DataFrame]:
+def _dates(df: pd.DataFrame, date: str | list[str], where: str) -> pd.DatetimeIndex:
+    """The days of ``df``'s rows, from one date column or from year, month, day columns."""
+    cols = [date] if isinstance(date, str) else list(date)
+    if len(cols) not in (1, 3):
+        raise StoreError(f"{where}: date: expected one column or three (year, month, day), "
+                         f"found {cols}")
+    absent = [c for c in cols if c not in df.columns]
+    if absent:
+        raise StoreError(f"{where}: expected the date column(s) {', '.join(cols)}, found "
+                         f"{', '.join(map(str, df.columns))}")
+    try:
+        if len(cols) == 1:
+            days = pd.to_datetime(df[cols[0]])
+        else:
+            days = pd.to_datetime(pd.DataFrame({"year": df[cols[0]], "month": df[cols[1]],
+                                                "day": df[cols[2]]}))
+    except (ValueError, TypeError) as err:
+        raise StoreError(f"{where}: expected dates in {', '.join(cols)}, found: {err}"
+                         ) from None
+    return pd.DatetimeIndex(days).normalize()
+
+
+def _basin_id(path: Path, pattern: str | None) -> str:
+    if pattern is None:
+        return path.name.split(".")[0]
+    found = re.search(pattern, path.name)
+    if found is None:
+        raise StoreError(f"{path.name}: expected a basin id matching id_pattern {pattern!r} "
+                         f"in the file name, found none")
+    return found.group(1) if found.groups() else found.group(0)
+
+
+def _frames_from(src: SeriesSource, root: Path, where: str = "series"
+                 ) -> dict[str, pd.DataFrame]:
     """Each basin's rows (indexed by date) with the mapped columns, in source units."""
     given = [k for k in ("files", "table", "netcdf") if getattr(src, k)]
     if len(given) != 1:
-        raise StoreError(f"series: expected exactly one of files, table, netcdf, found "
+        raise StoreError(f"{where}: expected exactly one of files, table, netcdf, found "
                          f"{', '.join(given) or 'none'}")
     columns = {f"{name}:{i}": col for name, c in src.variables.items()
                for i, col in enumerate(c.columns)}
+    layout = {"sep": src.sep, "header": src.header, "names": src.names}
     if src.netcdf:
+        if not isinstance(src.date, str):
+            raise StoreError(f"{where}.date: expected the NetCDF's time dimension, found "
+                             f"{src.date}")
         ds = xr.open_dataset(root / src.netcdf)
         for d in (src.id, src.date):
             if d not in ds.dims:
-                raise StoreError(f"series.netcdf: expected dimension {d!r}, found dims "
+                raise StoreError(f"{where}.netcdf: expected dimension {d!r}, found dims "
                                  f"{', '.join(map(str, ds.dims))}")
         frames = {}
         for b in ds[src.id].values:
             one = ds.sel({src.id: b}).to_dataframe()
             frames[str(b)] = one.rename_axis(index={src.date: "date"})
     elif src.table:
-        table = _read_table(root / src.table)
-        frames = {str(b): g.set_index(src.date) for b, g in table.groupby(src.id, sort=False)}
+        table = _read_table(root / src.table, **layout, text=(src.id,))
+        if src.id not in table.columns:
+            raise StoreError(f"{src.table}: expected the id column {src.id!r}, found "
+                             f"{', '.join(map(str, table.columns))}")
+        table.index = _dates(table, src.date, src.table)
+        frames = {str(b): g for b, g in table.groupby(src.id, sort=False)}
     else:
         paths = sorted(root.glob(src.files))
         if not paths:
-            raise FileNotFoundError(f"series.files: expected files matching {src.files} in "
+            raise FileNotFoundError(f"{where}.files: expected files matching {src.files} in "
                                     f"{root}, found none")
-        frames = {p.name.split(".")[0]: _read_table(p).set_index(src.date) for p in paths}
+        frames = {}
+        for p in paths:
+            b = _basin_id(p, src.id_pattern)
+            if b in frames:
+                raise StoreError(f"{where}.files: expected one file per basin, found two for "
+                                 f"{b} ({p.name})")
+            df = _read_table(p, **layout)
+            df.index = _dates(df, src.date, p.name)
+            frames[b] = df
     out = {}
     for b, df in frames.items():
         missing = [f"{c} ({k.split(':')[0]})" for k, c in columns.items() if c not in df.columns]
@@ -191,8 +300,44 @@ def _frames_from(src: SeriesSource, root: Path) -> dict[str, pd.DataFrame]:
                              f"{', '.join(map(str, df.columns))}")
         df = df[list(columns.values())].rename(columns={v: k for k, v in columns.items()})
         df.index = pd.DatetimeIndex(pd.to_datetime(df.index)).normalize()
+        if src.missing:
+            df = df.mask(df.isin(src.missing))
+        if df.index.has_duplicates:
+            day = df.index[df.index.duplicated()][0].date()
+            raise StoreError(f"{b}: expected one row per day in {where}, found {day} twice")
         out[b] = df.sort_index()
     return out
+
+
+def merged_series(sources: list[SeriesSource], root: Path, basins: list[str] | None,
+                  start: str | None, end: str | None
+                  ) -> tuple[dict[str, pd.DataFrame], pd.DatetimeIndex]:
+    """Each basin's mapped columns from every source on one daily period, and the period.
+
+    The period is the one every basin's forcing covers (or [start, end]); forcing rows must
+    be consecutive there. Sources without forcing (discharge, snow cover) are placed on the
+    period: NaN where they have no row.
+    """
+    where = [f"series[{i}]" if len(sources) > 1 else "series" for i in range(len(sources))]
+    per_source = [_frames_from(s, root, w) for s, w in zip(sources, where, strict=True)]
+    ids = list(basins) if basins else list(per_source[0])
+    for frames, w in zip(per_source, where, strict=True):
+        absent = [b for b in ids if b not in frames]
+        if absent:
+            raise StoreError(f"basins: expected ids of the series ({w}), found "
+                             f"{', '.join(absent[:5])}{' …' if len(absent) > 5 else ''} "
+                             f"without a series there")
+    forcing = [i for i, s in enumerate(sources) if set(s.variables) & set(FORCING_SERIES)]
+    joined = {b: pd.concat([per_source[i][b] for i in forcing], axis=1, join="inner")
+              for b in ids}
+    days = align_period(joined, start, end)
+    out = {}
+    for b in ids:
+        parts = [joined[b].loc[days[0]:days[-1]]]
+        parts += [per_source[i][b].reindex(days) for i in range(len(sources))
+                  if i not in forcing]
+        out[b] = pd.concat(parts, axis=1)
+    return out, days
 
 
 def convert(name: str, values: np.ndarray, units: str, area_km2: np.ndarray | None
@@ -283,25 +428,26 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
                 basins: list[str] | None = None) -> tuple[xr.Dataset, xr.Dataset | None]:
     """The store and its ``attributes`` group (every numeric attribute), in memory."""
     root = Path(root)
-    src = mapping.series
-    unknown = [k for k in src.variables if k not in SERIES_NAMES]
-    needed = [k for k in ("prec", "tair") if k not in src.variables]
+    variables: dict[str, Column] = {}
+    for i, src in enumerate(mapping.sources):
+        twice = [k for k in src.variables if k in variables]
+        if twice:
+            raise StoreError(f"series[{i}].variables: expected each variable from one source, "
+                             f"found {', '.join(twice)} mapped by an earlier one as well")
+        variables.update(src.variables)
+    unknown = [k for k in variables if k not in SERIES_NAMES]
+    needed = [k for k in ("prec", "tair") if k not in variables]
     if unknown or needed:
         raise StoreError(f"series.variables: expected prec, tair (and optionally pet, q, sca), "
-                         f"found {', '.join(src.variables)}")
-    frames = _frames_from(src, root)
-    ids = list(basins) if basins else list(frames)
-    absent = [b for b in ids if b not in frames]
-    if absent:
-        raise StoreError(f"basins: expected ids of the series, found {', '.join(absent)}")
-    frames = {b: frames[b] for b in ids}
-    days = align_period(frames, mapping.start, mapping.end)
+                         f"found {', '.join(variables)}")
+    frames, days = merged_series(mapping.sources, root, basins, mapping.start, mapping.end)
+    ids = list(frames)
     attrs = _attributes(mapping.attributes, root, ids)
     area = _column(attrs, mapping.attributes, "area")
     lat = _column(attrs, mapping.attributes, "lat")
     lon = _column(attrs, mapping.attributes, "lon")
     series = {}
-    for name, col in src.variables.items():
+    for name, col in variables.items():
         bands = np.stack([np.stack([frames[b].loc[days[0]:days[-1], f"{name}:{i}"].to_numpy(
             float) for b in ids], 1) for i in range(len(col.columns))])
         raw = bands[0] if len(bands) == 1 else band_mean(bands, col.weights, name)
@@ -334,16 +480,28 @@ def _attributes(spec: AttributeSource | None, root: Path, ids: list[str]
                 ) -> pd.DataFrame | None:
     if spec is None:
         return None
-    table = _read_table(root / spec.file)
-    if spec.id not in table.columns:
-        raise StoreError(f"attributes.id: expected column {spec.id!r} in {spec.file}, found "
-                         f"{', '.join(map(str, table.columns))}")
-    table = table.assign(**{spec.id: table[spec.id].astype(str)}).set_index(spec.id)
-    missing = [b for b in ids if b not in table.index]
-    if missing:
-        raise StoreError(f"{spec.file}: expected a row for every basin, found none for "
-                         f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-    return table.loc[ids]
+    files = [spec.file] if isinstance(spec.file, str) else list(spec.file)
+    parts = []
+    for name in files:
+        table = _read_table(root / name, sep=spec.sep, text=(spec.id,))
+        if spec.id not in table.columns:
+            raise StoreError(f"attributes.id: expected column {spec.id!r} in {name}, found "
+                             f"{', '.join(map(str, table.columns))}")
+        table = table.assign(**{spec.id: table[spec.id].astype(str).str.strip()}
+                             ).set_index(spec.id)
+        missing = [b for b in ids if b not in table.index]
+        if missing:
+            raise StoreError(f"{name}: expected a row for every basin, found none for "
+                             f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        if table.index.has_duplicates:
+            raise StoreError(f"{name}: expected one row per basin, found "
+                             f"{table.index[table.index.duplicated()][0]} twice")
+        twice = [c for c in table.columns if any(c in p.columns for p in parts)]
+        if twice:
+            raise StoreError(f"{name}: expected columns of its own, found "
+                             f"{', '.join(map(str, twice))} in an earlier table as well")
+        parts.append(table.loc[ids])
+    return pd.concat(parts, axis=1)
 
 
 def _column(attrs: pd.DataFrame | None, spec: AttributeSource | None, what: str
@@ -371,7 +529,8 @@ def _features(attrs: pd.DataFrame | None, spec: AttributeSource | None, ids: lis
                               if c not in skip]
     unknown = [n for n in names if n not in attrs.columns]
     if unknown:
-        raise StoreError(f"attributes.features: expected columns of {spec.file}, found unknown "
+        tables = spec.file if isinstance(spec.file, str) else ", ".join(spec.file)
+        raise StoreError(f"attributes.features: expected columns of {tables}, found unknown "
                          f"{', '.join(unknown)}; valid: {', '.join(map(str, attrs.columns))}")
     raw = attrs[names].astype(float)
     if raw.isna().any().any():
@@ -382,26 +541,32 @@ def _features(attrs: pd.DataFrame | None, spec: AttributeSource | None, ids: lis
 
 
 def import_basins(mapping: str, out: str, basins: list[str] | None = None,
-                  features: list[str] | None = None, overwrite: bool = False) -> str:
+                  features: list[str] | None = None, overwrite: bool = False,
+                  root: str | None = None) -> str:
     """Write a point store of basins described by a YAML mapping (``h2mv import basins``).
 
     Args:
-        mapping: the YAML mapping (see docs/data.md, "Basin time series"); its paths are
-            relative to its own folder.
+        mapping: the YAML mapping (see docs/data.md, "Basin time series").
         out: the zarr store to write (atomically).
         basins: basin ids to import (default: every basin of the series).
         features: the static features (default: the mapping's ``attributes.features``,
             else every numeric attribute column but the coordinates).
         overwrite: replace an existing store.
+        root: the folder the mapping's paths are relative to (default: the mapping's own
+            folder), so that one mapping of a published data set's layout
+            (experiments/import/) serves every copy of it.
     """
     path, raw = read_mapping(mapping, out, overwrite)
+    if root is not None and not Path(root).is_dir():
+        raise FileNotFoundError(f"root: expected the data set's folder at {root}, found "
+                                f"nothing")
     spec = parse_record(BasinMapping, raw, str(path))
     if features is not None:
         if spec.attributes is None:
             raise StoreError("features: expected an attribute table in the mapping "
                              "(attributes.file), found none")
         spec.attributes.features = list(features)
-    store, group = basin_store(spec, path.parent, basins)
+    store, group = basin_store(spec, Path(root) if root else path.parent, basins)
     written = write_store(store, None, out, overwrite=overwrite,
                           groups={"attributes": group} if group is not None else None)
     days = store.indexes["time"]

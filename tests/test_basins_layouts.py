@@ -1,0 +1,175 @@
+"""h2mv import basins on data sets as hydrologists get them: forcing and discharge in files
+of their own, whitespace text with header lines, year/month/day columns, missing-value
+codes, cubic feet per second, attribute tables by theme; the CAMELS-US mapping shipped in
+experiments/import/ read against a folder in NCAR's layout."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from h2mv_hybrid import cli
+from h2mv_hybrid.data.store import open_store
+from h2mv_hybrid.importers.basins import CONVERSIONS, BasinMapping, basin_store
+from h2mv_hybrid.importers.camels import FEATURES
+from h2mv_hybrid.options import parse_record
+
+MAPPING = Path(__file__).resolve().parents[1] / "experiments" / "import" / "camels_us_daymet.yaml"
+# Two gauges in two HUC-02 regions; leading zeros are part of the ids.
+GAUGES = {"01013500": ("01", 2252.7, 47.24), "02064000": ("02", 246.8, 37.23)}
+FORCING_DAYS = {"01013500": pd.date_range("1980-01-01", "1982-12-31"),
+                "02064000": pd.date_range("1980-01-01", "1982-11-30")}
+# Streamflow starts later than the forcing in one gauge, and has -999 days.
+FLOW_DAYS = {"01013500": pd.date_range("1980-01-01", "1982-12-31"),
+             "02064000": pd.date_range("1980-03-01", "1982-12-31")}
+
+
+def _forcing(gauge: str, seed: int) -> pd.DataFrame:
+    days = FORCING_DAYS[gauge]
+    rng = np.random.default_rng(seed)
+    doy = days.day_of_year.to_numpy()
+    tmax = 12 - 12 * np.cos(2 * np.pi * (doy - 20) / 365) + rng.normal(0, 2, len(days))
+    return pd.DataFrame({
+        "Year": days.year, "Mnth": days.month, "Day": days.day, "Hr": 12,
+        "dayl(s)": 40000.0, "prcp(mm/day)": np.where(rng.random(len(days)) < 0.4,
+                                                     rng.gamma(0.9, 8, len(days)), 0).round(2),
+        "srad(W/m2)": 200.0, "swe(mm)": 0.0, "tmax(C)": tmax.round(2),
+        "tmin(C)": (tmax - 9 + rng.normal(0, 1, len(days))).round(2), "vp(Pa)": 900.0})
+
+
+def _flow(gauge: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(100 + seed)
+    q = rng.gamma(2.0, 150.0, len(FLOW_DAYS[gauge])).round(2)
+    q[[5, 6, 200]] = -999.0
+    return q
+
+
+def camels_us_folder(root: Path) -> Path:
+    """A folder in NCAR's CAMELS-US layout (basin_dataset_public_v1p2 + attributes)."""
+    for i, (g, (huc, area, lat)) in enumerate(GAUGES.items()):
+        f = root / "basin_mean_forcing" / "daymet" / huc
+        f.mkdir(parents=True, exist_ok=True)
+        head = f"{lat}\n{250 + 100 * i}\n{area * 1e6:.0f}\n"
+        body = _forcing(g, i).to_csv(sep="\t", index=False)
+        (f / f"{g}_lump_cida_forcing_leap.txt").write_text(head + body)
+        s = root / "usgs_streamflow" / huc
+        s.mkdir(parents=True, exist_ok=True)
+        days = FLOW_DAYS[g]
+        lines = [f"{g} {d.year} {d.month:02d} {d.day:02d} {q:10.2f} {'M' if q < 0 else 'A'}"
+                 for d, q in zip(days, _flow(g, i), strict=True)]
+        (s / f"{g}_streamflow_qc.txt").write_text("\n".join(lines) + "\n")
+    a = root / "camels_attributes_v2.0"
+    a.mkdir()
+    ids = list(GAUGES)
+    rng = np.random.default_rng(7)
+    tables = {group: {n: rng.random(len(ids)).round(3) for n in names}
+              for group, names in FEATURES.items()}
+    tables["topo"].update(gauge_lat=[GAUGES[g][2] for g in ids], gauge_lon=[-68.6, -78.5],
+                          area_gages2=[GAUGES[g][1] for g in ids])
+    tables["clim"]["high_prec_timing"] = ["son", "jja"]  # text columns, as in CAMELS
+    tables["geol"]["geol_1st_class"] = ["Metamorphics", "Acid plutonic rocks"]
+    tables["hydro"] = {"baseflow_index": [0.6, 0.5], "runoff_ratio": [0.5, 0.3]}
+    tables["name"] = {"huc_02": [1, 2], "gauge_name": ["Fish River", "Falling River"]}
+    for group, cols in tables.items():
+        pd.DataFrame({"gauge_id": ids, **cols}).to_csv(a / f"camels_{group}.txt", sep=";",
+                                                       index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def camels_us(tmp_path_factory):
+    return camels_us_folder(tmp_path_factory.mktemp("camels_us") / "basin_dataset_public_v1p2")
+
+
+def test_the_camels_us_mapping_reads_ncar_s_layout(camels_us, tmp_path, capsys):
+    out = tmp_path / "camels_us.zarr"
+    cli.main(["import", "basins", "--mapping", str(MAPPING), "--root", str(camels_us),
+              "--out", str(out)])
+    printed = capsys.readouterr().out
+    ds = open_store(out)
+    assert list(ds["gauge_id"].values) == list(GAUGES)  # leading zeros kept
+    # the period is the forcing's that both basins cover
+    days = pd.DatetimeIndex(ds["time"].values)
+    assert days[0] == pd.Timestamp("1980-01-01") and days[-1] == pd.Timestamp("1982-11-30")
+    assert f"2 basins, {len(days)} days" in printed
+    for i, (g, (_, area, _)) in enumerate(GAUGES.items()):
+        f = _forcing(g, i).iloc[:len(days)]
+        np.testing.assert_allclose(ds["prec"].values[:, i], f["prcp(mm/day)"], rtol=1e-6)
+        # tair: the mean of tmax and tmin, in K
+        np.testing.assert_allclose(ds["tair"].values[:, i],
+                                   (f["tmax(C)"] + f["tmin(C)"]) / 2 + 273.15, rtol=1e-6)
+        # ft³ s⁻¹ → mm day⁻¹ by hand: Q · 0.3048³ m³ · 86 400 s / (A · 10⁶ m²) · 1000 mm/m
+        flow = pd.Series(_flow(g, i), index=FLOW_DAYS[g]).reindex(days)
+        by_hand = flow.where(flow > -999).to_numpy() * 0.3048 ** 3 * 86400 / (area * 1e6) * 1e3
+        np.testing.assert_allclose(ds["q"].values[:, i], by_hand, rtol=1e-5)
+    q = ds["q"].values
+    assert np.isnan(q[[5, 6, 200], 0]).all() and np.isfinite(q[7:200, 0]).all()  # -999 days
+    assert np.isnan(q[:60, 1]).all() and np.isfinite(q[60:65, 1]).all()  # gauge starts later
+    assert list(ds["feature"].values) == [n for names in FEATURES.values() for n in names]
+    assert "baseflow_index" not in ds["feature"].values  # signatures never features
+    assert float(ds["lat"].values[1]) == pytest.approx(37.23)
+    assert "Oudin" in ds["pet"].attrs["method"]
+    attrs = open_store(out, group="attributes")
+    assert "huc_02" not in attrs and "area_gages2" in attrs  # only the mapped tables
+
+
+def test_conversions_by_hand():
+    area = np.array([100.0])
+    one = np.array([1.0])
+    ft3, ls = CONVERSIONS["q"]["cfs"][0], CONVERSIONS["q"]["l/s"][0]
+    # 1 ft³ s⁻¹ over 100 km²: 0.028316846592 m³ · 86 400 / 10⁸ m² = 0.02447 mm day⁻¹
+    np.testing.assert_allclose(ft3(one, area), [0.028316846592 * 86400 / 1e8 * 1e3])
+    np.testing.assert_allclose(ls(one, area), [1e-3 * 86400 / 1e8 * 1e3])
+
+
+def _mapping(root: Path, change=None) -> tuple[BasinMapping, Path]:
+    raw = yaml.safe_load(MAPPING.read_text())
+    if change:
+        change(raw)
+    return parse_record(BasinMapping, raw, "camels_us_daymet.yaml"), root
+
+
+def test_bad_layouts_are_named(camels_us, tmp_path):
+    from h2mv_hybrid.data.schema import StoreError
+
+    def store(change):
+        return basin_store(*_mapping(camels_us, change))
+
+    with pytest.raises(StoreError, match=r"expected a basin id matching id_pattern "
+                                         r"'\^\(x\)' in the file name"):
+        store(lambda m: m["series"][0].update(id_pattern="^(x)"))
+    with pytest.raises(StoreError, match=r"series\[1\].variables: expected each variable "
+                                         r"from one source, found prec"):
+        store(lambda m: m["series"][1]["variables"].update(
+            prec={"column": "Q", "units": "mm/day"}))
+    with pytest.raises(StoreError, match=r"_lump_cida_forcing_leap.txt: expected a table "
+                                         r"delimited by 'whitespace' with its column names "
+                                         r"on line 0, found: Error tokenizing data"):
+        store(lambda m: m["series"][0].update(header=0))  # the latitude as column names
+    with pytest.raises(StoreError, match=r"expected the date column\(s\) year, month, day, "
+                                         r"found Year, Mnth, Day, Hr"):
+        store(lambda m: m["series"][0].update(date=["year", "month", "day"]))
+    with pytest.raises(StoreError, match=r"date: expected one column or three"):
+        store(lambda m: m["series"][1].update(date=["Year", "Mnth"]))
+    with pytest.raises(StoreError, match=r"camels_clim.txt: expected columns of its own, "
+                                         r"found gauge_lat"):
+        bad = tmp_path / "clim"
+        bad.mkdir()
+        clim = pd.read_csv(camels_us / "camels_attributes_v2.0" / "camels_clim.txt", sep=";",
+                           dtype={"gauge_id": str})
+        clim.assign(gauge_lat=1.0).to_csv(bad / "camels_clim.txt", sep=";", index=False)
+        store(lambda m: m["attributes"]["file"].__setitem__(1, str(bad / "camels_clim.txt")))
+    with pytest.raises(ValueError, match=r"series\[1\]: expected keys among .*found skip"):
+        store(lambda m: m["series"][1].update(skip=3))
+    # a streamflow file with one day on two rows
+    twice = tmp_path / "twice"
+    shutil.copytree(camels_us, twice)
+    path = twice / "usgs_streamflow" / "01" / "01013500_streamflow_qc.txt"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:10] + lines[9:]) + "\n")
+    with pytest.raises(StoreError, match=r"01013500: expected one row per day in series\[1\], "
+                                         r"found 1980-01-10 twice"):
+        basin_store(*_mapping(twice))
