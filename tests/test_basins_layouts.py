@@ -173,3 +173,55 @@ def test_bad_layouts_are_named(camels_us, tmp_path):
     with pytest.raises(StoreError, match=r"01013500: expected one row per day in series\[1\], "
                                          r"found 1980-01-10 twice"):
         basin_store(*_mapping(twice))
+
+
+def test_net_radiation_is_the_energy_forcing_where_a_data_set_has_it(tmp_path, capsys):
+    """Caravan-like series (ERA5-Land net shortwave and net longwave, W m⁻²): their sum is
+    ``rn``, the bucket's energy forcing as in the H2MV paper; Oudin PET stays beside it."""
+    from h2mv_hybrid.data.schema import energy_source
+
+    days = pd.date_range("2000-01-01", "2001-12-31")
+    rng = np.random.default_rng(3)
+    (tmp_path / "timeseries").mkdir()
+    for b in ("camelsch_2009", "lamah_399"):
+        pd.DataFrame({
+            "date": days.strftime("%Y-%m-%d"),
+            "total_precipitation_sum": rng.gamma(0.8, 4, len(days)).round(2),
+            "temperature_2m_mean": rng.normal(8, 6, len(days)).round(2),
+            "surface_net_solar_radiation_mean": rng.uniform(20, 250, len(days)).round(1),
+            "surface_net_thermal_radiation_mean": rng.uniform(-90, -20, len(days)).round(1),
+            "streamflow": rng.gamma(2, 1, len(days)).round(3)}).to_csv(
+            tmp_path / "timeseries" / f"{b}.csv", index=False)
+    pd.DataFrame({"gauge_id": ["camelsch_2009", "lamah_399"], "gauge_lat": [46.9, 47.8],
+                  "gauge_lon": [8.3, 13.0], "area": [493.0, 2283.0]}).to_csv(
+        tmp_path / "attributes.csv", index=False)
+    mapping = {
+        "series": {"files": "timeseries/*.csv", "variables": {
+            "prec": {"column": "total_precipitation_sum", "units": "mm/day"},
+            "tair": {"column": "temperature_2m_mean", "units": "degC"},
+            "rn": {"column": ["surface_net_solar_radiation_mean",
+                              "surface_net_thermal_radiation_mean"], "units": "W m-2",
+                   "combine": "sum"},
+            "q": {"column": "streamflow", "units": "mm/day"}}},
+        "attributes": {"file": "attributes.csv", "id": "gauge_id", "lat": "gauge_lat",
+                       "lon": "gauge_lon"}}
+    (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping))
+    out = tmp_path / "caravan.zarr"
+    cli.main(["import", "basins", "--mapping", str(tmp_path / "mapping.yaml"), "--out",
+              str(out)])
+    assert "net radiation supplied, PET Oudin" in capsys.readouterr().out
+    ds = open_store(out)
+    assert energy_source(ds) == "rn" and "Oudin" in ds["pet"].attrs["method"]
+    for i, b in enumerate(("camelsch_2009", "lamah_399")):
+        raw = pd.read_csv(tmp_path / "timeseries" / f"{b}.csv")
+        np.testing.assert_allclose(ds["rn"].values[:, i],
+                                   raw["surface_net_solar_radiation_mean"]
+                                   + raw["surface_net_thermal_radiation_mean"], rtol=1e-6)
+    # daily sums in MJ m⁻² day⁻¹ → the daily mean in W m⁻², by hand: 8.64 MJ = 100 W · 1 day
+    np.testing.assert_allclose(CONVERSIONS["rn"]["MJ m-2 day-1"][0](np.array([8.64]), None),
+                               [100.0])
+    from h2mv_hybrid.data.schema import StoreError
+
+    mapping["series"]["variables"]["rn"]["weights"] = [1.0, 1.0]
+    with pytest.raises(StoreError, match=r"rn: expected no weights for combine: sum"):
+        basin_store(parse_record(BasinMapping, mapping, "mapping.yaml"), tmp_path)

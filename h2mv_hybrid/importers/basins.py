@@ -15,6 +15,7 @@ units, and where the static attributes are::
         prec: {column: P, units: mm day-1}
         tair: {column: T, units: degC}
         pet:  {column: PET, units: mm day-1}   # optional: Oudin PET from tair otherwise
+        rn:   {column: [SNR, TNR], units: W m-2, combine: sum}   # optional: net radiation
         q:    {column: Q, units: m3 s-1}       # m3 s-1, ft3 s-1, l s-1 need the basin area
         sca:  {column: [SCA_low, SCA_high], units: "%", weights: [0.7, 0.3]}  # bands
     attributes:                    # optional
@@ -34,12 +35,14 @@ it, NaN on days their source lacks (a gauge that starts later, a gap in its reco
 
 Units are the schema's (``docs/data.md``) or one of :data:`CONVERSIONS` (°C → K;
 m³ s⁻¹, ft³ s⁻¹ and l s⁻¹ → mm day⁻¹ with the basin area; % → fraction); anything else is
-refused naming the variable, the expected and the found. Supplied PET is the energy
-forcing as given; only without it is Oudin PET computed from temperature, and only then
-is latitude required. Static features are stored raw, in their own units: the DataModule
-z-scores them over the training basins (so no statistics of test basins enter), the
-CAMELS preset (:mod:`h2mv_hybrid.importers.camels`) standardizes over the imported basins
-as before.
+refused naming the variable, the expected and the found. Net radiation (``rn``), where a
+data set has it, is the bucket's energy forcing, as in the H2MV paper; without it PET
+stands in. Supplied PET is used as given; only without it is Oudin PET computed from
+temperature, and only then is latitude required (the store keeps PET beside net radiation
+for GR4J and the catchment report). Static features are stored raw, in their own units:
+the DataModule z-scores them over the training basins (so no statistics of test basins
+enter), the CAMELS preset (:mod:`h2mv_hybrid.importers.camels`) standardizes over the
+imported basins as before.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -62,11 +66,11 @@ from h2mv_hybrid.options import parse_record
 from process_layers.constants import ZERO_CELSIUS_IN_KELVIN
 
 #: Schema variables a basin series may hold.
-SERIES_NAMES: tuple[str, ...] = ("prec", "tair", "pet", "q", "sca")
+SERIES_NAMES: tuple[str, ...] = ("prec", "tair", "pet", "rn", "q", "sca")
 #: One cubic foot, m³ (0.3048³, exact).
 CUBIC_FOOT_M3: float = 0.3048 ** 3
 #: Forcing variables: every basin has them on every day of the store.
-FORCING_SERIES: tuple[str, ...] = ("prec", "tair", "pet")
+FORCING_SERIES: tuple[str, ...] = ("prec", "tair", "pet", "rn")
 #: Units converted on import: variable → spelling → (function of values and area in km²,
 #: what it does). Spellings the schema accepts need no conversion.
 CONVERSIONS: dict[str, dict[str, tuple[Callable, str]]] = {
@@ -80,6 +84,10 @@ CONVERSIONS: dict[str, dict[str, tuple[Callable, str]]] = {
           **{u: (lambda x, a: x * 1e-3 * 86.4 / a, "× 0.0864 / area_km2")
              for u in ("l s-1", "l/s", "L s-1", "L/s")}},
     "sca": {u: (lambda x, a: x / 100.0, "/ 100") for u in ("%", "percent")},
+    # net radiation as daily sums (FAO-56 tables, reanalyses' accumulations) → daily mean
+    "rn": {**{u: (lambda x, a: x * 1e6 / 86400.0, "× 10⁶ / 86 400")
+              for u in ("MJ m-2 day-1", "MJ m-2 d-1", "MJ/m2/day", "MJ m**-2 day**-1")},
+           **{u: (lambda x, a: x / 86400.0, "/ 86 400") for u in ("J m-2", "J/m2", "J m**-2")}},
 }
 
 
@@ -88,15 +96,19 @@ class Column:
     """One series variable: its column (or NetCDF variable) and units.
 
     Args:
-        column: the column of the source, or several (elevation bands of a snow-cover
-            product): their weighted mean over the bands observed that day.
+        column: the column of the source, or several: their weighted mean over those
+            observed that day (elevation bands of a snow-cover product, tmax and tmin), or
+            their sum (``combine: sum``: net shortwave and net longwave radiation).
         units: the source's units.
-        weights: the bands' weights (their shares of the basin area; default equal).
+        weights: the columns' weights in the mean (bands' shares of the basin area;
+            default equal).
+        combine: ``mean`` or ``sum`` of several columns (a sum is NaN where any is).
     """
 
     column: str | list[str]
     units: str
     weights: list[float] | None = None
+    combine: Literal["mean", "sum"] = "mean"
 
     @property
     def columns(self) -> list[str]:
@@ -401,7 +413,7 @@ def point_store(series: dict[str, np.ndarray], days: pd.DatetimeIndex, ids: list
                 pet_method: str, source: str, title: str) -> xr.Dataset:
     """A point store of basins from schema-unit series [days, basins] and static features.
 
-    ``series`` holds ``prec``, ``tair`` (K), ``pet`` and optionally ``q``, ``sca``;
+    ``series`` holds ``prec``, ``tair`` (K), ``pet`` and optionally ``rn``, ``q``, ``sca``;
     ``static`` has one row per basin (in ``ids`` order) and one column per feature.
     """
     dims = ("time", "cell")
@@ -438,7 +450,8 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
     unknown = [k for k in variables if k not in SERIES_NAMES]
     needed = [k for k in ("prec", "tair") if k not in variables]
     if unknown or needed:
-        raise StoreError(f"series.variables: expected prec, tair (and optionally pet, q, sca), "
+        raise StoreError(f"series.variables: expected prec, tair (and optionally pet, rn, q, "
+                         f"sca), "
                          f"found {', '.join(variables)}")
     frames, days = merged_series(mapping.sources, root, basins, mapping.start, mapping.end)
     ids = list(frames)
@@ -450,7 +463,15 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
     for name, col in variables.items():
         bands = np.stack([np.stack([frames[b].loc[days[0]:days[-1], f"{name}:{i}"].to_numpy(
             float) for b in ids], 1) for i in range(len(col.columns))])
-        raw = bands[0] if len(bands) == 1 else band_mean(bands, col.weights, name)
+        if len(bands) == 1:
+            raw = bands[0]
+        elif col.combine == "sum":
+            if col.weights is not None:
+                raise StoreError(f"{name}: expected no weights for combine: sum, found "
+                                 f"{col.weights}")
+            raw = bands.sum(0)
+        else:
+            raw = band_mean(bands, col.weights, name)
         series[name] = convert(name, raw, col.units, area)
     if "pet" in series:
         method = "supplied with the data set"
@@ -572,7 +593,9 @@ def import_basins(mapping: str, out: str, basins: list[str] | None = None,
     days = store.indexes["time"]
     observed = ", ".join(f"{t} observed on {float(np.isfinite(store[t]).mean()):.1%}"
                          for t in ("q", "sca") if t in store)
+    energy = "net radiation supplied, PET" if "rn" in store else "PET"
     print(f"wrote {written}: {store.sizes['cell']} basins, {store.sizes['time']} days "
           f"({days[0].date()} … {days[-1].date()}), {store.sizes['feature']} static features, "
-          f"PET {store['pet'].attrs['method']}; {observed or 'no observations'} of basin-days")
+          f"{energy} {store['pet'].attrs['method']}; {observed or 'no observations'} of "
+          f"basin-days")
     return str(written)
