@@ -173,6 +173,17 @@ def test_bad_layouts_are_named(camels_us, tmp_path):
     with pytest.raises(StoreError, match=r"01013500: expected one row per day in series\[1\], "
                                          r"found 1980-01-10 twice"):
         basin_store(*_mapping(twice))
+    # a forcing day without tmin: refused, not the mean of tmax alone
+    gap = tmp_path / "gap"
+    shutil.copytree(camels_us, gap)
+    path = gap / "basin_mean_forcing" / "daymet" / "02" / "02064000_lump_cida_forcing_leap.txt"
+    lines = path.read_text().splitlines()
+    cells = lines[20].split("\t")
+    lines[20] = "\t".join(cells[:9] + ["NaN"] + cells[10:])  # tmin(C) of 1980-01-17
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StoreError, match=r"tair: expected complete forcing, found 1 missing "
+                                         r"basin-days \(first 02064000 on 1980-01-17\)"):
+        basin_store(*_mapping(gap))
 
 
 def test_net_radiation_is_the_energy_forcing_where_a_data_set_has_it(tmp_path, capsys):

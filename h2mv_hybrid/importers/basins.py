@@ -370,17 +370,21 @@ def convert(name: str, values: np.ndarray, units: str, area_km2: np.ndarray | No
     return fn(values, area_km2)
 
 
-def band_mean(bands: np.ndarray, weights: list[float] | None, name: str) -> np.ndarray:
+def band_mean(bands: np.ndarray, weights: list[float] | None, name: str,
+              complete: bool = False) -> np.ndarray:
     """Weighted mean [days, basins] of bands [band, days, basins] over those observed.
 
     A band without a value on a day (a cloud) leaves the mean over the others, reweighted;
-    a day without any is NaN.
+    a day without any is NaN. With ``complete`` (forcing: the mean of tmax and tmin) a day
+    that lacks any column is NaN, for the store check to refuse, not a mean of the rest.
     """
     w = np.ones(len(bands)) if weights is None else np.asarray(weights, float)
     if w.shape != (len(bands),) or (w < 0).any() or w.sum() <= 0:
         raise StoreError(f"{name}.weights: expected {len(bands)} non-negative weights, found "
                          f"{weights}")
     seen = np.isfinite(bands)
+    if complete:
+        seen = np.broadcast_to(seen.all(0), seen.shape)
     total = (np.where(seen, bands, 0.0) * w[:, None, None]).sum(0)
     norm = (seen * w[:, None, None]).sum(0)
     return np.where(norm > 0, total / np.where(norm > 0, norm, 1.0), np.nan)
@@ -471,8 +475,15 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
                                  f"{col.weights}")
             raw = bands.sum(0)
         else:
-            raw = band_mean(bands, col.weights, name)
+            raw = band_mean(bands, col.weights, name, complete=name in FORCING_SERIES)
         series[name] = convert(name, raw, col.units, area)
+    for name in (n for n in FORCING_SERIES if n in series):
+        gaps = ~np.isfinite(series[name])
+        if gaps.any():
+            day, cell = np.argwhere(gaps)[0]
+            raise StoreError(f"{name}: expected complete forcing, found {int(gaps.sum())} "
+                             f"missing basin-days (first {ids[cell]} on {days[day].date()}); "
+                             f"fill them or shorten the period (start, end)")
     if "pet" in series:
         method = "supplied with the data set"
     else:
