@@ -152,8 +152,9 @@ def test_bad_layouts_are_named(camels_us, tmp_path):
     with pytest.raises(StoreError, match=r"expected the date column\(s\) year, month, day, "
                                          r"found Year, Mnth, Day, Hr"):
         store(lambda m: m["series"][0].update(date=["year", "month", "day"]))
-    with pytest.raises(StoreError, match=r"date: expected one column or three"):
-        store(lambda m: m["series"][1].update(date=["Year", "Mnth"]))
+    with pytest.raises(StoreError, match=r"date: expected one column, two \(year, day of "
+                                         r"year\) or three \(year, month, day\)"):
+        store(lambda m: m["series"][1].update(date=["Year", "Mnth", "Day", "Q"]))
     with pytest.raises(StoreError, match=r"camels_clim.txt: expected columns of its own, "
                                          r"found gauge_lat"):
         bad = tmp_path / "clim"
@@ -236,3 +237,64 @@ def test_net_radiation_is_the_energy_forcing_where_a_data_set_has_it(tmp_path, c
     mapping["series"]["variables"]["rn"]["weights"] = [1.0, 1.0]
     with pytest.raises(StoreError, match=r"rn: expected no weights for combine: sum"):
         basin_store(parse_record(BasinMapping, mapping, "mapping.yaml"), tmp_path)
+
+
+def _daymet_pixel(path: Path, years: range, drop: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A Daymet single-pixel file: metadata lines, year + day-of-year dates, and the 365-day
+    calendar (31 December of leap years left out)."""
+    days = pd.DatetimeIndex([d for d in pd.date_range(f"{years[0]}-01-01", f"{years[-1]}-12-31")
+                             if not (d.is_leap_year and d.month == 12 and d.day == 31)
+                             and str(d.date()) not in drop])
+    rng = np.random.default_rng(11)
+    df = pd.DataFrame({"year": days.year, "yday": days.day_of_year, "dayl (s)": 40000.0,
+                       "prcp (mm/day)": rng.gamma(0.8, 4, len(days)).round(2),
+                       "srad (W/m^2)": 300.0, "swe (kg/m^2)": 0.0,
+                       "tmax (deg c)": rng.normal(15, 5, len(days)).round(2),
+                       "tmin (deg c)": rng.normal(5, 5, len(days)).round(2), "vp (Pa)": 800.0})
+    meta = ("Latitude: 42.4  Longitude: -72.5\nX & Y on Lambert Conformal Conic: 1 2\n"
+            "Tile: 11934\nElevation: 300 meters\nAll years; all variables; Daymet 4\n"
+            "How to cite: Thornton et al.\nTemporal coverage: 1980-1981\n")
+    path.write_text(meta + df.to_csv(index=False))
+    return df.set_index(days)
+
+
+def test_short_forcing_gaps_are_filled_when_asked_and_counted(tmp_path, capsys):
+    """Daymet's single-pixel files: [year, yday] dates and no 31 December in leap years."""
+    from h2mv_hybrid.data.schema import StoreError
+
+    (tmp_path / "pixels").mkdir()
+    raw = _daymet_pixel(tmp_path / "pixels" / "amherst.csv", range(1980, 1982))
+    (tmp_path / "attributes.csv").write_text("basin,lat,lon\namherst,42.4,-72.5\n")
+    mapping = {"series": {"files": "pixels/*.csv", "header": 7, "date": ["year", "yday"],
+                          "variables": {
+                              "prec": {"column": "prcp (mm/day)", "units": "mm/day"},
+                              "tair": {"column": ["tmax (deg c)", "tmin (deg c)"],
+                                       "units": "degC"}}},
+               "attributes": {"file": "attributes.csv", "lat": "lat", "lon": "lon"}}
+    with pytest.raises(StoreError, match=r"amherst: expected consecutive daily dates"):
+        basin_store(parse_record(BasinMapping, mapping, "m.yaml"), tmp_path)
+    mapping["fill_gaps"] = 1
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
+    out = tmp_path / "pixel.zarr"
+    cli.main(["import", "basins", "--mapping", str(tmp_path / "m.yaml"), "--out", str(out)])
+    # prcp, tmax and tmin on 1980-12-31
+    assert "3 forcing values filled in gaps of up to 1 days" in capsys.readouterr().out
+    ds = open_store(out)
+    assert ds.attrs["forcing_values_filled"] == 3 and ds.sizes["time"] == 731
+    day = ds.sel(time="1980-12-31").isel(cell=0)
+    before, after = raw.loc["1980-12-30"], raw.loc["1981-01-01"]
+    np.testing.assert_allclose(float(day["prec"]), (before["prcp (mm/day)"]
+                                                    + after["prcp (mm/day)"]) / 2, rtol=1e-6)
+    mean = lambda r: (r["tmax (deg c)"] + r["tmin (deg c)"]) / 2  # noqa: E731
+    np.testing.assert_allclose(float(day["tair"]), (mean(before) + mean(after)) / 2 + 273.15,
+                               rtol=1e-6)
+    for d in ("1981-03-01", "1981-12-31"):  # days that were there are untouched
+        np.testing.assert_allclose(float(ds["prec"].sel(time=d)[0]),
+                                   raw.loc[d, "prcp (mm/day)"], rtol=1e-6)
+    # a gap longer than fill_gaps is refused by its first day, not filled
+    _daymet_pixel(tmp_path / "pixels" / "amherst.csv", range(1980, 1982),
+                  drop=("1981-06-10", "1981-06-11"))
+    with pytest.raises(StoreError, match=r"prec: expected complete forcing, found 2 missing "
+                                         r"basin-days \(first amherst on 1981-06-10\); fill "
+                                         r"them \(fill_gaps"):
+        basin_store(parse_record(BasinMapping, mapping, "m.yaml"), tmp_path)

@@ -130,7 +130,8 @@ class SeriesSource:
         table: one long table (CSV or Parquet) with an ``id`` column.
         netcdf: one NetCDF file with dims (``id``, ``date``).
         id: the basin-id column or dimension.
-        date: the date column or time dimension, or the [year, month, day] columns.
+        date: the date column or time dimension, or the [year, month, day] columns, or the
+            [year, day of year] columns (Daymet's single-pixel files).
         id_pattern: a regular expression searched in each file name: its first group (or
             the whole match) is the basin id (``"^(\d{8})_"`` for
             ``01013500_lump_cida_forcing_leap.txt``).
@@ -192,6 +193,11 @@ class BasinMapping:
             covers).
         end: last day of the store (default: the last day every basin's forcing covers).
         title: the store's title.
+        fill_gaps: forcing gaps of up to this many consecutive days (rows absent, or values
+            missing) are interpolated linearly in time, and counted in the printout and
+            the store's ``forcing_values_filled``; longer gaps are refused. Daymet's
+            365-day calendar, for one, leaves out 31 December of leap years. Discharge
+            and snow cover are never filled. 0 (default): nothing is filled.
     """
 
     series: SeriesSource | list[SeriesSource]
@@ -199,6 +205,7 @@ class BasinMapping:
     start: str | None = None
     end: str | None = None
     title: str = "basin time series"
+    fill_gaps: int = 0
 
     @property
     def sources(self) -> list[SeriesSource]:
@@ -231,9 +238,9 @@ def _read_table(path: Path, sep: str | None = None, header: int = 0,
 def _dates(df: pd.DataFrame, date: str | list[str], where: str) -> pd.DatetimeIndex:
     """The days of ``df``'s rows, from one date column or from year, month, day columns."""
     cols = [date] if isinstance(date, str) else list(date)
-    if len(cols) not in (1, 3):
-        raise StoreError(f"{where}: date: expected one column or three (year, month, day), "
-                         f"found {cols}")
+    if len(cols) not in (1, 2, 3):
+        raise StoreError(f"{where}: date: expected one column, two (year, day of year) or "
+                         f"three (year, month, day), found {cols}")
     absent = [c for c in cols if c not in df.columns]
     if absent:
         raise StoreError(f"{where}: expected the date column(s) {', '.join(cols)}, found "
@@ -241,6 +248,9 @@ def _dates(df: pd.DataFrame, date: str | list[str], where: str) -> pd.DatetimeIn
     try:
         if len(cols) == 1:
             days = pd.to_datetime(df[cols[0]])
+        elif len(cols) == 2:
+            code = df[cols[0]].astype(int) * 1000 + df[cols[1]].astype(int)
+            days = pd.to_datetime(code.astype(str), format="%Y%j")
         else:
             days = pd.to_datetime(pd.DataFrame({"year": df[cols[0]], "month": df[cols[1]],
                                                 "day": df[cols[2]]}))
@@ -321,14 +331,36 @@ def _frames_from(src: SeriesSource, root: Path, where: str = "series"
     return out
 
 
-def merged_series(sources: list[SeriesSource], root: Path, basins: list[str] | None,
-                  start: str | None, end: str | None
-                  ) -> tuple[dict[str, pd.DataFrame], pd.DatetimeIndex]:
-    """Each basin's mapped columns from every source on one daily period, and the period.
+def filled_gaps(df: pd.DataFrame, max_days: int) -> tuple[pd.DataFrame, int]:
+    """``df`` on every day from its first row to its last, gaps filled, and their count.
 
-    The period is the one every basin's forcing covers (or [start, end]); forcing rows must
-    be consecutive there. Sources without forcing (discharge, snow cover) are placed on the
-    period: NaN where they have no row.
+    Runs of at most ``max_days`` missing days of a column (rows absent, or NaN) between two
+    values are interpolated linearly in time; longer runs and the ends stay NaN.
+    """
+    full = df.reindex(pd.date_range(df.index[0], df.index[-1], freq="D"))
+    out, filled = full.copy(), 0
+    for c in full.columns:
+        miss = full[c].isna().to_numpy()
+        if not miss.any():
+            continue
+        run = pd.Series(miss).groupby(np.cumsum(~miss)).transform("sum").to_numpy()
+        line = full[c].interpolate(method="time", limit_area="inside").to_numpy()
+        fill = miss & (run <= max_days) & np.isfinite(line)
+        out[c] = np.where(fill, line, full[c].to_numpy())
+        filled += int(fill.sum())
+    return out, filled
+
+
+def merged_series(sources: list[SeriesSource], root: Path, basins: list[str] | None,
+                  start: str | None, end: str | None, fill_gaps: int = 0
+                  ) -> tuple[dict[str, pd.DataFrame], pd.DatetimeIndex, int]:
+    """Each basin's mapped columns from every source on one daily period.
+
+    Returns them with the period and the number of forcing values filled. The period is
+    the one every basin's forcing covers (or [start, end]); forcing rows must be
+    consecutive there, after gaps of up to ``fill_gaps`` days are filled
+    (:func:`filled_gaps`). Sources without forcing (discharge, snow cover) are placed on
+    the period: NaN where they have no row.
     """
     where = [f"series[{i}]" if len(sources) > 1 else "series" for i in range(len(sources))]
     per_source = [_frames_from(s, root, w) for s, w in zip(sources, where, strict=True)]
@@ -340,6 +372,12 @@ def merged_series(sources: list[SeriesSource], root: Path, basins: list[str] | N
                              f"{', '.join(absent[:5])}{' …' if len(absent) > 5 else ''} "
                              f"without a series there")
     forcing = [i for i, s in enumerate(sources) if set(s.variables) & set(FORCING_SERIES)]
+    filled = 0
+    if fill_gaps > 0:
+        for i in forcing:
+            for b in ids:
+                per_source[i][b], n = filled_gaps(per_source[i][b], fill_gaps)
+                filled += n
     joined = {b: pd.concat([per_source[i][b] for i in forcing], axis=1, join="inner")
               for b in ids}
     days = align_period(joined, start, end)
@@ -349,7 +387,7 @@ def merged_series(sources: list[SeriesSource], root: Path, basins: list[str] | N
         parts += [per_source[i][b].reindex(days) for i in range(len(sources))
                   if i not in forcing]
         out[b] = pd.concat(parts, axis=1)
-    return out, days
+    return out, days, filled
 
 
 def convert(name: str, values: np.ndarray, units: str, area_km2: np.ndarray | None
@@ -457,7 +495,10 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
         raise StoreError(f"series.variables: expected prec, tair (and optionally pet, rn, q, "
                          f"sca), "
                          f"found {', '.join(variables)}")
-    frames, days = merged_series(mapping.sources, root, basins, mapping.start, mapping.end)
+    if mapping.fill_gaps < 0:
+        raise StoreError(f"fill_gaps: expected a number of days ≥ 0, found {mapping.fill_gaps}")
+    frames, days, filled = merged_series(mapping.sources, root, basins, mapping.start,
+                                         mapping.end, mapping.fill_gaps)
     ids = list(frames)
     attrs = _attributes(mapping.attributes, root, ids)
     area = _column(attrs, mapping.attributes, "area")
@@ -483,7 +524,8 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
             day, cell = np.argwhere(gaps)[0]
             raise StoreError(f"{name}: expected complete forcing, found {int(gaps.sum())} "
                              f"missing basin-days (first {ids[cell]} on {days[day].date()}); "
-                             f"fill them or shorten the period (start, end)")
+                             f"fill them (fill_gaps: days, for short gaps) or shorten the "
+                             f"period (start, end)")
     if "pet" in series:
         method = "supplied with the data set"
     else:
@@ -498,6 +540,9 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
     store = point_store(series, days, ids, static, nan if lat is None else lat,
                         nan if lon is None else lon, method, "h2mv_hybrid.importers.basins",
                         mapping.title)
+    if mapping.fill_gaps:
+        store.attrs.update(forcing_values_filled=filled,
+                           forcing_gaps_filled=f"up to {mapping.fill_gaps} days, linearly")
     targets = [t for t in ("q", "sca") if t in store]
     check_store(store, constraints=targets or None)
     group = None
@@ -605,8 +650,10 @@ def import_basins(mapping: str, out: str, basins: list[str] | None = None,
     observed = ", ".join(f"{t} observed on {float(np.isfinite(store[t]).mean()):.1%}"
                          for t in ("q", "sca") if t in store)
     energy = "net radiation supplied, PET" if "rn" in store else "PET"
+    filled = (f"; {store.attrs['forcing_values_filled']} forcing values filled in gaps of up "
+              f"to {spec.fill_gaps} days" if "forcing_values_filled" in store.attrs else "")
     print(f"wrote {written}: {store.sizes['cell']} basins, {store.sizes['time']} days "
           f"({days[0].date()} … {days[-1].date()}), {store.sizes['feature']} static features, "
           f"{energy} {store['pet'].attrs['method']}; {observed or 'no observations'} of "
-          f"basin-days")
+          f"basin-days{filled}")
     return str(written)
