@@ -221,7 +221,7 @@ def test_net_radiation_is_the_energy_forcing_where_a_data_set_has_it(tmp_path, c
     out = tmp_path / "caravan.zarr"
     cli.main(["import", "basins", "--mapping", str(tmp_path / "mapping.yaml"), "--out",
               str(out)])
-    assert "net radiation supplied, PET Oudin" in capsys.readouterr().out
+    assert "net radiation supplied with the data set, PET Oudin" in capsys.readouterr().out
     ds = open_store(out)
     assert energy_source(ds) == "rn" and "Oudin" in ds["pet"].attrs["method"]
     for i, b in enumerate(("camelsch_2009", "lamah_399")):
@@ -298,3 +298,42 @@ def test_short_forcing_gaps_are_filled_when_asked_and_counted(tmp_path, capsys):
                                          r"basin-days \(first amherst on 1981-06-10\); fill "
                                          r"them \(fill_gaps"):
         basin_store(parse_record(BasinMapping, mapping, "m.yaml"), tmp_path)
+
+
+def test_net_radiation_from_daymet_shortwave(camels_us, tmp_path, capsys):
+    """The CAMELS-US mapping with FAO-56 net radiation from Daymet's srad (a daylight mean),
+    dayl, tmax, tmin and vp, and the basins' mean elevation."""
+    from h2mv_hybrid.data.pet import fao56_net_radiation
+    from h2mv_hybrid.data.schema import StoreError, energy_source
+
+    raw = yaml.safe_load(MAPPING.read_text())
+    raw["series"][0]["net_radiation"] = {
+        "shortwave": {"column": "srad(W/m2)", "units": "W m-2"}, "daylight": "dayl(s)",
+        "tmax": "tmax(C)", "tmin": "tmin(C)",
+        "vapour_pressure": {"column": "vp(Pa)", "units": "Pa"}, "elevation": "elev_mean"}
+    (tmp_path / "rn.yaml").write_text(yaml.safe_dump(raw))
+    out = tmp_path / "rn.zarr"
+    cli.main(["import", "basins", "--mapping", str(tmp_path / "rn.yaml"), "--root",
+              str(camels_us), "--out", str(out)])
+    assert "net radiation FAO-56" in capsys.readouterr().out
+    ds = open_store(out)
+    assert energy_source(ds) == "rn"
+    elev = pd.read_csv(camels_us / "camels_attributes_v2.0" / "camels_topo.txt", sep=";",
+                       dtype={"gauge_id": str}).set_index("gauge_id")["elev_mean"]
+    days = pd.DatetimeIndex(ds["time"].values)
+    for i, (g, (_, _, lat)) in enumerate(GAUGES.items()):
+        f = _forcing(g, i).iloc[:len(days)]
+        rs = f["srad(W/m2)"] * f["dayl(s)"] / 1e6  # MJ m-2 over the daylight hours
+        by_hand = fao56_net_radiation(rs.to_numpy(), f["tmax(C)"].to_numpy(),
+                                      f["tmin(C)"].to_numpy(), f["vp(Pa)"].to_numpy() / 1e3,
+                                      lat, days.day_of_year.to_numpy(), elev[g]) * 1e6 / 86400
+        np.testing.assert_allclose(ds["rn"].values[:, i], by_hand, rtol=1e-5)
+    raw["series"][0]["net_radiation"]["vapour_pressure"]["units"] = "mmHg"
+    with pytest.raises(StoreError, match=r"net_radiation.vapour_pressure: expected units "
+                                         r"among kPa, hPa, mbar, Pa, found 'mmHg'"):
+        basin_store(parse_record(BasinMapping, raw, "m.yaml"), camels_us)
+    raw["series"][0]["net_radiation"]["vapour_pressure"]["units"] = "Pa"
+    raw["series"][0]["variables"]["rn"] = {"column": "srad(W/m2)", "units": "W m-2"}
+    with pytest.raises(StoreError, match=r"net_radiation: expected net radiation from one "
+                                         r"place"):
+        basin_store(parse_record(BasinMapping, raw, "m.yaml"), camels_us)

@@ -41,6 +41,30 @@ def test_oudin_pet_by_hand():
     assert pet.shape == (3, 2) and (pet >= 0).all()
 
 
+def test_fao56_net_radiation_example_18():
+    from h2mv_hybrid.data.pet import fao56_net_radiation
+
+    # FAO-56 Example 18: Rio de Janeiro (22°54' S), 15 May (J = 135), Rs = 14.5 MJ m-2
+    # day-1, Tmax 25.1 °C, Tmin 19.1 °C, ea 2.1 kPa: Rso 18.8, Rns 11.1, Rnl 3.5, Rn 7.6
+    assert fao56_net_radiation(14.5, 25.1, 19.1, 2.1, -22.9, 135) == pytest.approx(7.6,
+                                                                                   abs=0.05)
+    # Rnl by hand from the example's rounded terms: 37.3 · 0.137 · (1.35 · 14.5 / 18.8 − 0.35)
+    rso = 0.75 * extraterrestrial_radiation(-22.9, 135)
+    rnl = 4.903e-9 * ((25.1 + 273.16) ** 4 + (19.1 + 273.16) ** 4) / 2 \
+        * (0.34 - 0.14 * np.sqrt(2.1)) * (1.35 * 14.5 / rso - 0.35)
+    assert rnl == pytest.approx(3.5, abs=0.05)
+    assert fao56_net_radiation(14.5, 25.1, 19.1, 2.1, -22.9, 135) == pytest.approx(
+        0.77 * 14.5 - rnl, rel=1e-12)
+    # elevation raises the clear-sky Rso (eq. 37): less longwave loss at the same Rs
+    assert fao56_net_radiation(14.5, 25.1, 19.1, 2.1, -22.9, 135, 2000.0) > \
+        fao56_net_radiation(14.5, 25.1, 19.1, 2.1, -22.9, 135, 0.0)
+    # Rs / Rso is capped at 1; in the polar night (Rso = 0) it counts as 1, no NaN
+    clear = fao56_net_radiation(np.array([20.0, 40.0]), 25.1, 19.1, 2.1, -22.9, 135)
+    assert clear[1] - clear[0] == pytest.approx(0.77 * 20.0, rel=1e-9)
+    night = fao56_net_radiation(np.array([0.0]), -20.0, -30.0, 0.1, 80.0, 355)
+    assert np.isfinite(night).all() and night[0] < 0
+
+
 # -- PET as the energy forcing, daily runoff in the schema -------------------------------
 @pytest.fixture(scope="module")
 def camels_dir(tmp_path_factory):

@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from h2mv_hybrid.data.pet import oudin_pet
+from h2mv_hybrid.data.pet import REFERENCE_ALBEDO, fao56_net_radiation, oudin_pet
 from h2mv_hybrid.data.schema import SPECS, StoreError, annotate, check_store, month_starts
 from h2mv_hybrid.data.store import write_store
 from h2mv_hybrid.importers.mapping import read_mapping
@@ -117,6 +117,44 @@ class Column:
 
 
 @dataclass
+class NetRadiation:
+    """Net radiation from incoming shortwave, as the energy forcing ``rn``.
+
+    FAO-56 (Allen et al. 1998, eqs. 37–40: :func:`h2mv_hybrid.data.pet.fao56_net_radiation`).
+
+    Args:
+        shortwave: incoming shortwave radiation: its column and units (``W m-2``, a daily
+            mean or, with ``daylight``, a mean over the daylight hours; or ``MJ m-2
+            day-1``).
+        tmax: the column of daily maximum air temperature, °C.
+        tmin: the column of daily minimum air temperature, °C.
+        vapour_pressure: actual vapour pressure: its column and units (``Pa``, ``hPa``,
+            ``kPa``).
+        daylight: the column of day length, s, where the shortwave is a mean over the
+            daylight hours (Daymet's srad): the day's sum is then srad · dayl.
+        elevation: the attribute column of the basin's mean elevation, m (eq. 37;
+            default 0 m).
+        albedo: the surface albedo (FAO-56's grass reference: 0.23).
+    """
+
+    shortwave: Column
+    tmax: str
+    tmin: str
+    vapour_pressure: Column
+    daylight: str | None = None
+    elevation: str | None = None
+    albedo: float = REFERENCE_ALBEDO
+
+    def columns(self) -> dict[str, str]:
+        """Internal name → source column of every column it reads."""
+        cols = {"fao56_shortwave:0": self.shortwave.column, "fao56_tmax:0": self.tmax,
+                "fao56_tmin:0": self.tmin, "fao56_vapour_pressure:0": self.vapour_pressure.column}
+        if self.daylight:
+            cols["fao56_daylight:0"] = self.daylight
+        return cols
+
+
+@dataclass
 class SeriesSource:
     r"""Where daily series are, and how their text is laid out.
 
@@ -142,6 +180,8 @@ class SeriesSource:
         names: the column names of files without a header line (``header`` lines are
             then skipped).
         missing: values that mean "no observation" (``-999``): read as NaN.
+        net_radiation: net radiation computed from this source's shortwave, temperature
+            and vapour-pressure columns (:class:`NetRadiation`), as ``rn``.
     """
 
     variables: dict[str, Column]
@@ -155,6 +195,7 @@ class SeriesSource:
     header: int = 0
     names: list[str] | None = None
     missing: list[float] | None = None
+    net_radiation: NetRadiation | None = None
 
 
 @dataclass
@@ -279,6 +320,8 @@ def _frames_from(src: SeriesSource, root: Path, where: str = "series"
                          f"{', '.join(given) or 'none'}")
     columns = {f"{name}:{i}": col for name, c in src.variables.items()
                for i, col in enumerate(c.columns)}
+    if src.net_radiation is not None:
+        columns.update(src.net_radiation.columns())
     layout = {"sep": src.sep, "header": src.header, "names": src.names}
     if src.netcdf:
         if not isinstance(src.date, str):
@@ -320,7 +363,8 @@ def _frames_from(src: SeriesSource, root: Path, where: str = "series"
         if missing:
             raise StoreError(f"{b}: expected columns {', '.join(missing)} of the mapping, found "
                              f"{', '.join(map(str, df.columns))}")
-        df = df[list(columns.values())].rename(columns={v: k for k, v in columns.items()})
+        # one column may feed several names (tmax: tair's mean and net radiation's longwave)
+        df = pd.DataFrame({k: df[c] for k, c in columns.items()}, index=df.index)
         df.index = pd.DatetimeIndex(pd.to_datetime(df.index)).normalize()
         if src.missing:
             df = df.mask(df.isin(src.missing))
@@ -371,7 +415,8 @@ def merged_series(sources: list[SeriesSource], root: Path, basins: list[str] | N
             raise StoreError(f"basins: expected ids of the series ({w}), found "
                              f"{', '.join(absent[:5])}{' …' if len(absent) > 5 else ''} "
                              f"without a series there")
-    forcing = [i for i, s in enumerate(sources) if set(s.variables) & set(FORCING_SERIES)]
+    forcing = [i for i, s in enumerate(sources)
+               if set(s.variables) & set(FORCING_SERIES) or s.net_radiation is not None]
     filled = 0
     if fill_gaps > 0:
         for i in forcing:
@@ -493,8 +538,12 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
     needed = [k for k in ("prec", "tair") if k not in variables]
     if unknown or needed:
         raise StoreError(f"series.variables: expected prec, tair (and optionally pet, rn, q, "
-                         f"sca), "
-                         f"found {', '.join(variables)}")
+                         f"sca), found {', '.join(variables)}")
+    derived = [s.net_radiation for s in mapping.sources if s.net_radiation is not None]
+    if len(derived) > 1 or (derived and "rn" in variables):
+        raise StoreError("net_radiation: expected net radiation from one place (one source's "
+                         "net_radiation, or rn among the variables), found "
+                         f"{len(derived) + ('rn' in variables)}")
     if mapping.fill_gaps < 0:
         raise StoreError(f"fill_gaps: expected a number of days ≥ 0, found {mapping.fill_gaps}")
     frames, days, filled = merged_series(mapping.sources, root, basins, mapping.start,
@@ -518,6 +567,8 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
         else:
             raw = band_mean(bands, col.weights, name, complete=name in FORCING_SERIES)
         series[name] = convert(name, raw, col.units, area)
+    if derived:
+        series["rn"] = _fao56_rn(derived[0], frames, ids, days, attrs, lat)
     for name in (n for n in FORCING_SERIES if n in series):
         gaps = ~np.isfinite(series[name])
         if gaps.any():
@@ -540,6 +591,10 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
     store = point_store(series, days, ids, static, nan if lat is None else lat,
                         nan if lon is None else lon, method, "h2mv_hybrid.importers.basins",
                         mapping.title)
+    if "rn" in store:
+        store["rn"].attrs["method"] = (
+            "FAO-56 (Allen et al. 1998, eqs. 37-40) from incoming shortwave" if derived
+            else "supplied with the data set")
     if mapping.fill_gaps:
         store.attrs.update(forcing_values_filled=filled,
                            forcing_gaps_filled=f"up to {mapping.fill_gaps} days, linearly")
@@ -551,6 +606,50 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
                             for c in attrs.select_dtypes("number").columns},
                            coords={"gauge_id": ("cell", np.array(ids, dtype="U"))})
     return store, group
+
+
+#: Vapour-pressure units → factor to kPa.
+VAPOUR_PRESSURE_KPA: dict[str, float] = {"kPa": 1.0, "hPa": 0.1, "mbar": 0.1, "Pa": 1e-3}
+#: Daily sums of shortwave in MJ m⁻² day⁻¹.
+MJ_PER_DAY = ("MJ m-2 day-1", "MJ m-2 d-1", "MJ/m2/day", "MJ m**-2 day**-1")
+
+
+def _fao56_rn(spec: NetRadiation, frames: dict[str, pd.DataFrame], ids: list[str],
+              days: pd.DatetimeIndex, attrs: pd.DataFrame | None, lat: np.ndarray | None
+              ) -> np.ndarray:
+    """Net radiation [days, basins], W m⁻², from a source's shortwave columns (FAO-56)."""
+    col = lambda key: np.stack([frames[b].loc[days[0]:days[-1], key].to_numpy(float)  # noqa: E731
+                                for b in ids], 1)
+    if lat is None:
+        raise StoreError("net_radiation: expected basin latitudes (attributes.lat) for the "
+                         "clear-sky radiation, found none")
+    units = spec.shortwave.units
+    sw = col("fao56_shortwave:0")
+    if units in MJ_PER_DAY:
+        if spec.daylight:
+            raise StoreError(f"net_radiation.daylight: expected none with a daily sum "
+                             f"({units}), found {spec.daylight}")
+        rs = sw
+    elif SPECS["rn"].accepts(units):  # W m⁻²: over the day, or over its daylight hours
+        rs = sw * (col("fao56_daylight:0") if spec.daylight else 86400.0) / 1e6
+    else:
+        raise StoreError(f"net_radiation.shortwave: expected units among 'W m-2', "
+                         f"{', '.join(repr(u) for u in MJ_PER_DAY)}, found {units!r}")
+    vp_units = spec.vapour_pressure.units
+    if vp_units not in VAPOUR_PRESSURE_KPA:
+        raise StoreError(f"net_radiation.vapour_pressure: expected units among "
+                         f"{', '.join(VAPOUR_PRESSURE_KPA)}, found {vp_units!r}")
+    ea = col("fao56_vapour_pressure:0") * VAPOUR_PRESSURE_KPA[vp_units]
+    z = 0.0
+    if spec.elevation is not None:
+        if attrs is None or spec.elevation not in attrs.columns:
+            raise StoreError(f"net_radiation.elevation: expected the attribute column "
+                             f"{spec.elevation!r}, found "
+                             f"{'no attributes' if attrs is None else ', '.join(attrs.columns)}")
+        z = attrs[spec.elevation].to_numpy(float)[None, :]
+    rn = fao56_net_radiation(rs, col("fao56_tmax:0"), col("fao56_tmin:0"), ea, lat[None, :],
+                             days.day_of_year.to_numpy()[:, None], z, spec.albedo)
+    return rn * 1e6 / 86400.0  # MJ m⁻² day⁻¹ → W m⁻²
 
 
 def _attributes(spec: AttributeSource | None, root: Path, ids: list[str]
@@ -649,7 +748,7 @@ def import_basins(mapping: str, out: str, basins: list[str] | None = None,
     days = store.indexes["time"]
     observed = ", ".join(f"{t} observed on {float(np.isfinite(store[t]).mean()):.1%}"
                          for t in ("q", "sca") if t in store)
-    energy = "net radiation supplied, PET" if "rn" in store else "PET"
+    energy = f"net radiation {store['rn'].attrs['method']}, PET" if "rn" in store else "PET"
     filled = (f"; {store.attrs['forcing_values_filled']} forcing values filled in gaps of up "
               f"to {spec.fill_gaps} days" if "forcing_values_filled" in store.attrs else "")
     print(f"wrote {written}: {store.sizes['cell']} basins, {store.sizes['time']} days "
