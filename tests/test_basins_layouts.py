@@ -3,6 +3,7 @@ of their own, whitespace text with header lines, year/month/day columns, missing
 codes, cubic feet per second, attribute tables by theme; the CAMELS-US mapping shipped in
 experiments/import/ read against a folder in NCAR's layout."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -155,14 +156,20 @@ def test_bad_layouts_are_named(camels_us, tmp_path):
     with pytest.raises(StoreError, match=r"date: expected one column, two \(year, day of "
                                          r"year\) or three \(year, month, day\)"):
         store(lambda m: m["series"][1].update(date=["Year", "Mnth", "Day", "Q"]))
-    with pytest.raises(StoreError, match=r"camels_clim.txt: expected columns of its own, "
-                                         r"found gauge_lat"):
-        bad = tmp_path / "clim"
-        bad.mkdir()
-        clim = pd.read_csv(camels_us / "camels_attributes_v2.0" / "camels_clim.txt", sep=";",
-                           dtype={"gauge_id": str})
-        clim.assign(gauge_lat=1.0).to_csv(bad / "camels_clim.txt", sep=";", index=False)
-        store(lambda m: m["attributes"]["file"].__setitem__(1, str(bad / "camels_clim.txt")))
+    # a column in two attribute tables: kept once where equal, under a name of its own
+    # (its table's place in the list) where not; lat is the first table's
+    dup = tmp_path / "dup"
+    dup.mkdir()
+    topo = pd.read_csv(camels_us / "camels_attributes_v2.0" / "camels_topo.txt", sep=";",
+                       dtype={"gauge_id": str})
+    clim = pd.read_csv(camels_us / "camels_attributes_v2.0" / "camels_clim.txt", sep=";",
+                       dtype={"gauge_id": str})
+    clim.assign(gauge_lat=1.0, gauge_lon=topo["gauge_lon"]).to_csv(dup / "camels_clim.txt",
+                                                                    sep=";", index=False)
+    ds, attrs = store(lambda m: m["attributes"]["file"].__setitem__(
+        1, str(dup / "camels_clim.txt")))
+    assert "gauge_lon_1" not in attrs and attrs["gauge_lat_1"].values.tolist() == [1.0, 1.0]
+    np.testing.assert_allclose(ds["lat"].values, [GAUGES[g][2] for g in GAUGES])
     with pytest.raises(ValueError, match=r"series\[1\]: expected keys among .*found skip"):
         store(lambda m: m["series"][1].update(skip=3))
     # a streamflow file with one day on two rows
@@ -337,3 +344,65 @@ def test_net_radiation_from_daymet_shortwave(camels_us, tmp_path, capsys):
     with pytest.raises(StoreError, match=r"net_radiation: expected net radiation from one "
                                          r"place"):
         basin_store(parse_record(BasinMapping, raw, "m.yaml"), camels_us)
+
+
+CARAVAN = MAPPING.parent / "caravan.yaml"
+
+
+def test_the_caravan_mapping_reads_only_the_basins_asked_for(tmp_path, capsys):
+    """Caravan's layout: a CSV per basin under timeseries/csv/<source>/, three attribute
+    tables per source; the shipped mapping imports two basins of two sources."""
+    spec = yaml.safe_load(CARAVAN.read_text())
+    # HydroATLAS codes: three letters, the unit, the aggregation (ele_mt_sav)
+    hydroatlas = [f for f in spec["attributes"]["features"]
+                  if re.fullmatch(r"[a-z]{3}_[a-z]{2}_[a-z0-9]{3}", f)]
+    caravan = [f for f in spec["attributes"]["features"] if f not in hydroatlas + ["area"]]
+    days = pd.date_range("1990-01-01", "1992-12-31")
+    rng = np.random.default_rng(5)
+    basins = {"camels": ["camels_01022500", "camels_01031500"], "camelsch": ["camelsch_2009"],
+              "lamah": ["lamah_399"]}
+    raw = {}
+    for source, ids in basins.items():
+        ts = tmp_path / "timeseries" / "csv" / source
+        ts.mkdir(parents=True)
+        for b in ids:
+            q = rng.gamma(2, 1, len(days)).round(3)
+            q[:30] = np.nan  # not yet gauged
+            raw[b] = pd.DataFrame({
+                "date": days.strftime("%Y-%m-%d"),
+                "total_precipitation_sum": rng.gamma(0.8, 4, len(days)).round(2),
+                "temperature_2m_mean": rng.normal(8, 6, len(days)).round(2),
+                "surface_net_solar_radiation_mean": 120.0,
+                "surface_net_thermal_radiation_mean": -50.0, "streamflow": q})
+            raw[b].to_csv(ts / f"{b}.csv", index=False)
+        att = tmp_path / "attributes" / source
+        att.mkdir(parents=True)
+        n = len(ids)
+        pd.DataFrame({"gauge_id": ids, "gauge_name": ["x"] * n, "country": ["y"] * n,
+                      "gauge_lat": rng.uniform(40, 48, n), "gauge_lon": rng.uniform(-80, 15, n),
+                      "area": rng.uniform(100, 2000, n)}).to_csv(
+            att / f"attributes_other_{source}.csv", index=False)
+        pd.DataFrame({"gauge_id": ids, **{f: rng.random(n) for f in hydroatlas},
+                      "area": rng.uniform(100, 2000, n)}).to_csv(  # HydroATLAS' own area
+            att / f"attributes_hydroatlas_{source}.csv", index=False)
+        pd.DataFrame({"gauge_id": ids, **{f: rng.random(n) for f in caravan}}).to_csv(
+            att / f"attributes_caravan_{source}.csv", index=False)
+    # a basin not asked for, whose file would be refused if it were read
+    (tmp_path / "timeseries" / "csv" / "lamah" / "lamah_399.csv").write_text("no;table\n")
+    out = tmp_path / "caravan.zarr"
+    cli.main(["import", "basins", "--mapping", str(CARAVAN), "--root", str(tmp_path),
+              "--out", str(out), "--basins", "camelsch_2009", "camels_01022500"])
+    assert "2 basins, 1096 days" in capsys.readouterr().out
+    ds = open_store(out)
+    assert list(ds["gauge_id"].values) == ["camelsch_2009", "camels_01022500"]
+    assert list(ds["feature"].values) == spec["attributes"]["features"]
+    for i, b in enumerate(["camelsch_2009", "camels_01022500"]):
+        np.testing.assert_allclose(ds["q"].values[:, i], raw[b]["streamflow"], rtol=1e-6)
+        np.testing.assert_allclose(ds["tair"].values[:, i],
+                                   raw[b]["temperature_2m_mean"] + 273.15, rtol=1e-6)
+    assert np.isnan(ds["q"].values[:30]).all()
+    attrs = open_store(out, group="attributes")
+    assert "area" in attrs and "area_1" in attrs  # HydroATLAS' area kept beside the first
+    with pytest.raises(SystemExit, match="lamah_399.csv: expected the date column"):  # skipped above
+        cli.main(["import", "basins", "--mapping", str(CARAVAN), "--root", str(tmp_path),
+                  "--out", str(tmp_path / "all.zarr")])

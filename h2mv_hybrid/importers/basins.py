@@ -204,7 +204,10 @@ class AttributeSource:
 
     Args:
         file: CSV or Parquet, or a list of them (CAMELS' tables by theme), joined on
-            ``id``.
+            ``id``; an entry may be a glob, whose tables' rows are stacked (Caravan's one
+            table per source data set). A column in two tables keeps the first's name;
+            where the later table's values differ they stay as ``<column>_<k>``, k the
+            later table's place in the list (from 0).
         id: the basin-id column (read as text: leading zeros of gauge ids are kept).
         area: the basin-area column, km² (for runoff in volume per time).
         lat: the latitude column, degrees north (spatial folds, Oudin PET).
@@ -311,9 +314,13 @@ def _basin_id(path: Path, pattern: str | None) -> str:
     return found.group(1) if found.groups() else found.group(0)
 
 
-def _frames_from(src: SeriesSource, root: Path, where: str = "series"
-                 ) -> dict[str, pd.DataFrame]:
-    """Each basin's rows (indexed by date) with the mapped columns, in source units."""
+def _frames_from(src: SeriesSource, root: Path, where: str = "series",
+                 wanted: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Each basin's rows (indexed by date) with the mapped columns, in source units.
+
+    With ``wanted`` (basin ids), files of other basins are not read: a data set of
+    thousands of basins (Caravan) imports one of them in a second.
+    """
     given = [k for k in ("files", "table", "netcdf") if getattr(src, k)]
     if len(given) != 1:
         raise StoreError(f"{where}: expected exactly one of files, table, netcdf, found "
@@ -348,12 +355,15 @@ def _frames_from(src: SeriesSource, root: Path, where: str = "series"
         if not paths:
             raise FileNotFoundError(f"{where}.files: expected files matching {src.files} in "
                                     f"{root}, found none")
-        frames = {}
+        frames, seen = {}, set()
         for p in paths:
             b = _basin_id(p, src.id_pattern)
-            if b in frames:
+            if b in seen:
                 raise StoreError(f"{where}.files: expected one file per basin, found two for "
                                  f"{b} ({p.name})")
+            seen.add(b)
+            if wanted is not None and b not in wanted:
+                continue
             df = _read_table(p, **layout)
             df.index = _dates(df, src.date, p.name)
             frames[b] = df
@@ -407,7 +417,8 @@ def merged_series(sources: list[SeriesSource], root: Path, basins: list[str] | N
     the period: NaN where they have no row.
     """
     where = [f"series[{i}]" if len(sources) > 1 else "series" for i in range(len(sources))]
-    per_source = [_frames_from(s, root, w) for s, w in zip(sources, where, strict=True)]
+    per_source = [_frames_from(s, root, w, basins)
+                  for s, w in zip(sources, where, strict=True)]
     ids = list(basins) if basins else list(per_source[0])
     for frames, w in zip(per_source, where, strict=True):
         absent = [b for b in ids if b not in frames]
@@ -652,14 +663,29 @@ def _fao56_rn(spec: NetRadiation, frames: dict[str, pd.DataFrame], ids: list[str
     return rn * 1e6 / 86400.0  # MJ m⁻² day⁻¹ → W m⁻²
 
 
+def _attribute_table(root: Path, name: str, spec: AttributeSource) -> pd.DataFrame:
+    """One attribute table, or every table a glob matches with their rows stacked.
+
+    Caravan, for one, writes one table per source data set and kind of attribute.
+    """
+    if not any(c in name for c in "*?["):
+        return _read_table(root / name, sep=spec.sep, text=(spec.id,))
+    paths = sorted(root.glob(name))
+    if not paths:
+        raise FileNotFoundError(f"attributes.file: expected tables matching {name} in {root}, "
+                                f"found none")
+    return pd.concat([_read_table(p, sep=spec.sep, text=(spec.id,)) for p in paths],
+                     ignore_index=True)
+
+
 def _attributes(spec: AttributeSource | None, root: Path, ids: list[str]
                 ) -> pd.DataFrame | None:
     if spec is None:
         return None
     files = [spec.file] if isinstance(spec.file, str) else list(spec.file)
     parts = []
-    for name in files:
-        table = _read_table(root / name, sep=spec.sep, text=(spec.id,))
+    for k, name in enumerate(files):
+        table = _attribute_table(root, name, spec)
         if spec.id not in table.columns:
             raise StoreError(f"attributes.id: expected column {spec.id!r} in {name}, found "
                              f"{', '.join(map(str, table.columns))}")
@@ -672,11 +698,16 @@ def _attributes(spec: AttributeSource | None, root: Path, ids: list[str]
         if table.index.has_duplicates:
             raise StoreError(f"{name}: expected one row per basin, found "
                              f"{table.index[table.index.duplicated()][0]} twice")
-        twice = [c for c in table.columns if any(c in p.columns for p in parts)]
-        if twice:
-            raise StoreError(f"{name}: expected columns of its own, found "
-                             f"{', '.join(map(str, twice))} in an earlier table as well")
-        parts.append(table.loc[ids])
+        table = table.loc[ids]
+        for c in [c for c in table.columns if any(c in p.columns for p in parts)]:
+            first = next(p[c] for p in parts if c in p.columns)
+            # the same values twice (an id's coordinates in two tables): kept once; other
+            # values under a name of their own, so that nothing is dropped
+            same = first.equals(table[c]) or (
+                pd.api.types.is_numeric_dtype(first) and pd.api.types.is_numeric_dtype(table[c])
+                and np.allclose(first.to_numpy(float), table[c].to_numpy(float), equal_nan=True))
+            table = table.drop(columns=c) if same else table.rename(columns={c: f"{c}_{k}"})
+        parts.append(table)
     return pd.concat(parts, axis=1)
 
 
