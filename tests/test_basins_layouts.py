@@ -261,6 +261,8 @@ def _daymet_pixel(path: Path, years: range, drop: tuple[str, ...] = ()) -> pd.Da
     meta = ("Latitude: 42.4  Longitude: -72.5\nX & Y on Lambert Conformal Conic: 1 2\n"
             "Tile: 11934\nElevation: 300 meters\nAll years; all variables; Daymet 4\n"
             "How to cite: Thornton et al.\nTemporal coverage: 1980-1981\n")
+    df["Q"] = rng.gamma(2, 1, len(days)).round(3)
+    df.loc[40, "Q"] = np.nan  # a day without discharge: never filled
     path.write_text(meta + df.to_csv(index=False))
     return df.set_index(days)
 
@@ -276,7 +278,8 @@ def test_short_forcing_gaps_are_filled_when_asked_and_counted(tmp_path, capsys):
                           "variables": {
                               "prec": {"column": "prcp (mm/day)", "units": "mm/day"},
                               "tair": {"column": ["tmax (deg c)", "tmin (deg c)"],
-                                       "units": "degC"}}},
+                                       "units": "degC"},
+                              "q": {"column": "Q", "units": "mm/day"}}},
                "attributes": {"file": "attributes.csv", "lat": "lat", "lon": "lon"}}
     with pytest.raises(StoreError, match=r"amherst: expected consecutive daily dates"):
         basin_store(parse_record(BasinMapping, mapping, "m.yaml"), tmp_path)
@@ -295,6 +298,8 @@ def test_short_forcing_gaps_are_filled_when_asked_and_counted(tmp_path, capsys):
     mean = lambda r: (r["tmax (deg c)"] + r["tmin (deg c)"]) / 2  # noqa: E731
     np.testing.assert_allclose(float(day["tair"]), (mean(before) + mean(after)) / 2 + 273.15,
                                rtol=1e-6)
+    q = ds["q"].values[:, 0]
+    assert np.isnan(q[40]) and np.isnan(float(day["q"])) and np.isfinite(q[41:365]).all()
     for d in ("1981-03-01", "1981-12-31"):  # days that were there are untouched
         np.testing.assert_allclose(float(ds["prec"].sel(time=d)[0]),
                                    raw.loc[d, "prcp (mm/day)"], rtol=1e-6)

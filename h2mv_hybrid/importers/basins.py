@@ -385,15 +385,17 @@ def _frames_from(src: SeriesSource, root: Path, where: str = "series",
     return out
 
 
-def filled_gaps(df: pd.DataFrame, max_days: int) -> tuple[pd.DataFrame, int]:
+def filled_gaps(df: pd.DataFrame, max_days: int, columns: list[str]
+                ) -> tuple[pd.DataFrame, int]:
     """``df`` on every day from its first row to its last, gaps filled, and their count.
 
-    Runs of at most ``max_days`` missing days of a column (rows absent, or NaN) between two
-    values are interpolated linearly in time; longer runs and the ends stay NaN.
+    Runs of at most ``max_days`` missing days of each of ``columns`` (rows absent, or NaN)
+    between two values are interpolated linearly in time; longer runs and the ends stay
+    NaN, and so do the other columns (discharge, snow cover) wherever they are missing.
     """
     full = df.reindex(pd.date_range(df.index[0], df.index[-1], freq="D"))
     out, filled = full.copy(), 0
-    for c in full.columns:
+    for c in columns:
         miss = full[c].isna().to_numpy()
         if not miss.any():
             continue
@@ -432,7 +434,10 @@ def merged_series(sources: list[SeriesSource], root: Path, basins: list[str] | N
     if fill_gaps > 0:
         for i in forcing:
             for b in ids:
-                per_source[i][b], n = filled_gaps(per_source[i][b], fill_gaps)
+                frame = per_source[i][b]
+                names = [c for c in frame.columns
+                         if c.split(":")[0] in FORCING_SERIES or c.startswith("fao56_")]
+                per_source[i][b], n = filled_gaps(frame, fill_gaps, names)
                 filled += n
     joined = {b: pd.concat([per_source[i][b] for i in forcing], axis=1, join="inner")
               for b in ids}
