@@ -571,8 +571,7 @@ def basin_store(mapping: BasinMapping, root: str | os.PathLike = ".",
     lon = _column(attrs, mapping.attributes, "lon")
     series = {}
     for name, col in variables.items():
-        bands = np.stack([np.stack([frames[b].loc[days[0]:days[-1], f"{name}:{i}"].to_numpy(
-            float) for b in ids], 1) for i in range(len(col.columns))])
+        bands = np.stack([stacked(frames, ids, f"{name}:{i}") for i in range(len(col.columns))])
         if len(bands) == 1:
             raw = bands[0]
         elif col.combine == "sum":
@@ -630,12 +629,16 @@ VAPOUR_PRESSURE_KPA: dict[str, float] = {"kPa": 1.0, "hPa": 0.1, "mbar": 0.1, "P
 MJ_PER_DAY = ("MJ m-2 day-1", "MJ m-2 d-1", "MJ/m2/day", "MJ m**-2 day**-1")
 
 
+def stacked(frames: dict[str, pd.DataFrame], ids: list[str], key: str) -> np.ndarray:
+    """Column ``key`` of every basin's frame (:func:`merged_series`: one period) [days, basins]."""
+    return np.stack([frames[b][key].to_numpy(float) for b in ids], 1)
+
+
 def _fao56_rn(spec: NetRadiation, frames: dict[str, pd.DataFrame], ids: list[str],
               days: pd.DatetimeIndex, attrs: pd.DataFrame | None, lat: np.ndarray | None
               ) -> np.ndarray:
     """Net radiation [days, basins], W m⁻², from a source's shortwave columns (FAO-56)."""
-    col = lambda key: np.stack([frames[b].loc[days[0]:days[-1], key].to_numpy(float)  # noqa: E731
-                                for b in ids], 1)
+    col = lambda key: stacked(frames, ids, key)  # noqa: E731
     if lat is None:
         raise StoreError("net_radiation: expected basin latitudes (attributes.lat) for the "
                          "clear-sky radiation, found none")
